@@ -1,0 +1,387 @@
+"""The ``disagg`` command line: a thin click layer over the planner's modules.
+
+Every command reports user mistakes (:class:`~planner.errors.PlannerError`) as one
+paragraph on stderr with a non-zero exit status (2 for bad input, 1 for an
+unanswerable question); ``--debug`` shows the traceback instead. Output files are
+written atomically by :mod:`planner.report`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import click
+import numpy as np
+import pandas as pd
+
+from planner import __version__
+from planner.catalog import load_hardware, load_instance, load_model, names
+from planner.errors import PlannerError, SpecError
+from planner.perf import Layouts, evaluate
+from planner.perf.calibration import Calibration, load_calibration
+from planner.report import write_text_atomic
+
+_PRECISIONS = click.Choice(["bf16", "fp8", "fp4"])
+
+
+@contextlib.contextmanager
+def format_errors(debug: bool) -> Iterator[None]:
+    """Turn planner errors into one message and an exit status; tracebacks only with --debug."""
+    try:
+        yield
+    except PlannerError as err:
+        if debug:
+            raise
+        click.echo(f"error: {err}", err=True)
+        sys.exit(err.exit_code)
+
+
+_debug = click.option("--debug", is_flag=True, help="Show the full traceback of an error.")
+_calibration = click.option(
+    "--calibration",
+    "calibration_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Efficiency calibration YAML (from `disagg calibrate`); default: the shipped fit.",
+)
+
+
+def _load_calibration(path: str | None) -> Calibration:
+    return load_calibration(path)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="disagg")
+def main() -> None:
+    """Plan LLM inference deployments: disaggregated (prefill/decode pools) or co-located."""
+
+
+# --------------------------------------------------------------------------- list
+
+
+@main.command("list")
+@click.argument("kind", type=click.Choice(["models", "hardware", "instances"]))
+@_debug
+def list_command(kind: str, debug: bool) -> None:
+    """List the shipped specs of one KIND with a one-line summary each.
+
+    Example: disagg list hardware
+    """
+    with format_errors(debug):
+        for name in names(kind):
+            click.echo(f"{name:<28} {_summary(kind, name)}")
+
+
+def _summary(kind: str, name: str) -> str:
+    from planner.perf.architecture import Architecture
+
+    if kind == "models":
+        spec = load_model(name)
+        arch = Architecture.from_spec(spec, "bf16")
+        shape = f"MoE {spec.moe.num_routed_experts}x{spec.moe.num_experts_per_token}" if spec.moe else "dense"
+        return (
+            f"{arch.total_params / 1e9:7.1f}B params ({arch.active_params / 1e9:.1f}B active), "
+            f"{spec.num_layers} layers, {spec.attention.upper()}, {shape}"
+        )
+    if kind == "hardware":
+        hw = load_hardware(name)
+        return (
+            f"{hw.hbm_capacity_gb:.0f} GB at {hw.hbm_bandwidth_gb_per_s / 1000:.1f} TB/s, "
+            f"{'/'.join(hw.supported_precisions)}, scale-up domain {hw.scale_up_domain_gpus} GPUs"
+        )
+    inst = load_instance(name)
+    return inst.description or f"{inst.model} on {inst.hardware}"
+
+
+# --------------------------------------------------------------------------- evaluate
+
+_EVALUATE_KEYS = (
+    "gpus",
+    "fits",
+    "memory_per_gpu_gb",
+    "weights_per_gpu_gb",
+    "kv_cache_per_gpu_gb",
+    "ttft_ms",
+    "tpot_ms",
+    "tokens_per_s_per_user",
+    "output_tokens_per_s_per_gpu",
+    "input_tokens_per_s_per_gpu",
+    "output_tokens_per_s",
+    "input_tokens_per_s",
+    "requests_per_s",
+    "kv_cache_bytes_per_request",
+    "kv_transfer_ms",
+    "compute_ms",
+    "memory_ms",
+    "communication_ms",
+    "overhead_ms",
+)
+
+
+@main.command("evaluate")
+@click.option(
+    "--instance",
+    default=None,
+    help="Take model, hardware, precision, ISL and OSL from a planning instance (name or YAML path).",
+)
+@click.option("--model", default=None, help="Catalog model name or path to a model YAML.")
+@click.option("--hardware", default=None, help="Catalog hardware name or path to a hardware YAML.")
+@click.option("--precision", type=_PRECISIONS, default=None, help="Weight precision [default: fp8].")
+@click.option("--phase", type=click.Choice(["prefill", "decode", "aggregated"]), required=True)
+@click.option("--tp", type=click.IntRange(min=1), required=True, help="Tensor-parallel size.")
+@click.option("--pp", type=click.IntRange(min=1), default=1, show_default=True, help="Pipeline stages.")
+@click.option("--ep", type=click.IntRange(min=1), default=1, show_default=True, help="Expert-parallel size.")
+@click.option("--attention-dp", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--batch", type=click.IntRange(min=1), required=True, help="Requests in flight per instance.")
+@click.option("--isl", type=click.IntRange(min=1), default=None, help="Input tokens per request.")
+@click.option("--osl", type=click.IntRange(min=1), default=None, help="Output tokens per request.")
+@click.option(
+    "--chunked-prefill/--no-chunked-prefill",
+    default=True,
+    show_default=True,
+    help="Aggregated only: piggyback prompt chunks on decode steps.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@_calibration
+@_debug
+def evaluate_command(
+    instance: str | None,
+    model: str | None,
+    hardware: str | None,
+    precision: str | None,
+    phase: str,
+    tp: int,
+    pp: int,
+    ep: int,
+    attention_dp: int,
+    batch: int,
+    isl: int | None,
+    osl: int | None,
+    chunked_prefill: bool,
+    as_json: bool,
+    calibration_path: str | None,
+    debug: bool,
+) -> None:
+    """Predict what one serving instance of a layout does.
+
+    Example: disagg evaluate --model llama-3.1-70b --hardware h100-sxm --phase decode
+    --tp 4 --batch 64 --isl 4096 --osl 512
+
+    Explicit options override what ``--instance`` supplies.
+    """
+    with format_errors(debug):
+        if instance:
+            spec = load_instance(instance)
+            model = model or spec.model
+            hardware = hardware or spec.hardware
+            precision = precision or spec.precision
+            isl = isl or spec.traffic.isl_tokens
+            osl = osl or spec.traffic.osl_tokens
+        precision = precision or "fp8"
+        for flag, value in (("--model", model), ("--hardware", hardware), ("--isl", isl), ("--osl", osl)):
+            if value is None:
+                raise SpecError(f"missing {flag}; give it, or --instance NAME to take it from an instance")
+        frame = evaluate(
+            load_model(model),
+            load_hardware(hardware),
+            precision,  # type: ignore[arg-type]
+            phase,  # type: ignore[arg-type]
+            Layouts.of(tp, pp, ep, attention_dp, batch),
+            isl,
+            osl,
+            calibration=_load_calibration(calibration_path),
+            chunked_prefill=chunked_prefill,
+        )
+        row = frame.iloc[0]
+        result = {
+            "model": model,
+            "hardware": hardware,
+            "precision": precision,
+            "phase": phase,
+            "tp": tp,
+            "pp": pp,
+            "ep": ep,
+            "attention_dp": attention_dp,
+            "batch": batch,
+            "isl_tokens": isl,
+            "osl_tokens": osl,
+            **{k: _plain(row[k]) for k in _EVALUATE_KEYS},
+            "calibration_block": row["calibration_block"],
+        }
+        if as_json:
+            click.echo(json.dumps(result, indent=2))
+        else:
+            click.echo(_evaluate_text(result))
+
+
+def _plain(value: object) -> object:
+    """Numpy scalars to JSON-ready Python values (NaN becomes null)."""
+    if isinstance(value, np.bool_ | bool):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating | float):
+        return None if math.isnan(float(value)) else float(value)
+    return value
+
+
+def _evaluate_text(r: dict) -> str:
+    def num(v: object, fmt: str = ",.1f") -> str:
+        return "n/a" if v is None else format(v, fmt)
+
+    fits = "yes" if r["fits"] else "NO (exceeds usable HBM; lower the batch or add GPUs)"
+    lines = [
+        f"{r['model']} on {r['hardware']} ({r['precision']}), {r['phase']}: "
+        f"TP{r['tp']} PP{r['pp']} EP{r['ep']} attention-DP{r['attention_dp']}, batch {r['batch']}, "
+        f"ISL {r['isl_tokens']} / OSL {r['osl_tokens']}",
+        f"  GPUs                        {r['gpus']}",
+        f"  fits in memory              {fits}",
+        f"  memory per GPU              {num(r['memory_per_gpu_gb'])} GB "
+        f"(weights {num(r['weights_per_gpu_gb'])}, KV cache {num(r['kv_cache_per_gpu_gb'])})",
+    ]
+    if r["phase"] == "prefill":
+        lines.append(
+            f"  ttft_ms                     {num(r['ttft_ms'])} (KV transfer {num(r['kv_transfer_ms'])})"
+        )
+    else:
+        lines.append(f"  tpot_ms                     {num(r['tpot_ms'], ',.2f')}")
+        if r["phase"] == "aggregated":
+            lines.append(f"  ttft_ms                     {num(r['ttft_ms'])}")
+    lines += [
+        f"  tokens_per_s_per_user       {num(r['tokens_per_s_per_user'])}",
+        f"  output_tokens_per_s_per_gpu {num(r['output_tokens_per_s_per_gpu'])}",
+        f"  input_tokens_per_s_per_gpu  {num(r['input_tokens_per_s_per_gpu'])}",
+        f"  requests_per_s              {num(r['requests_per_s'], ',.3f')}",
+        f"  kv_cache_bytes_per_request  {num(r['kv_cache_bytes_per_request'], ',.0f')}",
+        "  where the time goes (ms):   "
+        f"compute {num(r['compute_ms'], ',.2f')}, memory {num(r['memory_ms'], ',.2f')}, "
+        f"communication {num(r['communication_ms'], ',.2f')}, overhead {num(r['overhead_ms'], ',.2f')}",
+        f"  calibration block           {r['calibration_block']}",
+    ]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- import-hf
+
+
+@main.command("import-hf")
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--name", required=True, help="Catalog name for the model (lower-case, e.g. my-model).")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Where to write the ModelSpec YAML (default: ./<name>.yaml).",
+)
+@_debug
+def import_hf_command(config: str, name: str, out: str | None, debug: bool) -> None:
+    """Write a ModelSpec YAML from a Hugging Face CONFIG (config.json).
+
+    Example: disagg import-hf path/to/config.json --name my-model
+    """
+    from planner.hf_import import import_hf_config, model_spec_to_yaml
+
+    with format_errors(debug):
+        spec = import_hf_config(config, name)
+        target = Path(out or f"{name}.yaml")
+        write_text_atomic(
+            target, model_spec_to_yaml(spec, header=f"Imported from {config} by disagg import-hf")
+        )
+        click.echo(f"wrote {target}")
+
+
+# --------------------------------------------------------------------------- validate / calibrate
+
+
+@main.command("validate")
+@click.option(
+    "--measurements",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Measurements CSV (format: planner/measurements.py); default: the shipped reference file.",
+)
+@click.option("--csv", "csv_out", type=click.Path(dir_okay=False), default=None, help="Also write the table.")
+@_calibration
+@_debug
+def validate_command(
+    measurements: str | None, csv_out: str | None, calibration_path: str | None, debug: bool
+) -> None:
+    """Predict every measured row and print measured, predicted and error.
+
+    Example: disagg validate --csv validation.csv
+    """
+    from planner.measurements import load_measurements, validate
+
+    with format_errors(debug):
+        table = validate(load_measurements(measurements), _load_calibration(calibration_path))
+        click.echo(_validation_text(table))
+        if csv_out:
+            write_text_atomic(Path(csv_out), table.to_csv(index=False))
+
+
+def _validation_text(table: pd.DataFrame) -> str:
+    lines = [f"{'id':<42} {'measured':>10} {'predicted':>10} {'error':>8}"]
+    for _, r in table.iterrows():
+        if r["skip_reason"]:
+            lines.append(f"{r['id']:<42} {r['measured']:>10,.0f} {'skipped':>10}  {r['skip_reason']}")
+        else:
+            lines.append(
+                f"{r['id']:<42} {r['measured']:>10,.0f} {r['predicted']:>10,.0f} {r['error_fraction']:>+8.1%}"
+            )
+    errors = table["error_fraction"].abs().dropna()
+    skipped = int((table["skip_reason"] != "").sum())
+    if len(errors):
+        lines.append(
+            f"{len(errors)} rows predicted, {skipped} skipped: median |error| {errors.median():.1%}, "
+            f"worst {errors.max():.1%}"
+        )
+    else:
+        lines.append(f"no row could be predicted ({skipped} skipped)")
+    return "\n".join(lines)
+
+
+@main.command("calibrate")
+@click.option("--measurements", type=click.Path(dir_okay=False), required=True, help="Measurements CSV.")
+@click.option("--out", type=click.Path(dir_okay=False), required=True, help="Calibration YAML to write.")
+@click.option("--no-loo", is_flag=True, help="Skip the leave-one-out generalization estimate.")
+@_calibration
+@_debug
+def calibrate_command(
+    measurements: str, out: str, no_loo: bool, calibration_path: str | None, debug: bool
+) -> None:
+    """Fit the efficiency blocks to measurements; print in-sample and leave-one-out error.
+
+    Example: disagg calibrate --measurements my_benchmarks.csv --out calibration.yaml
+    """
+    import yaml
+
+    from planner.calibrate import fit_calibration, leave_one_out
+    from planner.measurements import load_measurements, validate
+
+    with format_errors(debug):
+        frame = load_measurements(measurements)
+        start = _load_calibration(calibration_path)
+        fitted = fit_calibration(frame, start, source=f"disagg calibrate on {Path(measurements).name}")
+        table = validate(frame, fitted)
+        if not no_loo:
+            table["loo_error_fraction"] = leave_one_out(frame, fitted).to_numpy()
+        click.echo(_validation_text(table))
+        if not no_loo:
+            loo = table["loo_error_fraction"].abs().dropna()
+            if len(loo):
+                click.echo(f"leave-one-out: median |error| {loo.median():.1%}, worst {loo.max():.1%}")
+        header = (
+            "# Efficiency calibration written by `disagg calibrate`; see planner/perf/calibration.py\n"
+            "# for what each constant means and its bounds.\n"
+        )
+        write_text_atomic(Path(out), header + yaml.safe_dump(fitted.model_dump(), sort_keys=False))
+        click.echo(f"wrote {out}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,225 @@
+"""Measured throughput rows (the ``reference/measurements.csv`` format) and the model's prediction of each.
+
+Format, one row per measurement (the columns of the shared reference file):
+
+========================  =================================================================
+column                    meaning
+========================  =================================================================
+id                        unique row name
+source                    where it was published
+model, hardware           catalog names (or paths to spec files)
+precision                 weight precision: bf16, fp8, fp4
+isl, osl                  input / output tokens per request
+mode                      ``aggregated``, ``prefill`` or ``decode`` (one pool alone)
+instances                 identical instances measured together
+gpus_per_instance         must equal tp x pp x attention_dp
+tp, pp, ep, attention_dp  the layout
+batch                     requests in flight per instance, or ``max`` for the largest that fits
+metric                    ``output_tokens_per_s_total``, ``input_tokens_per_s_per_node`` or
+                          ``output_tokens_per_s_per_node`` (a node is 8 GPUs)
+value                     the measured number in the metric's unit
+notes                     free text
+========================  =================================================================
+
+For ``batch = max`` the planner searches the batch that maximizes throughput within
+memory for the stated layout (and, co-located, the better of chunked and unchunked
+prefill). A row the model cannot express is returned with a ``skip_reason``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from planner.catalog import load_hardware, load_model
+from planner.errors import PlannerError, SpecError
+from planner.perf.calibration import Calibration, ideal_block
+from planner.perf.context import PerfContext
+from planner.perf.layout import Layouts, layout_problems
+from planner.perf.phases import aggregated, decode, prefill
+
+DEFAULT_MEASUREMENTS = Path(__file__).parent / "reference" / "measurements.csv"
+
+REQUIRED_COLUMNS = (
+    "id",
+    "model",
+    "hardware",
+    "precision",
+    "isl",
+    "osl",
+    "mode",
+    "instances",
+    "gpus_per_instance",
+    "tp",
+    "pp",
+    "ep",
+    "attention_dp",
+    "batch",
+    "metric",
+    "value",
+)
+METRICS = ("output_tokens_per_s_total", "input_tokens_per_s_per_node", "output_tokens_per_s_per_node")
+GPUS_PER_NODE_IN_METRICS = 8
+MAX_BATCH_PER_RANK = 2048
+"""Largest decode batch per attention-DP rank searched for ``batch = max`` (TRT-LLM's default cap)."""
+MAX_PREFILL_TOKENS_PER_GPU = 16384
+"""Largest prefill pass searched for ``batch = max`` (tokens per GPU per forward, as SGLang runs)."""
+
+
+def load_measurements(path: str | Path | None = None) -> pd.DataFrame:
+    """Read and check a measurements file; errors name the file, the column and the fix."""
+    path = Path(path) if path else DEFAULT_MEASUREMENTS
+    try:
+        frame = pd.read_csv(path, dtype={"batch": str})
+    except FileNotFoundError:
+        raise SpecError("no such file; check the path", path=path) from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise SpecError(f"not a readable CSV ({err}); fix the file", path=path) from None
+    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
+    if missing:
+        raise SpecError(
+            f"missing column(s) {', '.join(missing)}; the format is documented in "
+            "planner/measurements.py and matches reference/measurements.csv",
+            path=path,
+            field=missing[0],
+        )
+    for column in ("isl", "osl", "instances", "gpus_per_instance", "tp", "pp", "ep", "attention_dp", "value"):
+        values = pd.to_numeric(frame[column], errors="coerce")
+        bad = frame.index[values.isna() | (values <= 0)]
+        if len(bad):
+            row = frame.loc[bad[0], "id"]
+            raise SpecError(
+                f"row '{row}': '{frame.loc[bad[0], column]}' is not a positive number; fix it",
+                path=path,
+                field=column,
+            )
+    for column, allowed in (("mode", ("aggregated", "prefill", "decode")), ("metric", METRICS)):
+        bad = frame.index[~frame[column].isin(allowed)]
+        if len(bad):
+            raise SpecError(
+                f"row '{frame.loc[bad[0], 'id']}': '{frame.loc[bad[0], column]}' is not one of "
+                f"{', '.join(allowed)}",
+                path=path,
+                field=column,
+            )
+    for _, row in frame.iterrows():
+        for kind, loader in (("model", load_model), ("hardware", load_hardware)):
+            try:
+                loader(str(row[kind]))
+            except SpecError as err:
+                raise SpecError(f"row '{row['id']}': {err.message}", path=path, field=kind) from None
+    return frame
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The model's number for one measurement row, or why it has none."""
+
+    predicted: float
+    batch: int | None
+    skip_reason: str | None = None
+
+
+def predict_row(row: pd.Series, calibration: Calibration | None = None) -> Prediction:
+    """Predict one measurement row's metric with the stated layout."""
+    model, hardware = load_model(str(row["model"])), load_hardware(str(row["hardware"]))
+    tp, pp, ep, dp = (int(row[c]) for c in ("tp", "pp", "ep", "attention_dp"))
+    if tp * pp * dp != int(row["gpus_per_instance"]):
+        return Prediction(
+            np.nan, None, f"gpus_per_instance {row['gpus_per_instance']} != tp x pp x attention_dp"
+        )
+    precision = str(row["precision"])
+    try:
+        ctx = PerfContext.build(model, hardware, precision, calibration)  # type: ignore[arg-type]
+    except PlannerError as err:
+        return Prediction(np.nan, None, str(err))
+    isl, osl, mode = int(row["isl"]), int(row["osl"]), str(row["mode"])
+    batch_text = str(row["batch"]).strip()
+    if batch_text == "max":
+        batches = _batch_grid(dp, mode, isl, tp)
+    elif batch_text.isdigit() and int(batch_text) > 0:
+        batches = np.array([int(batch_text)])
+    else:
+        return Prediction(np.nan, None, f"batch '{batch_text}' is neither a positive integer nor 'max'")
+    layouts = Layouts.of(tp, pp, ep, dp, batches)
+    problem = layout_problems(model, hardware, layouts)[0]
+    if problem:
+        return Prediction(np.nan, None, problem)
+    best, best_batch = _best_rate(ctx, layouts, mode, isl, osl)
+    if best_batch is None:
+        return Prediction(np.nan, None, "no batch of this layout fits in memory")
+    scale = (
+        int(row["instances"])
+        if row["metric"] == "output_tokens_per_s_total"
+        else GPUS_PER_NODE_IN_METRICS / (tp * pp * dp)
+    )
+    ceiling_ctx = replace(ctx, efficiency=ideal_block())
+    ceiling, _ = _best_rate(ceiling_ctx, layouts, mode, isl, osl)
+    if float(row["value"]) > ceiling * scale:
+        return Prediction(
+            np.nan,
+            None,
+            f"measured {float(row['value']):.0f} exceeds the physical ceiling {ceiling * scale:.0f} of this "
+            "layout at the stated ISL/OSL (peak FLOP/s and bandwidth, no overheads); check the row's ISL/OSL",
+        )
+    return Prediction(best * scale, best_batch)
+
+
+def _best_rate(ctx: PerfContext, layouts: Layouts, mode: str, isl: int, osl: int) -> tuple[float, int | None]:
+    """Highest instance rate (input tokens/s for prefill, output tokens/s otherwise) that fits."""
+    if mode == "prefill":
+        candidates = [(prefill(ctx, layouts, isl, osl), "input_tokens_per_s")]
+    elif mode == "decode":
+        candidates = [(decode(ctx, layouts, isl, osl), "output_tokens_per_s")]
+    else:
+        candidates = [
+            (aggregated(ctx, layouts, isl, osl, chunked_prefill=c), "output_tokens_per_s")
+            for c in (True, False)
+        ]
+    best, best_batch = -np.inf, None
+    for metrics, rate in candidates:
+        values = np.where(metrics.fits, getattr(metrics, rate), -np.inf)
+        i = int(np.argmax(values))
+        if values[i] > best:
+            best, best_batch = float(values[i]), int(layouts.batch[i])
+    return best, best_batch
+
+
+def _batch_grid(dp: int, mode: str, isl: int, tp: int) -> np.ndarray:
+    """Batches searched for ``batch = max``: a geometric grid (x1.25) from one request per DP rank."""
+    if mode == "prefill":
+        top = max(1, MAX_PREFILL_TOKENS_PER_GPU * tp // isl) * dp
+    else:
+        top = MAX_BATCH_PER_RANK * dp
+    grid = np.unique(np.round(dp * 1.25 ** np.arange(0, 80)).astype(np.int64))
+    grid = grid[grid <= top]
+    return np.unique(np.append(grid, top))
+
+
+def validate(frame: pd.DataFrame, calibration: Calibration | None = None) -> pd.DataFrame:
+    """Measured, predicted and relative error for every row; unexpressible rows carry a reason."""
+    rows = []
+    for _, row in frame.iterrows():
+        p = predict_row(row, calibration)
+        measured = float(row["value"])
+        rows.append(
+            {
+                "id": row["id"],
+                "model": row["model"],
+                "hardware": row["hardware"],
+                "precision": row["precision"],
+                "isl": int(row["isl"]),
+                "osl": int(row["osl"]),
+                "mode": row["mode"],
+                "metric": row["metric"],
+                "measured": measured,
+                "predicted": p.predicted,
+                "error_fraction": (p.predicted - measured) / measured if p.skip_reason is None else np.nan,
+                "batch": p.batch,
+                "skip_reason": p.skip_reason or "",
+            }
+        )
+    return pd.DataFrame(rows)

@@ -1,0 +1,83 @@
+"""Analytic, vectorized roofline model of one serving instance (DESIGN.md section 2).
+
+Entry point: :func:`evaluate` prices N layouts of one model on one GPU type in
+one numpy call and returns a tidy frame, one row per layout. The parts:
+:mod:`~planner.perf.architecture` (parameters, FLOPs, KV bytes of a model),
+:mod:`~planner.perf.layout` (TP/PP/EP/attention-DP layouts and their rules),
+:mod:`~planner.perf.calibration` (achievable fractions of peak),
+:mod:`~planner.perf.step` (one forward pass), :mod:`~planner.perf.memory`
+(feasibility) and :mod:`~planner.perf.phases` (prefill, decode, aggregated).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from numpy.typing import ArrayLike
+
+from planner.perf.architecture import Architecture
+from planner.perf.calibration import Calibration, EfficiencyBlock, load_calibration
+from planner.perf.context import PerfContext
+from planner.perf.layout import Layouts, check_layout, layout_problems
+from planner.perf.phases import PhaseMetrics, aggregated, decode, prefill
+from planner.specs import HardwareSpec, ModelSpec, Phase, Precision
+
+__all__ = [
+    "Architecture",
+    "Calibration",
+    "EfficiencyBlock",
+    "Layouts",
+    "PerfContext",
+    "PhaseMetrics",
+    "aggregated",
+    "check_layout",
+    "decode",
+    "evaluate",
+    "layout_problems",
+    "load_calibration",
+    "prefill",
+]
+
+
+def evaluate(
+    model: ModelSpec,
+    hardware: HardwareSpec,
+    precision: Precision,
+    phase: Phase,
+    layouts: Layouts,
+    isl_tokens: ArrayLike,
+    osl_tokens: ArrayLike,
+    *,
+    calibration: Calibration | None = None,
+    chunked_prefill: bool = True,
+    kv_link_gb_per_s: float | None = None,
+) -> pd.DataFrame:
+    """Predict what one instance of each layout does; one row per layout.
+
+    Layouts that break a model or hardware rule raise :class:`~planner.errors.LayoutError`;
+    layouts that run out of memory are kept with ``fits = False``.
+    """
+    ctx = PerfContext.build(model, hardware, precision, calibration)
+    check_layout(model, hardware, layouts)
+    if phase == "prefill":
+        link = kv_link_gb_per_s * 1e9 if kv_link_gb_per_s else None
+        metrics = prefill(ctx, layouts, isl_tokens, osl_tokens, kv_link_bytes_per_s=link)
+    elif phase == "decode":
+        metrics = decode(ctx, layouts, isl_tokens, osl_tokens)
+    else:
+        metrics = aggregated(ctx, layouts, isl_tokens, osl_tokens, chunked_prefill=chunked_prefill)
+    frame = pd.DataFrame(
+        {
+            "tp": layouts.tp,
+            "pp": layouts.pp,
+            "ep": layouts.ep,
+            "attention_dp": layouts.attention_dp,
+            "batch": layouts.batch,
+            "isl_tokens": np.broadcast_to(np.asarray(isl_tokens), (len(layouts),)),
+            "osl_tokens": np.broadcast_to(np.asarray(osl_tokens), (len(layouts),)),
+            **metrics.as_dict(),
+        }
+    )
+    frame["gpus"] = frame["gpus"].astype(int)
+    frame["calibration_block"] = ctx.calibration_key
+    return frame

@@ -1,0 +1,193 @@
+"""The cost of one forward pass through one pipeline stage, per GPU, for many layouts at once.
+
+Every phase (prefill chunk, decode step, mixed co-located step) is a forward
+pass with some tokens through the GEMMs, some attention work and some KV reads;
+this module prices it. Each GEMM group and attention is a roofline,
+max(FLOPs / achieved FLOP/s, bytes / achieved bandwidth), and communication is
+added on top (not overlapped): TP all-reduce (two per layer), EP
+dispatch/combine (one each per MoE layer) and the PP hand-off. Time is
+attributed to compute, memory or communication by which side of each roofline
+binds, so the breakdown adds up to the total.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from planner.perf.architecture import ACTIVATION_BYTES, DISPATCH_BYTES_PER_ELEMENT, EMBEDDING_BYTES_PER_PARAM
+from planner.perf.context import PerfContext
+from planner.perf.layout import Layouts
+
+
+@dataclass(frozen=True)
+class StepCost:
+    """Seconds per GPU for one pass through one stage (body) and through the output head."""
+
+    compute_s: np.ndarray
+    memory_s: np.ndarray
+    communication_s: np.ndarray
+    head_s: np.ndarray
+    handoff_s: np.ndarray
+
+    @property
+    def body_s(self) -> np.ndarray:
+        """One stage's layers, without the output head."""
+        return self.compute_s + self.memory_s + self.communication_s
+
+
+def gemm_efficiency(ctx: PerfContext, rows: np.ndarray) -> np.ndarray:
+    """Achieved fraction of peak for a GEMM with that many token rows (saturating in the rows)."""
+    eff = ctx.efficiency
+    rows = np.maximum(rows, 1e-9)
+    return eff.gemm_efficiency_fraction * rows / (rows + eff.gemm_half_saturation_tokens)
+
+
+def _roofline(flops, flop_rate, nbytes, byte_rate) -> tuple[np.ndarray, np.ndarray]:
+    """Split max(compute, memory) time into (compute-bound part, memory-bound part)."""
+    t_compute = flops / flop_rate
+    t_memory = nbytes / byte_rate
+    compute_bound = t_compute >= t_memory
+    return np.where(compute_bound, t_compute, 0.0), np.where(compute_bound, 0.0, t_memory)
+
+
+def _all_reduce_s(ctx: PerfContext, message_bytes, group) -> np.ndarray:
+    """Ring all-reduce: 2(g-1)/g of the message over the link, plus log2(g) latency steps."""
+    group = np.asarray(group, dtype=float)
+    bandwidth = ctx.link_bytes_per_s(group) * ctx.efficiency.collective_efficiency_fraction
+    t = 2 * (group - 1) / group * message_bytes / bandwidth + ctx.link_latency_s(group) * np.log2(
+        np.maximum(group, 2)
+    )
+    return np.where(group > 1, t, 0.0)
+
+
+def stage_step_cost(
+    ctx: PerfContext,
+    layouts: Layouts,
+    *,
+    tokens_per_rank: np.ndarray,
+    attention_flops_per_rank_layer: np.ndarray,
+    kv_read_bytes_per_gpu_layer: np.ndarray,
+    head_tokens_per_rank: np.ndarray,
+    extra_attention_gemm_flops_per_rank_layer: np.ndarray | float = 0.0,
+) -> StepCost:
+    """Price one forward pass of ``tokens_per_rank`` tokens on every attention-DP rank of a stage.
+
+    ``attention_flops_per_rank_layer`` and the KV bytes are per layer; the stage holds
+    ``num_layers / pp`` of them. The output head runs on ``head_tokens_per_rank`` tokens.
+    """
+    arch, eff = ctx.arch, ctx.efficiency
+    tp = layouts.tp.astype(float)
+    pp = layouts.pp.astype(float)
+    dp = layouts.attention_dp.astype(float)
+    ep = layouts.ep.astype(float)
+    stage_gpus = tp * dp
+    expert_tp = stage_gpus / ep
+    m = np.asarray(tokens_per_rank, dtype=float)
+    stage_tokens = m * dp
+    wb = arch.weight_bytes_per_param
+    hidden = arch.model.hidden_dim
+    gemm_rate = ctx.peak_flops_per_s * gemm_efficiency(ctx, m)
+    mem_rate = ctx.hbm_bytes_per_s * eff.memory_efficiency_fraction
+    attn_rate = ctx.attention_peak_flops_per_s * eff.attention_efficiency_fraction
+
+    dense_layers = arch.num_dense_layers / pp
+    moe_layers = arch.num_moe_layers / pp
+
+    compute = np.zeros_like(m)
+    memory = np.zeros_like(m)
+
+    def add(c, mem, layers):
+        nonlocal compute, memory
+        compute = compute + c * layers
+        memory = memory + mem * layers
+
+    # Non-expert GEMMs (attention projections, dense or shared MLP, router): split over TP.
+    for params, layers in (
+        (arch.attention_params_per_layer + arch.dense_mlp_params_per_layer, dense_layers),
+        (
+            arch.attention_params_per_layer
+            + arch.shared_expert_params_per_layer
+            + arch.router_params_per_layer,
+            moe_layers,
+        ),
+    ):
+        add(*_roofline(2 * m * params / tp, gemm_rate, params * wb / tp, mem_rate), layers)
+
+    # Routed experts: E/EP experts per GPU, each split over expert-TP GPUs.
+    comm = np.zeros_like(m)
+    if arch.num_moe_layers:
+        experts, k = arch.num_experts, arch.experts_per_token
+        pairs = stage_tokens * k
+        touched = 1.0 - (1.0 - k / experts) ** stage_tokens
+        expert_bytes = (experts / ep) * touched * arch.expert_params * wb / expert_tp
+        expert_flops = 2 * pairs * arch.expert_params / stage_gpus * eff.moe_load_imbalance_ratio
+        expert_rate = ctx.peak_flops_per_s * gemm_efficiency(ctx, pairs / experts)
+        add(*_roofline(expert_flops, expert_rate, expert_bytes, mem_rate), moe_layers)
+
+        # Dispatch (fp8) and combine (bf16) of the tokens each GPU owns, to the other EP ranks.
+        # Across scale-up domains a token crosses the network once per destination domain
+        # (node-limited routing, DeepEP-style forwarding) and fans out over the scale-up links.
+        owned = stage_tokens / stage_gpus * eff.moe_load_imbalance_ratio
+        per_pair_bytes = hidden * (DISPATCH_BYTES_PER_ELEMENT + ACTIVATION_BYTES)
+        hw = ctx.hardware
+        domains = np.ceil(stage_gpus / hw.scale_up_domain_gpus)
+        remote_domains = np.minimum(k, domains) * (1 - 1 / domains)
+        scale_up_s = (
+            owned
+            * k
+            * (1 - 1 / ep)
+            * per_pair_bytes
+            / (hw.scale_up_bandwidth_gb_per_s * 1e9 * eff.collective_efficiency_fraction)
+        )
+        scale_out_s = (
+            owned
+            * remote_domains
+            * per_pair_bytes
+            / (hw.scale_out_bandwidth_gb_per_s * 1e9 * eff.collective_efficiency_fraction)
+        )
+        a2a = np.maximum(scale_up_s, scale_out_s) + 2 * ctx.link_latency_s(stage_gpus)
+        # Experts split wider than the TP group need their tokens gathered across DP ranks.
+        gather = _all_reduce_s(
+            ctx, stage_tokens / ep * hidden * ACTIVATION_BYTES, np.maximum(expert_tp / tp, 1)
+        )
+        comm = comm + np.where(ep > 1, a2a, 0.0) * moe_layers + gather * moe_layers
+
+    # Attention scores/values (compute) and KV-cache reads (memory).
+    attn_flops = np.asarray(attention_flops_per_rank_layer, dtype=float) / tp
+    attn_flops = attn_flops + np.asarray(extra_attention_gemm_flops_per_rank_layer, dtype=float) / tp
+    add(
+        *_roofline(attn_flops, attn_rate, np.asarray(kv_read_bytes_per_gpu_layer, dtype=float), mem_rate),
+        dense_layers + moe_layers,
+    )
+
+    # Two TP all-reduces per layer of the rank's activations.
+    comm = comm + 2 * _all_reduce_s(ctx, m * hidden * ACTIVATION_BYTES, tp) * (dense_layers + moe_layers)
+
+    # Output head on the last stage (bf16 weights), split over TP.
+    head_tokens = np.asarray(head_tokens_per_rank, dtype=float)
+    head_c, head_m = _roofline(
+        2 * head_tokens * arch.head_or_embedding_params / tp,
+        ctx.peak_flops_per_s * gemm_efficiency(ctx, head_tokens) * _bf16_share(ctx),
+        arch.head_or_embedding_params * EMBEDDING_BYTES_PER_PARAM / tp,
+        mem_rate,
+    )
+    head = head_c + head_m
+
+    handoff_span = layouts.gpus.astype(float)
+    handoff = np.where(
+        pp > 1,
+        m
+        * hidden
+        * ACTIVATION_BYTES
+        / (ctx.link_bytes_per_s(handoff_span) * eff.collective_efficiency_fraction)
+        + ctx.link_latency_s(handoff_span),
+        0.0,
+    )
+    return StepCost(compute, memory, comm, head, handoff)
+
+
+def _bf16_share(ctx: PerfContext) -> float:
+    """The head runs in bf16: its peak relative to the deployment precision's peak."""
+    return ctx.hardware.bf16_dense_tflops_per_s * 1e12 / ctx.peak_flops_per_s

@@ -1,0 +1,293 @@
+"""Typed, strict specs for models, hardware and planning instances.
+
+Every spec derives from :class:`SpecModel`: unknown keys are rejected, values
+are frozen, every number is bounded and carries its unit in its name
+(``hbm_bandwidth_gb_per_s``, ``ttft_ms_max``), and every field has a one-line
+docstring. ``tests/test_spec_contract.py`` enforces that contract for every
+subclass, so a new field cannot drift from it.
+
+Unit vocabulary used in field names (1 GB = 1e9 bytes, 1 TFLOP/s = 1e12 FLOP/s):
+``num_*`` counts, ``*_dim`` tensor dimensions (elements), ``*_tokens``,
+``*_gpus``, ``*_gb``, ``*_gb_per_s``, ``*_tflops_per_s``, ``*_ms``, ``*_us``,
+``*_fraction`` (0..1), ``*_ratio`` (dimensionless, >= 1), ``*_usd_per_gpu_hour``,
+``*_w`` (watts), ``*_per_s`` (rates).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+AttentionKind = Literal["gqa", "mla"]
+"""GQA/MHA (per-head K and V cached) or MLA (one compressed latent cached per token)."""
+
+Precision = Literal["bf16", "fp8", "fp4"]
+"""Weight/GEMM precision of a deployment."""
+
+PRECISIONS: tuple[Precision, ...] = ("bf16", "fp8", "fp4")
+
+Phase = Literal["prefill", "decode", "aggregated"]
+"""Which work one serving instance does."""
+
+Objective = Literal["max_tokens_per_s_per_gpu", "min_gpus", "min_cost"]
+"""What the planner optimizes for an instance."""
+
+
+class SpecModel(BaseModel):
+    """Strict, frozen base of every spec: unknown keys are errors, fields self-document."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        use_attribute_docstrings=True,
+        validate_default=True,
+    )
+
+    def update(self, changes: dict[str, Any]) -> SpecModel:
+        """Return a re-validated copy with dotted-key changes applied (``{"moe.num_routed_experts": 64}``)."""
+        data = self.model_dump()
+        for dotted, value in changes.items():
+            node = data
+            *parents, leaf = dotted.split(".")
+            for key in parents:
+                if not isinstance(node.get(key), dict):
+                    node[key] = {} if node.get(key) is None else node[key]
+                node = node[key]
+            node[leaf] = value
+        return type(self).model_validate(data)
+
+
+# --------------------------------------------------------------------------- models
+
+
+class MlaSpec(SpecModel):
+    """Multi-head latent attention (DeepSeek-V2/V3/R1): the KV cache holds one latent per token."""
+
+    kv_lora_rank_dim: int = Field(gt=0, le=65536)
+    """Rank of the compressed KV latent that is cached (HF ``kv_lora_rank``)."""
+    q_lora_rank_dim: int | None = Field(default=None, gt=0, le=65536)
+    """Rank of the compressed query (HF ``q_lora_rank``); None when queries are not compressed."""
+    qk_nope_head_dim: int = Field(gt=0, le=4096)
+    """Per-head query/key dimension without rotary embedding (HF ``qk_nope_head_dim``)."""
+    qk_rope_head_dim: int = Field(ge=0, le=4096)
+    """Per-head rotary query/key dimension, cached once per token (HF ``qk_rope_head_dim``)."""
+    v_head_dim: int = Field(gt=0, le=4096)
+    """Per-head value dimension (HF ``v_head_dim``)."""
+
+
+class MoeSpec(SpecModel):
+    """Mixture-of-experts feed-forward layers."""
+
+    num_routed_experts: int = Field(gt=1, le=4096)
+    """Routed experts per MoE layer (HF ``n_routed_experts`` / ``num_experts`` / ``num_local_experts``)."""
+    num_experts_per_token: int = Field(gt=0, le=256)
+    """Routed experts each token activates (HF ``num_experts_per_tok``)."""
+    num_shared_experts: int = Field(default=0, ge=0, le=64)
+    """Always-active shared experts per MoE layer (HF ``n_shared_experts``)."""
+    expert_intermediate_dim: int = Field(gt=0, le=1_000_000)
+    """Gated-MLP width of one expert (HF ``moe_intermediate_size``)."""
+    num_dense_layers: int = Field(default=0, ge=0, le=1000)
+    """Leading layers with a dense MLP instead of experts (HF ``first_k_dense_replace``)."""
+
+    @model_validator(mode="after")
+    def _experts_per_token_fit(self) -> MoeSpec:
+        if self.num_experts_per_token > self.num_routed_experts:
+            raise ValueError("num_experts_per_token exceeds num_routed_experts; lower it or add experts")
+        return self
+
+
+class ModelSpec(SpecModel):
+    """The architecture facts that decide an LLM's inference cost (names follow HF ``config.json``)."""
+
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    """Catalog name, lower-case (e.g. ``llama-3.1-70b``)."""
+    source: str = Field(min_length=1)
+    """Where the numbers come from (the published config)."""
+    num_layers: int = Field(gt=0, le=1000)
+    """Transformer blocks (HF ``num_hidden_layers``)."""
+    hidden_dim: int = Field(gt=0, le=262144)
+    """Residual stream width (HF ``hidden_size``)."""
+    num_attention_heads: int = Field(gt=0, le=4096)
+    """Query heads (HF ``num_attention_heads``)."""
+    num_kv_heads: int = Field(gt=0, le=4096)
+    """Key/value heads for GQA (HF ``num_key_value_heads``); MLA ignores it for the cache."""
+    head_dim: int = Field(gt=0, le=4096)
+    """Per-head dimension for GQA (HF ``head_dim``, default ``hidden_size / num_attention_heads``)."""
+    intermediate_dim: int = Field(gt=0, le=1_000_000)
+    """Gated-MLP width of a dense layer (HF ``intermediate_size``)."""
+    vocab_size_tokens: int = Field(gt=0, le=10_000_000)
+    """Vocabulary size (HF ``vocab_size``)."""
+    tie_word_embeddings: bool = False
+    """Whether the output head shares the embedding matrix (HF ``tie_word_embeddings``)."""
+    attention: AttentionKind = "gqa"
+    """Attention kind: ``gqa`` (covers MHA and MQA) or ``mla``."""
+    mla: MlaSpec | None = None
+    """MLA ranks; required when ``attention`` is ``mla``."""
+    moe: MoeSpec | None = None
+    """Mixture-of-experts shape; absent for dense models."""
+    sliding_window_tokens: int | None = Field(default=None, gt=0, le=10_000_000)
+    """Attention window of the sliding-window layers (HF ``sliding_window``); None if none."""
+    num_sliding_window_layers: int = Field(default=0, ge=0, le=1000)
+    """How many layers use the sliding window (the rest attend to the full context)."""
+    native_precision: Precision = "bf16"
+    """Precision of the published weights (informational; deployments choose their own)."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelSpec:
+        if self.attention == "mla" and self.mla is None:
+            raise ValueError("attention is 'mla' but the 'mla' block is missing; add its ranks")
+        if self.attention == "gqa" and self.mla is not None:
+            raise ValueError("an 'mla' block is given but attention is 'gqa'; set attention: mla")
+        if self.attention == "gqa" and self.num_attention_heads % self.num_kv_heads:
+            raise ValueError(
+                f"num_attention_heads ({self.num_attention_heads}) must be a multiple of "
+                f"num_kv_heads ({self.num_kv_heads})"
+            )
+        if self.num_sliding_window_layers > self.num_layers:
+            raise ValueError("num_sliding_window_layers exceeds num_layers")
+        if self.num_sliding_window_layers and self.sliding_window_tokens is None:
+            raise ValueError("num_sliding_window_layers > 0 needs sliding_window_tokens")
+        if self.moe is not None and self.moe.num_dense_layers >= self.num_layers:
+            raise ValueError("moe.num_dense_layers must be below num_layers")
+        return self
+
+    @property
+    def is_moe(self) -> bool:
+        """Whether the model has expert layers."""
+        return self.moe is not None
+
+
+# --------------------------------------------------------------------------- hardware
+
+
+class HardwareSpec(SpecModel):
+    """One accelerator type as deployed (datasheet peaks; achievable fractions live in calibration)."""
+
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    """Catalog name, lower-case (e.g. ``h100-sxm``)."""
+    source: str = Field(min_length=1)
+    """Where the numbers come from (datasheet)."""
+    generation: str = Field(min_length=1, max_length=40, pattern=r"^[a-z0-9_-]+$")
+    """Architecture generation keying the calibration block (``hopper``, ``blackwell``, ``cdna3``)."""
+    hbm_capacity_gb: float = Field(gt=0, le=10_000)
+    """Device memory per GPU, GB (1e9 bytes)."""
+    hbm_bandwidth_gb_per_s: float = Field(gt=0, le=100_000)
+    """Peak device-memory bandwidth per GPU, GB/s."""
+    bf16_dense_tflops_per_s: float = Field(gt=0, le=100_000)
+    """Peak dense BF16 tensor throughput per GPU, TFLOP/s (no sparsity)."""
+    fp8_dense_tflops_per_s: float | None = Field(default=None, gt=0, le=100_000)
+    """Peak dense FP8 tensor throughput per GPU, TFLOP/s; None if unsupported."""
+    fp4_dense_tflops_per_s: float | None = Field(default=None, gt=0, le=100_000)
+    """Peak dense FP4 tensor throughput per GPU, TFLOP/s; None if unsupported."""
+    scale_up_bandwidth_gb_per_s: float = Field(gt=0, le=100_000)
+    """Scale-up (NVLink / Infinity Fabric) bandwidth per GPU, one direction, GB/s."""
+    scale_up_domain_gpus: int = Field(gt=0, le=100_000)
+    """GPUs that share one scale-up domain (8 on an HGX board, 72 in an NVL72 rack)."""
+    scale_out_bandwidth_gb_per_s: float = Field(gt=0, le=100_000)
+    """Scale-out (InfiniBand / Ethernet) bandwidth per GPU, one direction, GB/s."""
+    gpus_per_node: int = Field(gt=0, le=1024)
+    """GPUs in one node (the unit a scheduler allocates)."""
+    price_usd_per_gpu_hour: float | None = Field(default=None, gt=0, le=10_000)
+    """Optional rental or amortized price per GPU-hour, USD, for cost objectives."""
+    power_w: float | None = Field(default=None, gt=0, le=100_000)
+    """Optional board power per GPU, watts."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> HardwareSpec:
+        big, small = (
+            max(self.scale_up_domain_gpus, self.gpus_per_node),
+            min(self.scale_up_domain_gpus, self.gpus_per_node),
+        )
+        if big % small:
+            raise ValueError(
+                f"scale_up_domain_gpus ({self.scale_up_domain_gpus}) and gpus_per_node "
+                f"({self.gpus_per_node}) must divide one another"
+            )
+        return self
+
+    def peak_tflops_per_s(self, precision: Precision) -> float | None:
+        """Peak dense tensor throughput at a precision, or None when the GPU lacks it."""
+        return {
+            "bf16": self.bf16_dense_tflops_per_s,
+            "fp8": self.fp8_dense_tflops_per_s,
+            "fp4": self.fp4_dense_tflops_per_s,
+        }[precision]
+
+    @property
+    def supported_precisions(self) -> tuple[Precision, ...]:
+        """Precisions with a datasheet peak on this GPU."""
+        return tuple(p for p in PRECISIONS if self.peak_tflops_per_s(p) is not None)
+
+
+# --------------------------------------------------------------------------- instances
+
+
+class Traffic(SpecModel):
+    """The request shape a deployment serves."""
+
+    isl_tokens: int = Field(gt=0, le=10_000_000)
+    """Input (prompt) length per request, tokens."""
+    osl_tokens: int = Field(gt=0, le=10_000_000)
+    """Output (generated) length per request, tokens."""
+    requests_per_s: float | None = Field(default=None, gt=0, le=1e9)
+    """Load to serve, requests/s; needed by the ``min_gpus`` and ``min_cost`` objectives."""
+
+
+class Slo(SpecModel):
+    """Service-level objectives."""
+
+    ttft_ms_max: float = Field(default=10_000.0, gt=0, le=1e8)
+    """Largest acceptable time to first token, ms (prefill plus KV transfer)."""
+    tokens_per_s_per_user_targets: list[float] | None = Field(default=None, min_length=1)
+    """Interactivity targets (output tokens/s per user) to report; None traces the exact frontier."""
+
+    @model_validator(mode="after")
+    def _positive_targets(self) -> Slo:
+        if self.tokens_per_s_per_user_targets and min(self.tokens_per_s_per_user_targets) <= 0:
+            raise ValueError("tokens_per_s_per_user_targets must all be > 0")
+        return self
+
+
+class Cluster(SpecModel):
+    """The GPU budget a plan must fit in."""
+
+    max_gpus: int | None = Field(default=None, gt=0, le=10_000_000)
+    """Largest number of GPUs the plan may use."""
+    max_nodes: int | None = Field(default=None, gt=0, le=1_000_000)
+    """Largest number of nodes the plan may use (GPUs per node come from the hardware)."""
+    exclusive_nodes: bool = False
+    """Give each pool whole nodes (prefill and decode never share a node)."""
+
+    @model_validator(mode="after")
+    def _some_budget(self) -> Cluster:
+        if self.max_gpus is None and self.max_nodes is None:
+            raise ValueError("set cluster.max_gpus or cluster.max_nodes (or both)")
+        return self
+
+
+class Instance(SpecModel):
+    """One planning question: which deployment of a model on a cluster serves a traffic best."""
+
+    name: str = Field(min_length=1, max_length=200)
+    """Instance name, used in output file names."""
+    description: str = ""
+    """A sentence on what the instance asks."""
+    model: str = Field(min_length=1)
+    """Catalog name of the model (``disagg list models``)."""
+    hardware: str = Field(min_length=1)
+    """Catalog name of the hardware (``disagg list hardware``)."""
+    precision: Precision = "fp8"
+    """Weight/GEMM precision."""
+    traffic: Traffic
+    """Request shape and load."""
+    slo: Slo = Slo()
+    """Latency objectives."""
+    cluster: Cluster
+    """GPU or node budget."""
+    objective: Objective = "max_tokens_per_s_per_gpu"
+    """What to optimize."""
+    layouts_per_pool: int = Field(default=1, ge=1, le=8)
+    """Distinct layouts allowed within one pool."""
+    scenarios: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """Named what-if overrides: dotted field -> value, applied with ``--scenario NAME``."""
