@@ -33,7 +33,7 @@ FITTED_FIELDS = (
 )
 """Constants the fit moves; memory capacity constants stay at their (documented) values."""
 
-PRIOR_WEIGHT = 0.05
+PRIOR_WEIGHT = 0.01
 """Strength of the pull towards the starting block, per log-unit, relative to one row's log error."""
 
 
@@ -66,7 +66,7 @@ def _with_block(calibration: Calibration, key: str, block: EfficiencyBlock) -> C
 def _log_errors(rows: pd.DataFrame, calibration: Calibration) -> np.ndarray:
     errors = []
     for _, row in rows.iterrows():
-        p = predict_row(row, calibration)
+        p = predict_row(row, calibration, check_ceiling=False)
         errors.append(np.log(max(p.predicted, 1e-9) / float(row["value"])) if p.skip_reason is None else 0.0)
     return np.asarray(errors)
 

@@ -325,13 +325,16 @@ def validate_command(
 
 
 def _validation_text(table: pd.DataFrame) -> str:
-    lines = [f"{'id':<42} {'measured':>10} {'predicted':>10} {'error':>8}"]
+    loo = "loo_error_fraction" in table.columns
+    header = f"{'id':<42} {'measured':>10} {'predicted':>10} {'error':>8}"
+    lines = [header + (f" {'LOO error':>10}" if loo else "")]
     for _, r in table.iterrows():
         if r["skip_reason"]:
             lines.append(f"{r['id']:<42} {r['measured']:>10,.0f} {'skipped':>10}  {r['skip_reason']}")
         else:
             lines.append(
                 f"{r['id']:<42} {r['measured']:>10,.0f} {r['predicted']:>10,.0f} {r['error_fraction']:>+8.1%}"
+                + (f" {r['loo_error_fraction']:>+10.1%}" if loo else "")
             )
     errors = table["error_fraction"].abs().dropna()
     skipped = int((table["skip_reason"] != "").sum())
@@ -381,6 +384,83 @@ def calibrate_command(
         )
         write_text_atomic(Path(out), header + yaml.safe_dump(fitted.model_dump(), sort_keys=False))
         click.echo(f"wrote {out}")
+
+
+# --------------------------------------------------------------------------- candidates
+
+
+@main.command("candidates")
+@click.argument("instance")
+@click.option(
+    "--phase",
+    type=click.Choice(["prefill", "decode", "aggregated"]),
+    required=True,
+    help="Which pool's candidates to build.",
+)
+@click.option(
+    "--csv", "csv_out", type=click.Path(dir_okay=False), required=True, help="Candidate table CSV to write."
+)
+@_calibration
+@_debug
+def candidates_command(
+    instance: str, phase: str, csv_out: str, calibration_path: str | None, debug: bool
+) -> None:
+    """Write the pruned candidate table of one phase of INSTANCE (catalog name or YAML path).
+
+    Example: disagg candidates llama-3.1-70b-h100-8k-1k --phase decode --csv decode.csv
+
+    Every layout (TP, PP, EP, attention-DP) and batch size is priced; rows that do not
+    fit in memory, miss the TTFT limit or are dominated are dropped (planner/space.py).
+    """
+    from planner.space import candidate_table, instance_max_gpus
+
+    with format_errors(debug):
+        spec = load_instance(instance)
+        hardware = load_hardware(spec.hardware)
+        table = candidate_table(
+            load_model(spec.model),
+            hardware,
+            spec.precision,
+            phase,  # type: ignore[arg-type]
+            isl_tokens=spec.traffic.isl_tokens,
+            osl_tokens=spec.traffic.osl_tokens,
+            ttft_ms_max=spec.slo.ttft_ms_max,
+            max_gpus=instance_max_gpus(spec, hardware),
+            calibration=_load_calibration(calibration_path),
+        )
+        write_text_atomic(Path(csv_out), table.to_csv(index=False))
+        click.echo(_candidates_text(spec.name, table, csv_out))
+
+
+def _candidates_text(name: str, table: pd.DataFrame, csv_out: str) -> str:
+    funnel, attrs = table.attrs["funnel"], table.attrs
+    phase = attrs["phase"]
+    ttft = (
+        "(no TTFT limit applies to decode)"
+        if phase == "decode"
+        else f"{funnel['meet_ttft']:,} meet TTFT <= {attrs['ttft_ms_max']:g} ms"
+    )
+    text = (
+        f"{name}, {phase}: {funnel['evaluated']:,} layouts x batch sizes evaluated with up to "
+        f"{attrs['max_gpus']} GPUs per instance, {funnel['fit_memory']:,} fit in memory, {ttft}, "
+        f"{funnel['non_dominated']:,} non-dominated candidates written to {csv_out}. "
+    )
+    if phase == "prefill":
+        best = table.loc[table["requests_per_s_per_gpu"].idxmax()]
+        return text + (
+            f"Best {best.input_tokens_per_s_per_gpu:,.0f} input tokens/s per GPU "
+            f"({best.requests_per_s_per_gpu:,.3f} requests/s per GPU, TP{best.tp} PP{best.pp} "
+            f"EP{best.ep} attention-DP{best.attention_dp}, batch {best.batch}); "
+            f"TTFT from {table['ttft_ms'].min():,.1f} to {table['ttft_ms'].max():,.1f} ms."
+        )
+    best = table.loc[table["output_tokens_per_s_per_gpu"].idxmax()]
+    return text + (
+        f"Best {best.output_tokens_per_s_per_gpu:,.0f} output tokens/s per GPU (TP{best.tp} PP{best.pp} "
+        f"EP{best.ep} attention-DP{best.attention_dp}, batch {best.batch}, "
+        f"{best.tokens_per_s_per_user:,.1f} tokens/s per user); interactivity from "
+        f"{table['tokens_per_s_per_user'].min():,.1f} to {table['tokens_per_s_per_user'].max():,.1f} "
+        "tokens/s per user."
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

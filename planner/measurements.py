@@ -123,8 +123,14 @@ class Prediction:
     skip_reason: str | None = None
 
 
-def predict_row(row: pd.Series, calibration: Calibration | None = None) -> Prediction:
-    """Predict one measurement row's metric with the stated layout."""
+def predict_row(
+    row: pd.Series, calibration: Calibration | None = None, *, check_ceiling: bool = True
+) -> Prediction:
+    """Predict one measurement row's metric with the stated layout.
+
+    ``check_ceiling`` also skips rows that claim more than the layout's physical ceiling
+    (it does not depend on the calibration, so fits check it once up front).
+    """
     model, hardware = load_model(str(row["model"])), load_hardware(str(row["hardware"]))
     tp, pp, ep, dp = (int(row[c]) for c in ("tp", "pp", "ep", "attention_dp"))
     if tp * pp * dp != int(row["gpus_per_instance"]):
@@ -156,8 +162,9 @@ def predict_row(row: pd.Series, calibration: Calibration | None = None) -> Predi
         if row["metric"] == "output_tokens_per_s_total"
         else GPUS_PER_NODE_IN_METRICS / (tp * pp * dp)
     )
-    ceiling_ctx = replace(ctx, efficiency=ideal_block())
-    ceiling, _ = _best_rate(ceiling_ctx, layouts, mode, isl, osl)
+    if not check_ceiling:
+        return Prediction(best * scale, best_batch)
+    ceiling, _ = _best_rate(replace(ctx, efficiency=ideal_block()), layouts, mode, isl, osl)
     if float(row["value"]) > ceiling * scale:
         return Prediction(
             np.nan,

@@ -315,7 +315,9 @@ def aggregated(ctx: PerfContext, layouts: Layouts, isl, osl, *, chunked_prefill:
         # How far the scheduler evens this out across ranks is a calibrated fraction.
         arriving = per_microbatch * dp * isl / osl
         balanced = arriving / dp
-        unbalanced = np.maximum(balanced, np.minimum(arriving, np.minimum(isl, PREFILL_CHUNK_TOKENS)))
+        piece = np.minimum(isl, PREFILL_CHUNK_TOKENS)
+        pieces = arriving / piece
+        unbalanced = piece * np.maximum(np.minimum(pieces, 1.0), np.ceil(pieces / dp))
         chunk = unbalanced - ctx.efficiency.attention_dp_balance_fraction * (unbalanced - balanced)
         step, tpot_s, overhead_s = _decode_step(ctx, layouts, isl, osl, prompt_tokens_per_microbatch=chunk)
         ttft_s = single_latency_s + tpot_s
