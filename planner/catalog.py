@@ -86,7 +86,7 @@ def parse_spec(data: object, cls: type[S], path: str | Path) -> S:
         return cls.model_validate(data)
     except ValidationError as err:
         field, message = _format_validation_error(err, cls)
-        raise SpecError(f"invalid {cls.__name__}: {message}", path=path) from None
+        raise SpecError(f"invalid {cls.__name__}: {message}", path=path, field=field or None) from None
 
 
 def read_yaml(path: str | Path) -> object:

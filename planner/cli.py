@@ -436,7 +436,7 @@ def _candidates_text(name: str, table: pd.DataFrame, csv_out: str) -> str:
     funnel, attrs = table.attrs["funnel"], table.attrs
     phase = attrs["phase"]
     ttft = (
-        "(no TTFT limit applies to decode)"
+        "no TTFT limit for decode"
         if phase == "decode"
         else f"{funnel['meet_ttft']:,} meet TTFT <= {attrs['ttft_ms_max']:g} ms"
     )

@@ -10,12 +10,13 @@ Unit vocabulary used in field names (1 GB = 1e9 bytes, 1 TFLOP/s = 1e12 FLOP/s):
 ``num_*`` counts, ``*_dim`` tensor dimensions (elements), ``*_tokens``,
 ``*_gpus``, ``*_gb``, ``*_gb_per_s``, ``*_tflops_per_s``, ``*_ms``, ``*_us``,
 ``*_fraction`` (0..1), ``*_ratio`` (dimensionless, >= 1), ``*_usd_per_gpu_hour``,
-``*_w`` (watts), ``*_per_s`` (rates).
+``*_w`` (watts), ``*_per_s`` (rates), ``*_nodes`` (node counts), and counts of a named
+thing per container: ``gpus_per_node``, ``layouts_per_pool``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -239,13 +240,16 @@ class Slo(SpecModel):
 
     ttft_ms_max: float = Field(default=10_000.0, gt=0, le=1e8)
     """Largest acceptable time to first token, ms (prefill plus KV transfer)."""
-    tokens_per_s_per_user_targets: list[float] | None = Field(default=None, min_length=1)
+    tokens_per_s_per_user_targets: list[Annotated[float, Field(gt=0, le=1e6)]] | None = Field(
+        default=None, min_length=1
+    )
     """Interactivity targets (output tokens/s per user) to report; None traces the exact frontier."""
 
     @model_validator(mode="after")
-    def _positive_targets(self) -> Slo:
-        if self.tokens_per_s_per_user_targets and min(self.tokens_per_s_per_user_targets) <= 0:
-            raise ValueError("tokens_per_s_per_user_targets must all be > 0")
+    def _sorted_targets(self) -> Slo:
+        targets = self.tokens_per_s_per_user_targets
+        if targets and sorted(set(targets)) != targets:
+            raise ValueError("tokens_per_s_per_user_targets must be increasing without repeats; sort them")
         return self
 
 

@@ -317,7 +317,7 @@ def aggregated(ctx: PerfContext, layouts: Layouts, isl, osl, *, chunked_prefill:
         balanced = arriving / dp
         piece = np.minimum(isl, PREFILL_CHUNK_TOKENS)
         pieces = arriving / piece
-        unbalanced = piece * np.maximum(np.minimum(pieces, 1.0), np.ceil(pieces / dp))
+        unbalanced = np.minimum(arriving, np.maximum(balanced, piece * np.ceil(pieces / dp)))
         chunk = unbalanced - ctx.efficiency.attention_dp_balance_fraction * (unbalanced - balanced)
         step, tpot_s, overhead_s = _decode_step(ctx, layouts, isl, osl, prompt_tokens_per_microbatch=chunk)
         ttft_s = single_latency_s + tpot_s
@@ -325,7 +325,6 @@ def aggregated(ctx: PerfContext, layouts: Layouts, isl, osl, *, chunked_prefill:
         breakdown = _breakdown_ms(step, pp, overhead_s, tpot_s)
     else:
         step, decode_s, overhead_s = _decode_step(ctx, layouts, isl, osl)
-        # Prompts arriving per decode step are prefilled together, at least dp at a time.
         # Prompts arriving per decode step are prefilled together; a pass with fewer prompts
         # than attention-DP ranks still costs the busiest rank one whole prompt (unless balanced).
         arrivals = layouts.batch / osl

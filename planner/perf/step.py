@@ -122,14 +122,16 @@ def stage_step_cost(
         pairs = stage_tokens * k
         touched = 1.0 - (1.0 - k / experts) ** stage_tokens
         expert_bytes = (experts / ep) * touched * arch.expert_params * wb / expert_tp
-        expert_flops = 2 * pairs * arch.expert_params / stage_gpus * eff.moe_load_imbalance_ratio
+        # Only expert parallelism concentrates hot experts on some GPUs; EP=1 slices every expert evenly.
+        imbalance = np.where(ep > 1, eff.moe_load_imbalance_ratio, 1.0)
+        expert_flops = 2 * pairs * arch.expert_params / stage_gpus * imbalance
         expert_rate = ctx.peak_flops_per_s * gemm_efficiency(ctx, pairs / experts)
         add(*_roofline(expert_flops, expert_rate, expert_bytes, mem_rate), moe_layers)
 
         # Dispatch (fp8) and combine (bf16) of the tokens each GPU owns, to the other EP ranks.
         # Across scale-up domains a token crosses the network once per destination domain
         # (node-limited routing, DeepEP-style forwarding) and fans out over the scale-up links.
-        owned = stage_tokens / stage_gpus * eff.moe_load_imbalance_ratio
+        owned = stage_tokens / stage_gpus * imbalance
         per_pair_bytes = hidden * (DISPATCH_BYTES_PER_ELEMENT + ACTIVATION_BYTES)
         hw = ctx.hardware
         domains = np.ceil(stage_gpus / hw.scale_up_domain_gpus)

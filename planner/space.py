@@ -1,0 +1,530 @@
+"""The candidate table: every serving instance the optimizer may use, priced and pruned (DESIGN.md §3).
+
+Why it exists
+    The MIP in :mod:`planner.optimize` never sees hardware or model numbers: it
+    only chooses how many copies of each *row* of this table to run. A layout that
+    is missing here can never be in a plan, and every row that is here becomes
+    Pyomo variables. So the table must contain every candidate that can be in an
+    optimal plan, and as few others as possible.
+
+What it holds
+    For one phase (``prefill``, ``decode`` or ``aggregated``) :func:`enumerate_layouts`
+    lists the parallel layouts (TP x PP x attention-DP GPUs, EP over a stage) and
+    batch sizes; :func:`candidate_table` prices them all in one vectorized call of
+    :func:`planner.perf.evaluate` (two for ``aggregated``: with and without chunked
+    prefill), then drops, in this order and counting each step in
+    ``frame.attrs["funnel"]``:
+
+    1. rows that do not fit in usable HBM;
+    2. rows whose first-token latency exceeds ``ttft_ms_max`` (prefill: prefill plus
+       KV transfer; aggregated: a prompt's prefill plus the decode step it joins;
+       decode rows have no TTFT of their own);
+    3. dominated rows (below).
+
+Why pruning keeps the frontier exact
+    The MIP uses a candidate only through its GPU count ``g`` (integer copies, GPU
+    and node budget, cost), its rate ``r`` (prefill: requests/s; decode and
+    aggregated: output tokens/s) and a latency it must meet (prefill: TTFT at most
+    the limit; decode and aggregated: tokens/s per user at least the interactivity
+    target). Candidate A *dominates* B when A's latency is at least as good, A's
+    rate per GPU ``r / g`` is at least B's, and ``g_A`` divides ``g_B``, with at
+    least one of the three strictly better. Then any plan that runs ``n`` copies of B
+    can run ``n * g_B / g_A`` copies of A on exactly the same GPUs (they tile B's
+    GPUs, so node and scale-up-domain packing still work), for a rate
+    ``n * g_B * (r_A / g_A) >= n * r_B`` and a latency that meets every limit B met.
+    Replacing B by A never makes a plan worse, so dropping B never changes the
+    optimum, at any load and at any interactivity target.
+
+    The GPU condition matters: with integer instance counts, a better rate *per GPU*
+    alone is not enough. A 2-GPU candidate with the same per-GPU rate as a 3-GPU
+    one cannot replace it in a 3-GPU budget (one copy gives 2/3 of the rate, two
+    copies need 4 GPUs). That is why ``gpus`` is part of the dominance test, and why
+    the test is "divides" rather than "at most": the two agree whenever GPU counts
+    are powers of two (every shipped model), and "divides" stays exact for layouts
+    such as TP=3 or TP=6 that some models' head counts allow.
+
+    The criteria per phase:
+
+    - prefill: ``requests_per_s / gpus`` (higher), ``ttft_ms`` (lower), ``gpus`` (divides);
+    - decode and aggregated: ``tokens_per_s_per_user`` (higher),
+      ``output_tokens_per_s / gpus`` (higher), ``gpus`` (divides).
+
+    Aggregated rows are filtered by the instance's TTFT limit but not ranked by TTFT,
+    so a table is exact for its own ``ttft_ms_max``; a different limit needs a new
+    table. Exact ties are kept (neither row dominates the other).
+
+Pruning is vectorized: rows are grouped by GPU count, and for each pair of groups
+``(g_A, g_B)`` with ``g_A | g_B`` a sort plus a running maximum answers "is there an
+A at least as good on both rates?" for every B in ``O(n log n)`` time and ``O(n)``
+memory, with no pairwise matrix.
+
+KV transfer link: when the whole GPU budget fits in one scale-up domain (a GB200
+NVL72 rack with ``max_gpus <= 72``) every prefill instance sends its KV cache to a
+decode instance in the same domain, so prefill rows are priced with the scale-up
+bandwidth; otherwise with the scale-out bandwidth (the conservative case).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from planner.catalog import load_hardware, load_model
+from planner.errors import InfeasibleError
+from planner.perf import Layouts, evaluate, layout_problems
+from planner.perf.calibration import Calibration
+from planner.specs import HardwareSpec, Instance, ModelSpec, Phase, Precision
+
+PHASES: tuple[Phase, ...] = ("prefill", "decode", "aggregated")
+
+MAX_PP: dict[Phase, int] = {"prefill": 8, "decode": 4, "aggregated": 4}
+"""Largest pipeline depth tried per phase (powers of two up to this, and at most the layers).
+
+Prefill tolerates deep pipelines (chunked pipeline prefill keeps stages busy);
+decode pays one hand-off per stage per token, so deeper pipelines only help when
+the weights do not fit otherwise, and 4 stages cover every shipped model.
+"""
+
+PREFILL_TOKENS_PER_RANK_MAX = 32768
+"""Largest prompt tokens one attention-DP rank takes per prefill batch (prompts per rank x ISL).
+
+Prefill GEMMs saturate at a few thousand tokens, so bigger batches only add
+first-token latency; 32k tokens (e.g. 8 prompts of 4k) leaves room for MoE
+expert GEMMs to fill up. One prompt per rank is always tried, however long.
+"""
+
+DECODE_REQUESTS_PER_RANK: tuple[int, ...] = (
+    1, 2, 4, 8, 16, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048,
+)  # fmt: skip
+"""Requests in flight per attention-DP rank tried for decode and aggregated instances.
+
+A roughly geometric grid (ratio 1.5-2): the interactivity frontier is traced at
+the per-user rates of the candidates, so a finer grid gives a smoother frontier.
+The cap of 2048 is TensorRT-LLM's default ``max_batch_size``; memory usually binds
+earlier. With PP > 1 only values of at least PP are used, so each of the PP
+micro-batches holds at least one request (every value >= 4 in the grid is a
+multiple of 4, so the micro-batches are even).
+"""
+
+COLUMNS: tuple[str, ...] = (
+    "candidate_id",
+    "phase",
+    "tp",
+    "pp",
+    "ep",
+    "attention_dp",
+    "batch",
+    "chunked_prefill",
+    "gpus",
+    "ttft_ms",
+    "tpot_ms",
+    "tokens_per_s_per_user",
+    "requests_per_s",
+    "requests_per_s_per_gpu",
+    "output_tokens_per_s",
+    "output_tokens_per_s_per_gpu",
+    "input_tokens_per_s",
+    "input_tokens_per_s_per_gpu",
+    "memory_per_gpu_gb",
+    "weights_per_gpu_gb",
+    "kv_cache_per_gpu_gb",
+    "kv_cache_bytes_per_request",
+    "kv_transfer_ms",
+    "isl_tokens",
+    "osl_tokens",
+    "calibration_block",
+)
+"""Columns of a candidate table, in order. ``tp``, ``pp``, ``ep``, ``attention_dp`` and
+``batch`` (requests in flight per instance) are counts; ``gpus`` is GPUs per instance."""
+
+
+@dataclass(frozen=True)
+class Funnel:
+    """How many rows survived each step of :func:`candidate_table` (also in ``frame.attrs["funnel"]``)."""
+
+    evaluated: int
+    """Layout x batch (x chunked-prefill) rows priced."""
+    fit_memory: int
+    """Rows whose busiest GPU fits in usable HBM."""
+    meet_ttft: int
+    """Fitting rows that also meet the TTFT limit (decode: same as ``fit_memory``)."""
+    non_dominated: int
+    """Rows left after dominance pruning: the table (equal to ``meet_ttft`` with ``prune=False``)."""
+
+
+def instance_max_gpus(instance: Instance, hardware: HardwareSpec) -> int:
+    """The GPU budget of an instance: ``cluster.max_gpus``, ``max_nodes x gpus_per_node``, or the smaller."""
+    cluster = instance.cluster
+    limits = []
+    if cluster.max_gpus is not None:
+        limits.append(cluster.max_gpus)
+    if cluster.max_nodes is not None:
+        limits.append(cluster.max_nodes * hardware.gpus_per_node)
+    return min(limits)
+
+
+# --------------------------------------------------------------------------- enumeration
+
+
+def _powers_of_two(limit: int) -> list[int]:
+    values, v = [], 1
+    while v <= limit:
+        values.append(v)
+        v *= 2
+    return values
+
+
+def _divisors(n: int, limit: int) -> list[int]:
+    return [d for d in range(1, min(n, limit) + 1) if n % d == 0]
+
+
+def _batches_per_rank(phase: Phase, pp: int, isl_tokens: int | None) -> list[int]:
+    if phase == "prefill":
+        if isl_tokens is None:
+            raise ValueError("enumerate_layouts needs isl_tokens for the prefill batch grid")
+        cap = max(1, PREFILL_TOKENS_PER_RANK_MAX // isl_tokens)
+        return _powers_of_two(cap)
+    return [b for b in DECODE_REQUESTS_PER_RANK if b >= pp]
+
+
+def enumerate_layouts(
+    model: ModelSpec,
+    hardware: HardwareSpec,
+    phase: Phase,
+    *,
+    max_gpus: int,
+    isl_tokens: int | None = None,
+) -> Layouts:
+    """Every layout x batch worth pricing for one phase, all runnable (``layout_problems`` accepts them).
+
+    - **TP**: the divisors of the attention heads up to the scale-up domain (TP across
+      domains would put two all-reduces per layer on the slow network); the KV-head
+      rule of :func:`~planner.perf.layout.layout_problems` removes the rest.
+    - **PP**: powers of two up to :data:`MAX_PP` of the phase and the layer count.
+    - **attention-DP**: powers of two, and only above 1 for MoE or MLA models. In a
+      dense model every rank holds its own copy of all weights (attention and MLP are
+      split over TP only), so attention-DP d is exactly d independent TP x PP
+      instances, which the MIP already expresses by running d copies; listing them
+      would only add rows. MoE ranks share the experts (EP spans the ranks), and MLA
+      ranks avoid replicating the latent KV cache over TP.
+    - **stage**: TP x attention-DP stays inside one scale-up domain, so TP
+      all-reduces and the EP all-to-all stay on scale-up links; PP stages may span
+      domains (the hand-off is one point-to-point send per micro-batch).
+    - **EP** (MoE only): every divisor of the experts that divides TP x attention-DP,
+      from 1 (experts split by tensor parallelism) to the whole stage.
+    - **GPUs**: TP x PP x attention-DP <= ``max_gpus``.
+    - **batch** (requests per instance = per-rank value x attention-DP): prefill,
+      prompts per rank in powers of two with prompts x ``isl_tokens`` <=
+      :data:`PREFILL_TOKENS_PER_RANK_MAX` (always at least 1); decode and
+      aggregated, :data:`DECODE_REQUESTS_PER_RANK` (values >= PP).
+
+    Order is deterministic: TP, PP, attention-DP, EP, batch, all ascending.
+    """
+    if max_gpus < 1:
+        raise ValueError("max_gpus must be at least 1")
+    domain = hardware.scale_up_domain_gpus
+    heads = model.num_attention_heads
+    uses_attention_dp = model.is_moe or model.attention == "mla"
+    experts = model.moe.num_routed_experts if model.moe else 1
+    pps = [p for p in _powers_of_two(MAX_PP[phase]) if p <= model.num_layers]
+    rows: list[tuple[int, int, int, int, int]] = []
+    for tp in _divisors(heads, min(domain, max_gpus)):
+        for pp in pps:
+            if tp * pp > max_gpus:
+                continue
+            dp_limit = min(domain // tp, max_gpus // (tp * pp)) if uses_attention_dp else 1
+            for dp in _powers_of_two(dp_limit):
+                stage = tp * dp
+                eps = _divisors(np.gcd(experts, stage), stage) if model.is_moe else [1]
+                for ep in eps:
+                    for per_rank in _batches_per_rank(phase, pp, isl_tokens):
+                        rows.append((tp, pp, ep, dp, per_rank * dp))
+    table = np.array(rows, dtype=np.int64).reshape(-1, 5)
+    layouts = Layouts.of(*table.T)
+    ok = np.array([p is None for p in layout_problems(model, hardware, layouts)], dtype=bool)
+    return Layouts.of(
+        *(a[ok] for a in (layouts.tp, layouts.pp, layouts.ep, layouts.attention_dp, layouts.batch))
+    )
+
+
+# --------------------------------------------------------------------------- pricing
+
+
+def _price(
+    model: ModelSpec,
+    hardware: HardwareSpec,
+    precision: Precision,
+    phase: Phase,
+    *,
+    isl_tokens: int,
+    osl_tokens: int,
+    max_gpus: int,
+    kv_link_gb_per_s: float,
+    calibration: Calibration | None,
+) -> pd.DataFrame:
+    """All enumerated rows of a phase priced by the performance model (one call per variant)."""
+    layouts = enumerate_layouts(model, hardware, phase, max_gpus=max_gpus, isl_tokens=isl_tokens)
+    variants = (True, False) if phase == "aggregated" else (False,)
+    frames = []
+    for chunked in variants:
+        frame = evaluate(
+            model,
+            hardware,
+            precision,
+            phase,
+            layouts,
+            isl_tokens,
+            osl_tokens,
+            calibration=calibration,
+            chunked_prefill=chunked,
+            kv_link_gb_per_s=kv_link_gb_per_s if phase == "prefill" else None,
+        )
+        frame["chunked_prefill"] = chunked
+        frames.append(frame)
+    frame = pd.concat(frames, ignore_index=True)
+    frame["phase"] = phase
+    frame["requests_per_s_per_gpu"] = frame["requests_per_s"] / frame["gpus"]
+    return frame
+
+
+def _sort_keys(phase: Phase) -> tuple[list[str], list[bool]]:
+    """Phase-appropriate row order: prefill by GPUs then TTFT; decode-like by interactivity."""
+    layout = ["tp", "pp", "ep", "attention_dp", "batch", "chunked_prefill"]
+    if phase == "prefill":
+        keys = ["gpus", "ttft_ms", "requests_per_s_per_gpu", *layout]
+        ascending = [True, True, False] + [True] * len(layout)
+    else:
+        keys = ["tokens_per_s_per_user", "output_tokens_per_s_per_gpu", "gpus", *layout]
+        ascending = [False, False, True] + [True] * len(layout)
+    return keys, ascending
+
+
+def dominance_criteria(frame: pd.DataFrame, phase: Phase) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The two higher-is-better criteria and the GPU counts a phase's rows are judged by."""
+    gpus = frame["gpus"].to_numpy(dtype=np.int64)
+    if phase == "prefill":
+        return (
+            frame["requests_per_s_per_gpu"].to_numpy(dtype=float),
+            -frame["ttft_ms"].to_numpy(dtype=float),
+            gpus,
+        )
+    return (
+        frame["tokens_per_s_per_user"].to_numpy(dtype=float),
+        frame["output_tokens_per_s_per_gpu"].to_numpy(dtype=float),
+        gpus,
+    )
+
+
+def _dominated_by_group(
+    ax: np.ndarray, ay: np.ndarray, bx: np.ndarray, by: np.ndarray, *, strict: bool
+) -> np.ndarray:
+    """For each B: is there an A with ax >= bx and ay >= by (``strict``: and not both equal).
+
+    Sort A by x; a suffix maximum of y over "x at least t" answers each B with one
+    binary search. For the non-strict case (A has strictly fewer GPUs) ">= on both"
+    suffices; within one GPU count we need "> on x and >= on y" or ">= on x and > on y".
+    """
+    order = np.argsort(ax, kind="stable")
+    sx, sy = ax[order], ay[order]
+    # suffix_max[i] = max(sy[i:]); one extra slot of -inf for "no A qualifies".
+    suffix_max = np.append(np.maximum.accumulate(sy[::-1])[::-1], -np.inf)
+    at_least = suffix_max[np.searchsorted(sx, bx, side="left")]  # A with x >= bx
+    if not strict:
+        return at_least >= by
+    above = suffix_max[np.searchsorted(sx, bx, side="right")]  # A with x > bx
+    return (above >= by) | (at_least > by)
+
+
+def dominated_mask(x: np.ndarray, y: np.ndarray, gpus: np.ndarray) -> np.ndarray:
+    """Which rows another row dominates: >= on x and y, GPU count dividing, one of the three strict.
+
+    ``x`` and ``y`` are higher-is-better and must be finite. Exact: see the module docstring.
+    """
+    dominated = np.zeros(len(x), dtype=bool)
+    counts = np.unique(gpus)
+    members = {int(g): np.flatnonzero(gpus == g) for g in counts}
+    for g_b, rows_b in members.items():
+        for g_a, rows_a in members.items():
+            if g_a > g_b or g_b % g_a:
+                continue
+            pending = rows_b[~dominated[rows_b]]
+            if not len(pending):
+                break
+            hit = _dominated_by_group(x[rows_a], y[rows_a], x[pending], y[pending], strict=g_a == g_b)
+            dominated[pending[hit]] = True
+    return dominated
+
+
+# --------------------------------------------------------------------------- the table
+
+
+def candidate_table(
+    model: ModelSpec,
+    hardware: HardwareSpec,
+    precision: Precision,
+    phase: Phase,
+    *,
+    isl_tokens: int,
+    osl_tokens: int,
+    ttft_ms_max: float,
+    max_gpus: int,
+    calibration: Calibration | None = None,
+    prune: bool = True,
+) -> pd.DataFrame:
+    """The pruned candidate instances of one phase: one row each, ``candidate_id`` 0..n-1.
+
+    ``prune=False`` keeps the dominated rows (the whole feasible cloud, e.g. for plots);
+    the MIP wants the default.
+
+    Columns are :data:`COLUMNS`; ``frame.attrs["funnel"]`` holds the :class:`Funnel`
+    counts as a dict, and ``frame.attrs`` also records the question (model,
+    hardware, precision, phase, ISL, OSL, TTFT limit, GPU budget, KV link).
+
+    Raises :class:`~planner.errors.InfeasibleError` when no row fits in memory, or
+    none meets the TTFT limit, with what would make the question feasible.
+    """
+    if phase not in PHASES:
+        raise ValueError(f"phase must be one of {PHASES}, not {phase!r}")
+    kv_link = (
+        hardware.scale_up_bandwidth_gb_per_s
+        if max_gpus <= hardware.scale_up_domain_gpus
+        else hardware.scale_out_bandwidth_gb_per_s
+    )
+    question = {
+        "model": model.name,
+        "hardware": hardware.name,
+        "precision": precision,
+        "phase": phase,
+        "isl_tokens": isl_tokens,
+        "osl_tokens": osl_tokens,
+        "ttft_ms_max": ttft_ms_max,
+        "max_gpus": max_gpus,
+        "kv_link_gb_per_s": kv_link,
+    }
+
+    def price(budget: int) -> pd.DataFrame:
+        return _price(
+            model,
+            hardware,
+            precision,
+            phase,
+            isl_tokens=isl_tokens,
+            osl_tokens=osl_tokens,
+            max_gpus=budget,
+            kv_link_gb_per_s=kv_link,
+            calibration=calibration,
+        )
+
+    # The largest instance the grid can produce: a full scale-up domain per stage x the deepest PP.
+    largest = hardware.scale_up_domain_gpus * MAX_PP[phase]
+    frame = price(max_gpus)
+    evaluated = len(frame)
+    fits = frame["fits"].to_numpy(dtype=bool)
+    if not fits.any():
+        raise InfeasibleError(_memory_message(question, largest, price))
+    frame = frame[fits]
+    if phase != "decode":
+        meets = frame["ttft_ms"].to_numpy(dtype=float) <= ttft_ms_max
+        if not meets.any():
+            raise InfeasibleError(_ttft_message(question, frame, largest, price))
+        frame = frame[meets]
+    meet_ttft = len(frame)
+
+    x, y, gpus = dominance_criteria(frame, phase)
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        bad = frame[~(np.isfinite(x) & np.isfinite(y))].iloc[0]
+        raise RuntimeError(
+            f"planner.perf returned a non-finite rate or latency for a fitting {phase} layout "
+            f"(TP{bad.tp} PP{bad.pp} EP{bad.ep} DP{bad.attention_dp} batch {bad.batch}); this is a bug"
+        )
+    if prune:
+        frame = frame[~dominated_mask(x, y, gpus)]
+
+    keys, ascending = _sort_keys(phase)
+    frame = frame.sort_values(keys, ascending=ascending, kind="mergesort").reset_index(drop=True)
+    frame["candidate_id"] = np.arange(len(frame), dtype=np.int64)
+    frame = frame.loc[:, list(COLUMNS)]
+    funnel = Funnel(evaluated, int(fits.sum()), meet_ttft, len(frame))
+    frame.attrs.update(question)
+    frame.attrs["funnel"] = {
+        "evaluated": funnel.evaluated,
+        "fit_memory": funnel.fit_memory,
+        "meet_ttft": funnel.meet_ttft,
+        "non_dominated": funnel.non_dominated,
+    }
+    return frame
+
+
+def instance_candidate_table(
+    instance: Instance, phase: Phase, calibration: Calibration | None = None, *, prune: bool = True
+) -> pd.DataFrame:
+    """:func:`candidate_table` for a planning instance (its model, hardware, traffic, SLO and budget)."""
+    model = load_model(instance.model)
+    hardware = load_hardware(instance.hardware)
+    return candidate_table(
+        model,
+        hardware,
+        instance.precision,
+        phase,
+        isl_tokens=instance.traffic.isl_tokens,
+        osl_tokens=instance.traffic.osl_tokens,
+        ttft_ms_max=instance.slo.ttft_ms_max,
+        max_gpus=instance_max_gpus(instance, hardware),
+        calibration=calibration,
+        prune=prune,
+    )
+
+
+def funnel_of(frame: pd.DataFrame) -> Funnel:
+    """The :class:`Funnel` counts recorded on a candidate table."""
+    return Funnel(**frame.attrs["funnel"])
+
+
+# --------------------------------------------------------------------------- infeasibility
+
+
+def _gpus(n: int) -> str:
+    return f"{n} GPU" if n == 1 else f"{n} GPUs"
+
+
+def _memory_message(question: dict, largest: int, price) -> str:
+    """No row fits: find the smallest instance in the (unbounded-budget) grid that would."""
+    where = (
+        f"no {question['phase']} layout of {question['model']} ({question['precision']}) fits in "
+        f"memory on {question['hardware']} with up to {_gpus(question['max_gpus'])}"
+    )
+    if largest > question["max_gpus"]:
+        wider = price(largest)
+        wider = wider[wider["fits"]]
+        if len(wider):
+            best = wider.sort_values(["gpus", "memory_per_gpu_gb"], kind="mergesort").iloc[0]
+            return (
+                f"{where}; the smallest layout that fits needs {int(best.gpus)} GPUs "
+                f"(TP{best.tp} PP{best.pp} EP{best.ep} attention-DP{best.attention_dp}, "
+                f"{best.memory_per_gpu_gb:.1f} GB per GPU): raise cluster.max_gpus (or max_nodes) "
+                f"to at least {int(best.gpus)} GPUs, or use a lower precision"
+            )
+    return (
+        f"{where}, and none would with any budget in the layout grid (up to {largest} GPUs per "
+        "instance); use a lower precision or a GPU with more memory"
+    )
+
+
+def _ttft_message(question: dict, fitting: pd.DataFrame, largest: int, price) -> str:
+    """Rows fit but none meets the TTFT limit: the smallest reachable TTFT, within and beyond budget."""
+    best = fitting.loc[fitting["ttft_ms"].idxmin()]
+    limit = question["ttft_ms_max"]
+    message = (
+        f"no {question['phase']} layout of {question['model']} on {question['hardware']} with up to "
+        f"{_gpus(question['max_gpus'])} meets slo.ttft_ms_max = {limit:g} ms: the fastest fitting layout "
+        f"(TP{best.tp} PP{best.pp} EP{best.ep} attention-DP{best.attention_dp}, batch {best.batch}) "
+        f"takes {best.ttft_ms:.2f} ms; raise slo.ttft_ms_max to at least {np.ceil(best.ttft_ms * 10) / 10:g}"
+    )
+    if largest > question["max_gpus"]:
+        wider = price(largest)
+        wider = wider[wider["fits"] & (wider["ttft_ms"] <= limit)]
+        if len(wider):
+            message += f", or raise cluster.max_gpus to at least {int(wider['gpus'].min())}"
+    return message
