@@ -44,7 +44,7 @@ def _bounds(name: str) -> tuple[float, float]:
     return float(max(lower, 1e-3)), float(upper)
 
 
-def block_key_of_row(row: pd.Series, calibration: Calibration) -> str:
+def block_key_of_row(row: pd.Series) -> str:
     """The ``generation/precision`` key a measurement row calibrates."""
     return f"{load_hardware(str(row['hardware'])).generation}/{row['precision']}"
 
@@ -104,7 +104,7 @@ def fit_calibration(measurements: pd.DataFrame, start: Calibration, *, source: s
     with the most rows: the best-supported estimate of what software achieves.
     """
     fitted = start
-    keys = measurements.apply(lambda r: block_key_of_row(r, start), axis=1)
+    keys = measurements.apply(block_key_of_row, axis=1)
     support: dict[str, int] = {}
     for key in sorted(keys.unique()):
         rows = _expressible(measurements[keys == key], start)
@@ -127,7 +127,7 @@ def _expressible(rows: pd.DataFrame, calibration: Calibration) -> pd.DataFrame:
 
 def leave_one_out(measurements: pd.DataFrame, fitted: Calibration, *, max_evaluations: int = 60) -> pd.Series:
     """Relative error on each row when its block is refitted without it (warm-started)."""
-    keys = measurements.apply(lambda r: block_key_of_row(r, fitted), axis=1)
+    keys = measurements.apply(block_key_of_row, axis=1)
     out = pd.Series(np.nan, index=measurements.index, dtype=float)
     for key in sorted(keys.unique()):
         rows = _expressible(measurements[keys == key], fitted)

@@ -163,11 +163,6 @@ def load_instance(name_or_path: str) -> Instance:
     return load_spec(_resolve("instances", name_or_path, "instance"), Instance)
 
 
-def instance_path(name_or_path: str) -> Path:
-    """The file an instance name or path refers to."""
-    return _resolve("instances", name_or_path, "instance")
-
-
 def _check_name_matches_file(name: str, path: Path, kind: str) -> None:
     if path in _catalog(kind).values() and name != path.stem:
         raise SpecError(

@@ -23,7 +23,7 @@ from planner import __version__
 from planner.catalog import load_hardware, load_instance, load_model, names
 from planner.errors import PlannerError, SpecError
 from planner.perf import Layouts, evaluate
-from planner.perf.calibration import Calibration, load_calibration
+from planner.perf.calibration import load_calibration
 from planner.report import write_text_atomic
 
 _PRECISIONS = click.Choice(["bf16", "fp8", "fp4"])
@@ -49,10 +49,6 @@ _calibration = click.option(
     default=None,
     help="Efficiency calibration YAML (from `disagg calibrate`); default: the shipped fit.",
 )
-
-
-def _load_calibration(path: str | None) -> Calibration:
-    return load_calibration(path)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -194,7 +190,7 @@ def evaluate_command(
             Layouts.of(tp, pp, ep, attention_dp, batch),
             isl,
             osl,
-            calibration=_load_calibration(calibration_path),
+            calibration=load_calibration(calibration_path),
             chunked_prefill=chunked_prefill,
         )
         row = frame.iloc[0]
@@ -318,7 +314,7 @@ def validate_command(
     from planner.measurements import load_measurements, validate
 
     with format_errors(debug):
-        table = validate(load_measurements(measurements), _load_calibration(calibration_path))
+        table = validate(load_measurements(measurements), load_calibration(calibration_path))
         click.echo(_validation_text(table))
         if csv_out:
             write_text_atomic(Path(csv_out), table.to_csv(index=False))
@@ -368,7 +364,7 @@ def calibrate_command(
 
     with format_errors(debug):
         frame = load_measurements(measurements)
-        start = _load_calibration(calibration_path)
+        start = load_calibration(calibration_path)
         fitted = fit_calibration(frame, start, source=f"disagg calibrate on {Path(measurements).name}")
         table = validate(frame, fitted)
         if not no_loo:
@@ -426,7 +422,7 @@ def candidates_command(
             osl_tokens=spec.traffic.osl_tokens,
             ttft_ms_max=spec.slo.ttft_ms_max,
             max_gpus=instance_max_gpus(spec, hardware),
-            calibration=_load_calibration(calibration_path),
+            calibration=load_calibration(calibration_path),
         )
         write_text_atomic(Path(csv_out), table.to_csv(index=False))
         click.echo(_candidates_text(spec.name, table, csv_out))
