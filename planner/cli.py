@@ -24,6 +24,7 @@ from planner.catalog import load_hardware, load_instance, load_model, names
 from planner.errors import PlannerError, SpecError
 from planner.perf import Layouts, evaluate
 from planner.perf.calibration import load_calibration
+from planner.problem import resolve
 from planner.report import write_text_atomic
 
 _PRECISIONS = click.Choice(["bf16", "fp8", "fp4"])
@@ -49,6 +50,37 @@ _calibration = click.option(
     default=None,
     help="Efficiency calibration YAML (from `disagg calibrate`); default: the shipped fit.",
 )
+
+
+def _scenario(func):
+    """``--scenario NAME`` and repeatable ``--set FIELD=VALUE`` what-if overrides of an instance."""
+    func = click.option(
+        "--set",
+        "overrides",
+        multiple=True,
+        metavar="FIELD=VALUE",
+        help="Override an instance field for this run (dotted, e.g. traffic.isl_tokens=16384 or "
+        "hardware.scale_up_domain_gpus=8); repeatable, applied after --scenario.",
+    )(func)
+    return click.option(
+        "--scenario", default=None, help="Apply one of the instance's named what-if scenarios."
+    )(func)
+
+
+def parse_overrides(pairs: tuple[str, ...]) -> dict[str, object]:
+    """``("a.b=3", "hardware=b200")`` -> ``{"a.b": 3, "hardware": "b200"}`` (values parsed as YAML)."""
+    import yaml
+
+    changes: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key.strip():
+            raise SpecError(f"--set expects FIELD=VALUE, got '{pair}'; e.g. --set traffic.isl_tokens=16384")
+        try:
+            changes[key.strip()] = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise SpecError(f"--set {key}: value '{text}' is not valid YAML; quote strings") from None
+    return changes
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -143,6 +175,7 @@ _EVALUATE_KEYS = (
     help="Aggregated only: piggyback prompt chunks on decode steps.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@_scenario
 @_calibration
 @_debug
 def evaluate_command(
@@ -160,6 +193,8 @@ def evaluate_command(
     osl: int | None,
     chunked_prefill: bool,
     as_json: bool,
+    scenario: str | None,
+    overrides: tuple[str, ...],
     calibration_path: str | None,
     debug: bool,
 ) -> None:
@@ -171,20 +206,26 @@ def evaluate_command(
     Explicit options override what ``--instance`` supplies.
     """
     with format_errors(debug):
+        model_spec = load_model(model) if model else None
+        hardware_spec = load_hardware(hardware) if hardware else None
         if instance:
-            spec = load_instance(instance)
-            model = model or spec.model
-            hardware = hardware or spec.hardware
-            precision = precision or spec.precision
-            isl = isl or spec.traffic.isl_tokens
-            osl = osl or spec.traffic.osl_tokens
+            problem = resolve(instance, scenario, parse_overrides(overrides))
+            model_spec = model_spec or problem.model
+            hardware_spec = hardware_spec or problem.hardware
+            precision = precision or problem.instance.precision
+            isl = isl or problem.instance.traffic.isl_tokens
+            osl = osl or problem.instance.traffic.osl_tokens
+        elif scenario or overrides:
+            raise SpecError("--scenario and --set apply to an instance; add --instance NAME")
         precision = precision or "fp8"
-        for flag, value in (("--model", model), ("--hardware", hardware), ("--isl", isl), ("--osl", osl)):
+        given = (("--model", model_spec), ("--hardware", hardware_spec), ("--isl", isl), ("--osl", osl))
+        for flag, value in given:
             if value is None:
                 raise SpecError(f"missing {flag}; give it, or --instance NAME to take it from an instance")
+        model, hardware = model_spec.name, hardware_spec.name
         frame = evaluate(
-            load_model(model),
-            load_hardware(hardware),
+            model_spec,
+            hardware_spec,
             precision,  # type: ignore[arg-type]
             phase,  # type: ignore[arg-type]
             Layouts.of(tp, pp, ep, attention_dp, batch),
@@ -396,10 +437,17 @@ def calibrate_command(
 @click.option(
     "--csv", "csv_out", type=click.Path(dir_okay=False), required=True, help="Candidate table CSV to write."
 )
+@_scenario
 @_calibration
 @_debug
 def candidates_command(
-    instance: str, phase: str, csv_out: str, calibration_path: str | None, debug: bool
+    instance: str,
+    phase: str,
+    csv_out: str,
+    scenario: str | None,
+    overrides: tuple[str, ...],
+    calibration_path: str | None,
+    debug: bool,
 ) -> None:
     """Write the pruned candidate table of one phase of INSTANCE (catalog name or YAML path).
 
@@ -408,24 +456,11 @@ def candidates_command(
     Every layout (TP, PP, EP, attention-DP) and batch size is priced; rows that do not
     fit in memory, miss the TTFT limit or are dominated are dropped (planner/space.py).
     """
-    from planner.space import candidate_table, instance_max_gpus
-
     with format_errors(debug):
-        spec = load_instance(instance)
-        hardware = load_hardware(spec.hardware)
-        table = candidate_table(
-            load_model(spec.model),
-            hardware,
-            spec.precision,
-            phase,  # type: ignore[arg-type]
-            isl_tokens=spec.traffic.isl_tokens,
-            osl_tokens=spec.traffic.osl_tokens,
-            ttft_ms_max=spec.slo.ttft_ms_max,
-            max_gpus=instance_max_gpus(spec, hardware),
-            calibration=load_calibration(calibration_path),
-        )
+        problem = resolve(instance, scenario, parse_overrides(overrides))
+        table = problem.candidate_table(phase, load_calibration(calibration_path))  # type: ignore[arg-type]
         write_text_atomic(Path(csv_out), table.to_csv(index=False))
-        click.echo(_candidates_text(spec.name, table, csv_out))
+        click.echo(_candidates_text(problem.label, table, csv_out))
 
 
 def _candidates_text(name: str, table: pd.DataFrame, csv_out: str) -> str:
@@ -457,6 +492,128 @@ def _candidates_text(name: str, table: pd.DataFrame, csv_out: str) -> str:
         f"{table['tokens_per_s_per_user'].min():,.1f} to {table['tokens_per_s_per_user'].max():,.1f} "
         "tokens/s per user."
     )
+
+
+# --------------------------------------------------------------------------- frontier and plan
+
+_solver = click.option(
+    "--solver",
+    type=click.Choice(["highs", "ortools"]),
+    default="highs",
+    show_default=True,
+    help="MIP solver: HiGHS, or OR-Tools (SCIP) as an independent check.",
+)
+_time_limit = click.option(
+    "--time-limit-s",
+    type=click.FloatRange(min=0.1),
+    default=60.0,
+    show_default=True,
+    help="Time limit per MIP solve, seconds; hitting it is an error (the frontier claims optimality).",
+)
+
+
+@main.command("frontier")
+@click.argument("instance")
+@click.option(
+    "--out", "out_dir", type=click.Path(file_okay=False), required=True, help="Folder for the outputs."
+)
+@click.option(
+    "--fixed-ratio",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Also trace disaggregated plans with prefill:decode GPUs held at this ratio (+-3%).",
+)
+@_solver
+@_time_limit
+@_scenario
+@_calibration
+@_debug
+def frontier_command(
+    instance: str,
+    out_dir: str,
+    fixed_ratio: float | None,
+    solver: str,
+    time_limit_s: float,
+    scenario: str | None,
+    overrides: tuple[str, ...],
+    calibration_path: str | None,
+    debug: bool,
+) -> None:
+    """Trace the exact Pareto frontier (tokens/s per GPU vs tokens/s per user), both modes.
+
+    Example: disagg frontier deepseek-r1-gb200-16k-2k --out out/r1
+
+    Writes OUT/frontier.csv, comparison.csv, frontier.png, instance.yaml and
+    provenance.json (columns in the README). Nothing is written if no plan exists.
+    """
+    from planner.frontier import solve_frontier
+    from planner.outputs import command_line, frontier_summary, render_frontier, write_outputs
+
+    with format_errors(debug):
+        problem = resolve(instance, scenario, parse_overrides(overrides))
+        calibration = load_calibration(calibration_path)
+        frontier = solve_frontier(
+            problem, calibration, solver=solver, fixed_ratio=fixed_ratio, time_limit_s=time_limit_s
+        )
+        files = render_frontier(frontier, calibration, command_line())
+        paths = write_outputs(Path(out_dir), files)
+        click.echo(f"{problem.label}: exact frontier with {solver}")
+        click.echo(frontier_summary(frontier))
+        click.echo(f"wrote {', '.join(str(p) for p in paths)}")
+
+
+@main.command("plan")
+@click.argument("instance")
+@click.option(
+    "--min-tokens-per-s-per-user",
+    "target",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Interactivity every user must get, output tokens/s per user [default: the instance's "
+    "slo.tokens_per_s_per_user_targets].",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (a list with several targets).")
+@_solver
+@_time_limit
+@_scenario
+@_calibration
+@_debug
+def plan_command(
+    instance: str,
+    target: float | None,
+    as_json: bool,
+    solver: str,
+    time_limit_s: float,
+    scenario: str | None,
+    overrides: tuple[str, ...],
+    calibration_path: str | None,
+    debug: bool,
+) -> None:
+    """The best deployment of INSTANCE at an interactivity target, and the co-located alternative.
+
+    Example: disagg plan deepseek-r1-gb200-16k-2k --min-tokens-per-s-per-user 50
+
+    For min_gpus / min_cost instances: the fewest GPUs (cheapest nodes) serving
+    traffic.requests_per_s at the target.
+    """
+    from planner.advise import advice_json, advice_text, advise
+
+    with format_errors(debug):
+        problem = resolve(instance, scenario, parse_overrides(overrides))
+        targets = [target] if target is not None else problem.instance.slo.tokens_per_s_per_user_targets
+        if not targets:
+            raise SpecError(
+                "give --min-tokens-per-s-per-user X, or list slo.tokens_per_s_per_user_targets in "
+                "the instance",
+                field="--min-tokens-per-s-per-user",
+            )
+        calibration = load_calibration(calibration_path)
+        answers = [advise(problem, t, calibration, solver=solver, time_limit_s=time_limit_s) for t in targets]
+        if as_json:
+            payload = [advice_json(a) for a in answers]
+            click.echo(json.dumps(payload[0] if len(payload) == 1 else payload, indent=2, default=_plain))
+        else:
+            click.echo("\n\n".join(advice_text(a) for a in answers))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -71,7 +71,6 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from planner.catalog import load_hardware, load_model
 from planner.errors import InfeasibleError
 from planner.perf import Layouts, evaluate, layout_problems
 from planner.perf.calibration import Calibration
@@ -455,26 +454,6 @@ def candidate_table(
         "non_dominated": funnel.non_dominated,
     }
     return frame
-
-
-def instance_candidate_table(
-    instance: Instance, phase: Phase, calibration: Calibration | None = None, *, prune: bool = True
-) -> pd.DataFrame:
-    """:func:`candidate_table` for a planning instance (its model, hardware, traffic, SLO and budget)."""
-    model = load_model(instance.model)
-    hardware = load_hardware(instance.hardware)
-    return candidate_table(
-        model,
-        hardware,
-        instance.precision,
-        phase,
-        isl_tokens=instance.traffic.isl_tokens,
-        osl_tokens=instance.traffic.osl_tokens,
-        ttft_ms_max=instance.slo.ttft_ms_max,
-        max_gpus=instance_max_gpus(instance, hardware),
-        calibration=calibration,
-        prune=prune,
-    )
 
 
 def funnel_of(frame: pd.DataFrame) -> Funnel:

@@ -16,16 +16,23 @@ from planner.catalog import load_hardware, load_instance, load_model, names
 from planner.cli import main
 from planner.errors import InfeasibleError
 from planner.perf import Layouts, evaluate, layout_problems
+from planner.problem import Problem
 from planner.space import (
     MAX_PP,
     PHASES,
     candidate_table,
     dominated_mask,
     enumerate_layouts,
-    instance_candidate_table,
     instance_max_gpus,
 )
 from planner.specs import Instance
+
+
+def _instance_table(instance: Instance, phase: str, *, prune: bool = True) -> pd.DataFrame:
+    """An instance's candidate table (its catalog model and hardware, no scenario)."""
+    problem = Problem(instance, load_model(instance.model), load_hardware(instance.hardware))
+    return problem.candidate_table(phase, prune=prune)  # type: ignore[arg-type]
+
 
 INSTANCES = names("instances")
 REQUIRED_COLUMNS = [
@@ -55,9 +62,7 @@ LAYOUT = ["tp", "pp", "ep", "attention_dp", "batch", "chunked_prefill"]
 def tables() -> dict[tuple[str, str], pd.DataFrame]:
     """Every shipped instance x phase, built once (the whole lot takes well under a second)."""
     return {
-        (name, phase): instance_candidate_table(load_instance(name), phase)
-        for name in INSTANCES
-        for phase in PHASES
+        (name, phase): _instance_table(load_instance(name), phase) for name in INSTANCES for phase in PHASES
     }
 
 
@@ -210,7 +215,7 @@ def test_table_rows_are_feasible_and_non_dominated(tables, name: str, phase: str
 )
 def test_pruning_keeps_exactly_the_non_dominated_rows(tables, name: str, phase: str) -> None:
     """Brute force over the unpruned (feasible) table picks the same rows as the pruned table."""
-    full = instance_candidate_table(load_instance(name), phase, prune=False)
+    full = _instance_table(load_instance(name), phase, prune=False)
     assert len(full) == full.attrs["funnel"]["meet_ttft"]
     x, y, g = _criteria(full, phase)
     keep = full[~_brute_dominated(x, y, g)]
@@ -240,7 +245,7 @@ def test_per_gpu_rate_alone_is_not_dominance() -> None:
 
 def test_tables_are_deterministic(tables) -> None:
     name = "deepseek-r1-gb200-16k-2k"
-    again = instance_candidate_table(load_instance(name), "aggregated")
+    again = _instance_table(load_instance(name), "aggregated")
     pd.testing.assert_frame_equal(again, tables[name, "aggregated"])
     assert again.attrs == tables[name, "aggregated"].attrs
 
@@ -249,7 +254,7 @@ def test_biggest_instance_is_fast() -> None:
     inst = load_instance("deepseek-r1-gb200-16k-2k")
     start = time.perf_counter()
     for phase in PHASES:
-        instance_candidate_table(inst, phase)
+        _instance_table(inst, phase)
     assert time.perf_counter() - start < 5.0
 
 
@@ -267,14 +272,14 @@ def test_qwen_300ms_ttft_binds_but_leaves_candidates(tables) -> None:
 
 def test_unreachable_ttft_names_the_smallest_feasible_limit() -> None:
     inst = load_instance("qwen3-32b-h200-4000-500")
-    loose = instance_candidate_table(inst.update({"slo.ttft_ms_max": 1e6}), "prefill")  # type: ignore[arg-type]
+    loose = _instance_table(inst.update({"slo.ttft_ms_max": 1e6}), "prefill")  # type: ignore[arg-type]
     fastest = loose["ttft_ms"].min()
     tight = inst.update({"slo.ttft_ms_max": fastest * 0.9})
     with pytest.raises(InfeasibleError, match="slo.ttft_ms_max") as caught:
-        instance_candidate_table(tight, "prefill")  # type: ignore[arg-type]
+        _instance_table(tight, "prefill")  # type: ignore[arg-type]
     suggested = float(re.search(r"at least ([0-9.]+)", str(caught.value)).group(1))
     assert fastest <= suggested <= fastest + 0.1
-    relaxed = instance_candidate_table(inst.update({"slo.ttft_ms_max": suggested}), "prefill")  # type: ignore[arg-type]
+    relaxed = _instance_table(inst.update({"slo.ttft_ms_max": suggested}), "prefill")  # type: ignore[arg-type]
     assert len(relaxed) > 0
 
 

@@ -1,0 +1,220 @@
+"""``disagg plan``: the best deployment at one interactivity target, and what co-location would give.
+
+A capacity planner's question is concrete ("we promise 50 tokens/s per user:
+what do we deploy?"), so this module solves both modes at that one target and
+explains the answer: pools, layouts, instance counts, nodes, GPUs, predicted
+metrics, KV bandwidth, and the gap to the best aggregated alternative. When no
+plan exists it says which constraint binds and what would make it feasible.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from planner.errors import InfeasibleError
+from planner.frontier import MODES, mode_optimizer, mode_tables, why_no_plan
+from planner.optimize.plan import LAYOUT_FIELDS, Plan
+from planner.perf.calibration import Calibration
+from planner.problem import Problem
+
+
+@dataclass(frozen=True)
+class Advice:
+    """Both modes' best plans at one target (None where a mode has none, with the reason)."""
+
+    problem: Problem
+    target_tokens_per_s_per_user: float
+    plans: dict[str, Plan | None]
+    reasons: dict[str, str]
+    solver: str
+
+    @property
+    def recommended(self) -> Plan:
+        """The plan to deploy: the better of the two modes by the instance's objective."""
+        feasible = [p for p in self.plans.values() if p is not None]
+        objective = self.problem.instance.objective
+        if objective == "max_tokens_per_s_per_gpu":
+            return max(feasible, key=lambda p: (p.tokens_per_s_per_gpu, p.mode == "disaggregated"))
+        if objective == "min_gpus":
+            return min(feasible, key=lambda p: (p.total_gpus, p.mode != "disaggregated"))
+        return min(feasible, key=lambda p: (p.nodes, p.mode != "disaggregated"))
+
+    @property
+    def alternative(self) -> Plan | None:
+        """The best plan of the other mode, if any."""
+        other = [p for p in self.plans.values() if p is not None and p.mode != self.recommended.mode]
+        return other[0] if other else None
+
+    @property
+    def disaggregated_over_aggregated(self) -> float | None:
+        """Tokens/s per GPU of the disaggregated plan over the aggregated one (None if either is missing)."""
+        dis, agg = self.plans.get("disaggregated"), self.plans.get("aggregated")
+        if dis is None or agg is None:
+            return None
+        return dis.tokens_per_s_per_gpu / agg.tokens_per_s_per_gpu
+
+
+def advise(
+    problem: Problem,
+    min_tokens_per_s_per_user: float,
+    calibration: Calibration | None = None,
+    *,
+    solver: str = "highs",
+    time_limit_s: float = 60.0,
+) -> Advice:
+    """Solve both modes at the target; raise InfeasibleError (with the fix) when neither has a plan."""
+    plans: dict[str, Plan | None] = {}
+    reasons: dict[str, str] = {}
+    for mode in MODES:
+        try:
+            tables = mode_tables(problem, mode, calibration)
+            optimizer = mode_optimizer(problem, mode, tables, solver=solver, time_limit_s=time_limit_s)
+        except InfeasibleError as err:
+            plans[mode], reasons[mode] = None, str(err)
+            continue
+        plan = optimizer.best_at(min_tokens_per_s_per_user)
+        plans[mode] = plan
+        if plan is None:
+            reasons[mode] = _why(problem, optimizer, min_tokens_per_s_per_user)
+    if all(p is None for p in plans.values()):
+        raise InfeasibleError("; and ".join(f"{mode}: {why}" for mode, why in reasons.items()))
+    return Advice(problem, min_tokens_per_s_per_user, plans, reasons, solver)
+
+
+def _why(problem: Problem, optimizer, target: float) -> str:
+    """Interactivity out of reach, or (below the fastest layout) the budget/load reasons."""
+    table = optimizer.candidates.table
+    judged = table[table["pool"] == optimizer.pools[-1]]
+    fastest = judged.loc[judged["tokens_per_s_per_user"].idxmax()]
+    if target > fastest.tokens_per_s_per_user:
+        return (
+            f"no {fastest.pool} layout reaches {target:g} tokens/s per user on {problem.hardware.name}; "
+            f"the fastest (TP{fastest.tp} PP{fastest.pp} EP{fastest.ep} attention-DP{fastest.attention_dp}, "
+            f"batch {fastest.batch}) reaches {fastest.tokens_per_s_per_user:.1f}: lower "
+            f"--min-tokens-per-s-per-user to at most {int(fastest.tokens_per_s_per_user * 10) / 10:g}"
+        )
+    return why_no_plan(problem, optimizer)
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def _layout(row) -> str:
+    chunk = ", chunked prefill" if row.get("chunked_prefill", False) and row["pool"] == "aggregated" else ""
+    return (
+        f"TP{row.tp} PP{row.pp} EP{row.ep} attention-DP{row.attention_dp}, batch {row.batch}{chunk} "
+        f"({row.gpus} GPUs each)"
+    )
+
+
+def plan_text(plan: Plan, *, price_usd_per_gpu_hour: float | None = None) -> list[str]:
+    """A plan as indented lines a person can act on."""
+    lines = []
+    for pool in plan.pools.values():
+        lines.append(
+            f"  {pool.pool} pool: {pool.instances} instance(s), {pool.gpus} GPUs, "
+            f"{pool.nodes(plan.gpus_per_node)} node(s) if on its own nodes, "
+            f"{pool.requests_per_s:,.2f} requests/s capacity"
+        )
+        for _, row in pool.rows.iterrows():
+            detail = (
+                f"TTFT {row.ttft_ms:,.0f} ms"
+                if pool.pool == "prefill"
+                else f"{row.tokens_per_s_per_user:,.1f} tokens/s per user (TPOT {row.tpot_ms:,.1f} ms)"
+            )
+            lines.append(f"    {int(row.instances)} x {_layout(row)}: {detail}")
+    ratio = ""
+    if plan.mode != "aggregated":
+        prefill, decode = plan.pools["prefill"].gpus, plan.pools["decode"].gpus
+        ratio = f"; prefill:decode GPUs {prefill}:{decode} = {prefill / decode:.2f}"
+    lines.append(f"  total: {plan.total_gpus} GPUs on {plan.nodes} node(s){ratio}")
+    lines.append(
+        f"  predicted: {plan.tokens_per_s_per_gpu:,.1f} output tokens/s per GPU, "
+        f"{plan.output_tokens_per_s:,.0f} output tokens/s, {plan.requests_per_s:,.2f} requests/s, "
+        f"{plan.tokens_per_s_per_user:,.1f} tokens/s per user, TTFT <= {plan.ttft_ms:,.0f} ms"
+    )
+    if plan.mode != "aggregated":
+        lines.append(
+            f"  KV transfer: {plan.kv_transfer_gb_per_s:,.2f} GB/s in total, "
+            f"{plan.kv_transfer_gb_per_s_per_gpu:,.2f} GB/s per prefill GPU"
+        )
+    if price_usd_per_gpu_hour is not None:
+        hourly = plan.nodes * plan.gpus_per_node * price_usd_per_gpu_hour
+        per_million = hourly / (plan.output_tokens_per_s * 3600 / 1e6)
+        lines.append(
+            f"  cost: ${hourly:,.2f} per hour for whole nodes, ${per_million:,.3f} per million output tokens"
+        )
+    return lines
+
+
+def advice_text(advice: Advice) -> str:
+    """The answer of ``disagg plan`` for a terminal."""
+    problem, inst = advice.problem, advice.problem.instance
+    best = advice.recommended
+    goal = {
+        "max_tokens_per_s_per_gpu": "the most output tokens/s per GPU",
+        "min_gpus": f"the fewest GPUs serving {inst.traffic.requests_per_s} requests/s",
+        "min_cost": f"the cheapest whole nodes serving {inst.traffic.requests_per_s} requests/s",
+    }[inst.objective]
+    lines = [
+        f"{problem.label}: {inst.model} on {problem.hardware.name} ({inst.precision}), ISL "
+        f"{inst.traffic.isl_tokens} / OSL {inst.traffic.osl_tokens}, TTFT <= {inst.slo.ttft_ms_max:g} ms, at "
+        f">= {advice.target_tokens_per_s_per_user:g} tokens/s per user; objective: {goal}.",
+        f"Deploy {best.mode}:",
+        *plan_text(best, price_usd_per_gpu_hour=problem.hardware.price_usd_per_gpu_hour),
+    ]
+    other = advice.alternative
+    if other is not None:
+        lines.append(f"Best {other.mode} alternative:")
+        lines.extend(plan_text(other, price_usd_per_gpu_hour=problem.hardware.price_usd_per_gpu_hour))
+    for mode, why in advice.reasons.items():
+        lines.append(f"No {mode} plan: {why}")
+    gain = advice.disaggregated_over_aggregated
+    if gain is not None:
+        lines.append(f"Disaggregated / aggregated tokens/s per GPU: {gain:.3f} ({(gain - 1) * 100:+.1f}%).")
+    lines.append(
+        f"Solver {advice.solver}: {best.termination}, gap {best.mip_gap:.1e}, {best.solves} solves in "
+        f"{best.solve_time_s:.2f} s."
+    )
+    return "\n".join(lines)
+
+
+def plan_json(plan: Plan) -> dict:
+    """A plan as plain data: metrics, and each pool's layouts with instance counts."""
+    row = {k: v for k, v in plan.row().items() if not k.endswith("_layouts")}
+    row["pools"] = {
+        pool.pool: {
+            "instances": pool.instances,
+            "gpus": pool.gpus,
+            "requests_per_s": pool.requests_per_s,
+            "layouts": [
+                {
+                    **{name: int(r[name]) for name in LAYOUT_FIELDS},
+                    "instances": int(r.instances),
+                    "gpus_per_instance": int(r.gpus),
+                    "ttft_ms": float(r.ttft_ms),
+                    "tokens_per_s_per_user": float(r.tokens_per_s_per_user),
+                    "requests_per_s_per_instance": float(r.requests_per_s),
+                    "chunked_prefill": bool(r.chunked_prefill),
+                }
+                for _, r in pool.rows.iterrows()
+            ],
+        }
+        for pool in plan.pools.values()
+    }
+    return row
+
+
+def advice_json(advice: Advice) -> dict:
+    """``disagg plan --json``."""
+    return {
+        "instance": advice.problem.instance.name,
+        "scenario": advice.problem.scenario,
+        "objective": advice.problem.instance.objective,
+        "target_tokens_per_s_per_user": advice.target_tokens_per_s_per_user,
+        "recommended_mode": advice.recommended.mode,
+        "plans": {mode: (plan_json(p) if p is not None else None) for mode, p in advice.plans.items()},
+        "no_plan_reasons": advice.reasons,
+        "disaggregated_over_aggregated": advice.disaggregated_over_aggregated,
+        "solver": advice.solver,
+    }

@@ -1,0 +1,259 @@
+"""The exact Pareto frontier of throughput per GPU against interactivity, both modes (DESIGN.md §4-5).
+
+Why it is exact with one solve per point
+    The best plan at target ``T`` may use only decode-like candidates with
+    ``tokens_per_s_per_user >= T``, so the optimum is a step function of ``T`` that
+    can change only at those candidates' interactivities. Solve at the lowest
+    one; the plan found achieves some interactivity ``u >= T`` and is optimal for
+    every target up to ``u`` (its feasible set only shrinks as ``T`` grows, and the
+    plan stays feasible). So jump straight to the smallest candidate value above
+    ``u`` and repeat until nothing is left. Each solve yields one row, and no
+    target between two rows has a better plan. Rows that a later (more
+    interactive) row matches or beats are dropped, leaving the Pareto set.
+
+Both modes are traced from the same performance model, budget and SLOs, so the
+disaggregated / aggregated comparison is like for like.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from planner.errors import InfeasibleError
+from planner.optimize.model import MODE_POOLS, combine
+from planner.optimize.optimizer import ModeOptimizer
+from planner.optimize.packing import geometry
+from planner.optimize.plan import Plan
+from planner.perf.calibration import Calibration
+from planner.problem import Problem
+
+MODES = ("disaggregated", "aggregated")
+"""The two deployment modes every frontier compares."""
+FIXED_RATIO_MODE = "disaggregated_fixed_ratio"
+"""The extra mode of ``--fixed-ratio``: disaggregated with prefill:decode GPUs held at R (+-3%)."""
+SAME_VALUE = 1e-9
+"""Relative tolerance under which two objective values count as equal."""
+
+
+@dataclass
+class Frontier:
+    """Every mode's Pareto-optimal plans, the candidate counts, and why a mode has none."""
+
+    problem: Problem
+    plans: dict[str, list[Plan]]
+    infeasible: dict[str, str] = field(default_factory=dict)
+    funnels: dict[str, dict] = field(default_factory=dict)
+    solver: str = "highs"
+    solver_version: str = ""
+
+    def frame(self) -> pd.DataFrame:
+        """frontier.csv: one row per Pareto point and mode, interactivity ascending."""
+        rows = [plan.row() for mode in (*MODES, FIXED_RATIO_MODE) for plan in self.plans.get(mode, [])]
+        return pd.DataFrame(rows)
+
+    def comparison(self) -> pd.DataFrame:
+        """comparison.csv: both frontiers as step functions, and their ratio, at every breakpoint."""
+        return compare(
+            self.plans.get("disaggregated", []),
+            self.plans.get("aggregated", []),
+            self.plans.get(FIXED_RATIO_MODE, []) if FIXED_RATIO_MODE in self.modes else None,
+        )
+
+    @property
+    def modes(self) -> tuple[str, ...]:
+        """The modes that were traced (feasible or not)."""
+        return tuple(m for m in (*MODES, FIXED_RATIO_MODE) if m in self.plans or m in self.infeasible)
+
+
+def score(plan: Plan, objective: str) -> float:
+    """Higher is better: tokens/s per GPU, or fewer GPUs, or lower cost (whole nodes)."""
+    if objective == "max_tokens_per_s_per_gpu":
+        return plan.tokens_per_s_per_gpu
+    if objective == "min_gpus":
+        return -plan.total_gpus
+    return -plan.nodes
+
+
+def pareto(plans: list[Plan], objective: str) -> list[Plan]:
+    """Drop plans a more interactive plan matches or beats (plans sorted by interactivity)."""
+    kept: list[Plan] = []
+    best_after = -np.inf
+    for plan in sorted(plans, key=lambda p: p.tokens_per_s_per_user, reverse=True):
+        value = score(plan, objective)
+        if value > best_after + SAME_VALUE * max(abs(best_after), 1.0) or not kept:
+            kept.append(plan)
+            best_after = max(best_after, value)
+    return kept[::-1]
+
+
+def trace(optimizer: ModeOptimizer, objective: str) -> list[Plan]:
+    """The exact frontier of one mode: one solve per breakpoint actually reached."""
+    points = np.array(optimizer.breakpoints)
+    plans = []
+    target = float(points[0])
+    while True:
+        plan = optimizer.best_at(target)
+        if plan is None:
+            break
+        plans.append(plan)
+        above = points[points > plan.tokens_per_s_per_user]
+        if not len(above):
+            break
+        target = float(above[0])
+    return pareto(plans, objective)
+
+
+def mode_tables(
+    problem: Problem, mode: str, calibration: Calibration | None, *, prune: bool = True
+) -> dict[str, pd.DataFrame]:
+    """The candidate tables of a mode's pools (raises InfeasibleError when a pool has none)."""
+    return {pool: problem.candidate_table(pool, calibration, prune=prune) for pool in MODE_POOLS[mode]}
+
+
+def mode_optimizer(
+    problem: Problem,
+    mode: str,
+    tables: dict[str, pd.DataFrame],
+    *,
+    solver: str = "highs",
+    fixed_ratio: float | None = None,
+    time_limit_s: float = 60.0,
+) -> ModeOptimizer:
+    """Build one mode's model and persistent solver from its candidate tables."""
+    inst = problem.instance
+    sizes = {int(g) for t in tables.values() for g in t["gpus"]}
+    geo = geometry(problem.hardware, problem.max_gpus, sizes)
+    candidates = combine(tables, geo)
+    for pool in MODE_POOLS[mode]:
+        if not (candidates.table["pool"] == pool).any():
+            reasons = "; ".join(sorted(set(candidates.dropped["reason"])))
+            raise InfeasibleError(
+                f"no {pool} candidate can be placed in {problem.hardware.gpus_per_node}-GPU nodes "
+                f"({reasons}); change hardware.gpus_per_node or the budget"
+            )
+    return ModeOptimizer(
+        mode,
+        candidates,
+        geo,
+        osl_tokens=inst.traffic.osl_tokens,
+        layouts_per_pool=inst.layouts_per_pool,
+        exclusive_nodes=inst.cluster.exclusive_nodes,
+        objective=inst.objective,
+        load_requests_per_s=inst.traffic.requests_per_s,
+        price_usd_per_gpu_hour=problem.hardware.price_usd_per_gpu_hour,
+        fixed_ratio=fixed_ratio,
+        solver=solver,
+        time_limit_s=time_limit_s,
+    )
+
+
+def why_no_plan(problem: Problem, optimizer: ModeOptimizer) -> str:
+    """Explain an empty mode: the budget cannot hold one instance per pool, or the load is too high."""
+    table = optimizer.candidates.table
+    smallest = {pool: int(table.loc[table["pool"] == pool, "gpus"].min()) for pool in optimizer.pools}
+    need = sum(smallest.values())
+    where = f"no {optimizer.mode} plan of {problem.label} fits"
+    if need > problem.max_gpus:
+        parts = " + ".join(f"{g} ({pool})" for pool, g in smallest.items())
+        return (
+            f"{where}: the smallest instances need {parts} = {need} GPUs but the budget is "
+            f"{problem.max_gpus}; raise cluster.max_gpus (or max_nodes) to at least {need}"
+        )
+    load = problem.instance.traffic.requests_per_s
+    if problem.instance.objective != "max_tokens_per_s_per_gpu" and load is not None:
+        capacity = optimizer.max_requests_per_s(optimizer.breakpoints[0])
+        if capacity is not None and capacity < load:
+            return (
+                f"{where}: traffic.requests_per_s = {load:g} exceeds the most this budget can serve, "
+                f"{capacity:.4g} requests/s; lower the load or raise cluster.max_gpus (or max_nodes)"
+            )
+    return (
+        f"{where} within the budget and packing rules; raise cluster.max_gpus or relax "
+        "cluster.exclusive_nodes"
+    )
+
+
+def solve_frontier(
+    problem: Problem,
+    calibration: Calibration | None = None,
+    *,
+    solver: str = "highs",
+    modes: tuple[str, ...] = MODES,
+    fixed_ratio: float | None = None,
+    time_limit_s: float = 60.0,
+) -> Frontier:
+    """Trace the exact frontier of every mode; raise InfeasibleError only if no mode has a plan."""
+    plans: dict[str, list[Plan]] = {}
+    infeasible: dict[str, str] = {}
+    funnels: dict[str, dict] = {}
+    version = ""
+    if fixed_ratio is not None:
+        modes = (*modes, FIXED_RATIO_MODE)
+    for mode in modes:
+        try:
+            tables = mode_tables(problem, mode, calibration)
+            funnels.update({pool: t.attrs["funnel"] for pool, t in tables.items()})
+            optimizer = mode_optimizer(
+                problem,
+                mode,
+                tables,
+                solver=solver,
+                fixed_ratio=fixed_ratio if mode == FIXED_RATIO_MODE else None,
+                time_limit_s=time_limit_s,
+            )
+        except InfeasibleError as err:
+            infeasible[mode] = str(err)
+            continue
+        version = optimizer.backend.version
+        found = trace(optimizer, problem.instance.objective)
+        if found:
+            plans[mode] = found
+        else:
+            infeasible[mode] = why_no_plan(problem, optimizer)
+    if not any(mode in plans for mode in MODES):
+        raise InfeasibleError("; and ".join(f"{mode}: {why}" for mode, why in infeasible.items()))
+    return Frontier(problem, plans, infeasible, funnels, solver, version)
+
+
+def compare(
+    disaggregated: list[Plan], aggregated: list[Plan], fixed_ratio: list[Plan] | None = None
+) -> pd.DataFrame:
+    """Best tokens/s per GPU of each mode at every interactivity a frontier reaches, and the ratios.
+
+    Each frontier is a step function: at interactivity ``u`` the best plan is the
+    best row with ``tokens_per_s_per_user >= u``. NaN where a mode cannot reach ``u``.
+    ``fixed_ratio`` (from ``--fixed-ratio``) adds its curve and its share of the dynamic optimum.
+    """
+    curves = {"disaggregated": disaggregated, "aggregated": aggregated}
+    if fixed_ratio is not None:
+        curves[FIXED_RATIO_MODE] = fixed_ratio
+    levels = sorted({p.tokens_per_s_per_user for plans in curves.values() for p in plans})
+
+    def best(plans: list[Plan], u: float) -> float:
+        values = [p.tokens_per_s_per_gpu for p in plans if p.tokens_per_s_per_user >= u * (1 - SAME_VALUE)]
+        return max(values) if values else float("nan")
+
+    def ratio(a: float, b: float) -> float:
+        return a / b if b == b and b > 0 and a == a else float("nan")
+
+    rows = []
+    for u in levels:
+        row = {"tokens_per_s_per_user": u}
+        for mode, plans in curves.items():
+            row[f"{mode}_tokens_per_s_per_gpu"] = best(plans, u)
+        row["disaggregated_over_aggregated"] = ratio(
+            row["disaggregated_tokens_per_s_per_gpu"], row["aggregated_tokens_per_s_per_gpu"]
+        )
+        if fixed_ratio is not None:
+            row["fixed_ratio_over_dynamic"] = ratio(
+                row[f"{FIXED_RATIO_MODE}_tokens_per_s_per_gpu"], row["disaggregated_tokens_per_s_per_gpu"]
+            )
+        rows.append(row)
+    columns = ["tokens_per_s_per_user", *(f"{m}_tokens_per_s_per_gpu" for m in curves)]
+    columns.append("disaggregated_over_aggregated")
+    if fixed_ratio is not None:
+        columns.append("fixed_ratio_over_dynamic")
+    return pd.DataFrame(rows, columns=columns)

@@ -1,0 +1,198 @@
+"""Persistent MIP solvers behind one small interface: HiGHS (default) and OR-Tools (SCIP).
+
+Why two
+    The frontier claims optimality, so a second, independent solver on the very
+    same model is the cheapest audit: ``--solver ortools`` must reproduce every
+    optimum HiGHS finds (``tests/test_optimize.py``).
+
+Why persistent
+    A frontier is dozens of solves of one model whose only changes are mutable
+    parameters and variable bounds. HiGHS goes through Pyomo's persistent
+    interface (``pyomo.contrib.solver``), which pushes just those changes. OR-Tools
+    has no Pyomo interface, so :class:`OrToolsBackend` translates the Pyomo model
+    into an OR-Tools ``model_builder`` model once, remembers which coefficients and
+    bounds depend on parameters, and re-evaluates only those before each solve.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from importlib.metadata import version
+
+import pyomo.environ as pyo
+from pyomo.core.expr.visitor import identify_mutable_parameters
+from pyomo.repn import generate_standard_repn
+
+from planner.errors import PlannerError
+
+SOLVERS = ("highs", "ortools")
+
+ABS_GAP = 1e-7
+"""Absolute optimality gap: far below any difference a plan's tokens/s could show."""
+REL_GAP = 1e-9
+"""Relative optimality gap: the frontier is exact, not 0.01%-good (HiGHS's default)."""
+
+
+@dataclass(frozen=True)
+class SolveResult:
+    """What one solve returned; on ``optimal`` the Pyomo variables hold the solution."""
+
+    termination: str
+    """``optimal``, ``infeasible`` or ``time_limit``."""
+    objective: float
+    bound: float
+    solve_time_s: float
+
+    @property
+    def mip_gap(self) -> float:
+        """Relative gap between the incumbent and the bound (0 when proven optimal)."""
+        scale = max(abs(self.objective), 1e-9)
+        return abs(self.bound - self.objective) / scale
+
+
+class TimeLimitError(PlannerError):
+    """A solve hit its time limit before proving optimality."""
+
+
+class HighsBackend:
+    """HiGHS through Pyomo's persistent interface: model changes are pushed, never rebuilt."""
+
+    name = "highs"
+
+    def __init__(self, model: pyo.ConcreteModel, time_limit_s: float):
+        from pyomo.contrib.solver.solvers.highs import Highs
+
+        self.model = model
+        self.version = version("highspy")
+        self._solver = Highs()
+        updates = self._solver.config.auto_updates
+        updates.check_for_new_or_removed_constraints = False
+        updates.check_for_new_or_removed_vars = False
+        updates.check_for_new_or_removed_params = False
+        updates.check_for_new_objective = False
+        updates.update_constraints = False
+        updates.update_named_expressions = False
+        self._options = {
+            "rel_gap": REL_GAP,
+            "abs_gap": ABS_GAP,
+            "threads": 1,
+            "time_limit": time_limit_s,
+            "load_solutions": False,
+            "raise_exception_on_nonoptimal_result": False,
+        }
+        self._solver.set_instance(model)
+
+    def solve(self) -> SolveResult:
+        """Push parameter and bound changes, re-solve, load the solution into the Pyomo variables."""
+        from pyomo.contrib.solver.common.results import TerminationCondition as T
+
+        start = time.perf_counter()
+        results = self._solver.solve(self.model, **self._options)
+        elapsed = time.perf_counter() - start
+        cond = results.termination_condition
+        if cond == T.convergenceCriteriaSatisfied:
+            results.solution_loader.load_vars()
+            return SolveResult("optimal", results.incumbent_objective, results.objective_bound, elapsed)
+        if cond in (T.provenInfeasible, T.locallyInfeasible, T.infeasibleOrUnbounded):
+            return SolveResult("infeasible", float("nan"), float("nan"), elapsed)
+        if cond in (T.maxTimeLimit, T.iterationLimit):
+            return SolveResult("time_limit", float("nan"), float("nan"), elapsed)
+        raise RuntimeError(f"HiGHS ended with {cond}; this is a bug in the model")
+
+
+class OrToolsBackend:
+    """SCIP through OR-Tools' ``model_builder``, kept in sync with the Pyomo model's parameters."""
+
+    name = "ortools"
+
+    def __init__(self, model: pyo.ConcreteModel, time_limit_s: float):
+        from ortools.linear_solver.python import model_builder as mb
+
+        self._mb = mb
+        self.model = model
+        self.version = version("ortools")
+        self._solver = mb.Solver("scip")
+        self._solver.set_time_limit_in_seconds(time_limit_s)
+        self._solver.set_solver_specific_parameters(
+            f"limits/gap = {REL_GAP}\nlimits/absgap = {ABS_GAP}\nrandomization/randomseedshift = 0"
+        )
+        self._target = mb.Model()
+        self._vars: dict[int, tuple[pyo.Var, object]] = {}
+        for var in model.component_data_objects(pyo.Var, descend_into=True):
+            integral = var.is_integer() or var.is_binary()
+            self._vars[id(var)] = (var, self._target.new_var(0, 0, integral, var.name))
+        self._rows = []  # (pyomo constraint, ortools constraint, repn, mutable?)
+        for con in model.component_data_objects(pyo.Constraint, active=True, descend_into=True):
+            repn = generate_standard_repn(con.body, compute_values=False)
+            if not repn.is_linear():
+                raise RuntimeError(f"constraint {con.name} is not linear")
+            row = self._target.add_linear_constraint(0.0, -math.inf, math.inf, con.name)
+            mutable = bool(identify_mutable_parameters(con.expr)) or not _numeric(repn)
+            self._rows.append((con, row, repn, mutable))
+            self._sync_row(con, row, repn, coefficients=True)
+        objective = next(model.component_data_objects(pyo.Objective, active=True))
+        self._objective = (objective, generate_standard_repn(objective.expr, compute_values=False))
+        self._sense_max = objective.sense == pyo.maximize
+        # Coefficients are set before every solve; only the sense is fixed here.
+        (self._target.maximize if self._sense_max else self._target.minimize)(0.0)
+
+    def _sync_row(self, con, row, repn, *, coefficients: bool) -> None:
+        if coefficients:
+            for var, coef in zip(repn.linear_vars, repn.linear_coefs, strict=True):
+                row.set_coefficient(self._vars[id(var)][1], float(pyo.value(coef)))
+        constant = float(pyo.value(repn.constant))
+        row.lower_bound = -math.inf if con.lower is None else float(pyo.value(con.lower)) - constant
+        row.upper_bound = math.inf if con.upper is None else float(pyo.value(con.upper)) - constant
+
+    def solve(self) -> SolveResult:
+        """Re-evaluate parameter-dependent coefficients and bounds, solve, write values back to Pyomo."""
+        mb = self._mb
+        for var, target in self._vars.values():
+            if var.fixed:
+                target.lower_bound = target.upper_bound = float(var.value)
+            else:
+                target.lower_bound = -math.inf if var.lb is None else float(var.lb)
+                target.upper_bound = math.inf if var.ub is None else float(var.ub)
+        for con, row, repn, mutable in self._rows:
+            if mutable:
+                self._sync_row(con, row, repn, coefficients=True)
+        objective, repn = self._objective
+        coefs = {id(v): float(pyo.value(c)) for v, c in zip(repn.linear_vars, repn.linear_coefs, strict=True)}
+        for key, (_, target) in self._vars.items():
+            target.objective_coefficient = coefs.get(key, 0.0)
+        offset = float(pyo.value(repn.constant))
+
+        start = time.perf_counter()
+        status = self._solver.solve(self._target)
+        elapsed = time.perf_counter() - start
+        if status == mb.SolveStatus.OPTIMAL:
+            for var, target in self._vars.values():
+                value = self._solver.value(target)
+                integral = var.is_integer() or var.is_binary()
+                var.set_value(round(value) if integral else value, skip_validation=True)
+            return SolveResult(
+                "optimal",
+                self._solver.objective_value + offset,
+                self._solver.best_objective_bound + offset,
+                elapsed,
+            )
+        if status == mb.SolveStatus.INFEASIBLE:
+            return SolveResult("infeasible", float("nan"), float("nan"), elapsed)
+        if status in (mb.SolveStatus.FEASIBLE, mb.SolveStatus.NOT_SOLVED, mb.SolveStatus.CANCELLED_BY_USER):
+            return SolveResult("time_limit", float("nan"), float("nan"), elapsed)
+        raise RuntimeError(f"OR-Tools ended with {status}: {self._solver.status_string}; this is a bug")
+
+
+def _numeric(repn) -> bool:
+    return all(isinstance(c, (int, float)) for c in repn.linear_coefs)
+
+
+def make_backend(name: str, model: pyo.ConcreteModel, time_limit_s: float):
+    """A persistent backend for ``model`` by solver name (``highs`` or ``ortools``)."""
+    if name == "highs":
+        return HighsBackend(model, time_limit_s)
+    if name == "ortools":
+        return OrToolsBackend(model, time_limit_s)
+    raise PlannerError(f"unknown solver '{name}'; use one of {', '.join(SOLVERS)}")

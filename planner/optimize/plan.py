@@ -1,0 +1,181 @@
+"""A deployment plan read back from a solved model, with its metrics computed from the candidates.
+
+Metrics follow the issue's contract, computed here from the chosen rows and
+counts rather than trusted from solver variables: the served rate is
+``lambda = min over pools of sum(requests_per_s x instances)``, output tokens/s is
+``lambda x OSL``, tokens/s/GPU divides by every GPU in the plan, interactivity is
+the slowest decode-like instance, TTFT the slowest first token.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+LAYOUT_FIELDS = ("tp", "pp", "ep", "attention_dp", "batch")
+
+
+@dataclass(frozen=True)
+class PoolPlan:
+    """One pool: which candidate layouts run, and how many instances of each."""
+
+    pool: str
+    rows: pd.DataFrame
+    """The chosen candidate rows plus an ``instances`` column, most instances first."""
+
+    @property
+    def instances(self) -> int:
+        """Instances in the pool."""
+        return int(self.rows["instances"].sum())
+
+    @property
+    def gpus(self) -> int:
+        """GPUs in the pool."""
+        return int((self.rows["instances"] * self.rows["gpus"]).sum())
+
+    @property
+    def requests_per_s(self) -> float:
+        """The pool's capacity, requests/s."""
+        return float((self.rows["instances"] * self.rows["requests_per_s"]).sum())
+
+    def nodes(self, gpus_per_node: int) -> int:
+        """Nodes this pool touches if it had its nodes to itself (whole-node instances, then packed rest)."""
+        whole = self.rows["gpus"] >= gpus_per_node
+        nodes = int((self.rows.loc[whole, "gpus"] // gpus_per_node * self.rows.loc[whole, "instances"]).sum())
+        rest = int((self.rows.loc[~whole, "gpus"] * self.rows.loc[~whole, "instances"]).sum())
+        return nodes + math.ceil(rest / gpus_per_node)
+
+    def layout_text(self) -> str:
+        """``2 x TP4 PP1 EP1 DP1 batch 8; 1 x ...``."""
+        parts = []
+        for _, r in self.rows.iterrows():
+            chunk = " chunked" if self.pool == "aggregated" and bool(r.get("chunked_prefill", False)) else ""
+            parts.append(
+                f"{int(r.instances)} x TP{r.tp} PP{r.pp} EP{r.ep} DP{r.attention_dp} batch {r.batch}{chunk}"
+            )
+        return "; ".join(parts)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The best deployment of one mode at one interactivity target."""
+
+    mode: str
+    target_tokens_per_s_per_user: float
+    pools: dict[str, PoolPlan]
+    osl_tokens: int
+    nodes: int
+    gpus_per_node: int
+    termination: str
+    mip_gap: float
+    solve_time_s: float
+    solves: int
+    stats: dict = field(default_factory=dict)
+
+    @property
+    def decode_pool(self) -> PoolPlan:
+        """The pool that emits tokens (``decode`` or ``aggregated``)."""
+        return self.pools["decode"] if "decode" in self.pools else self.pools["aggregated"]
+
+    @property
+    def first_token_pool(self) -> PoolPlan:
+        """The pool that makes first tokens (``prefill`` or ``aggregated``)."""
+        return self.pools["prefill"] if "prefill" in self.pools else self.pools["aggregated"]
+
+    @property
+    def total_gpus(self) -> int:
+        """GPUs in all pools."""
+        return sum(p.gpus for p in self.pools.values())
+
+    @property
+    def requests_per_s(self) -> float:
+        """Served rate: the slower pool's capacity (rate matching)."""
+        return min(p.requests_per_s for p in self.pools.values())
+
+    @property
+    def output_tokens_per_s(self) -> float:
+        """Served requests/s x OSL."""
+        return self.requests_per_s * self.osl_tokens
+
+    @property
+    def tokens_per_s_per_gpu(self) -> float:
+        """Output tokens/s over every GPU in the plan."""
+        return self.output_tokens_per_s / self.total_gpus
+
+    @property
+    def tokens_per_s_per_user(self) -> float:
+        """Interactivity: the slowest decode-like instance."""
+        return float(self.decode_pool.rows["tokens_per_s_per_user"].min())
+
+    @property
+    def tpot_ms(self) -> float:
+        """Time per output token of the slowest decode-like instance, ms."""
+        return float(self.decode_pool.rows["tpot_ms"].max())
+
+    @property
+    def ttft_ms(self) -> float:
+        """The slowest first token (prefill plus KV transfer), ms."""
+        return float(self.first_token_pool.rows["ttft_ms"].max())
+
+    @property
+    def kv_transfer_gb_per_s(self) -> float:
+        """KV cache shipped from prefill to decode, GB/s (0 when co-located)."""
+        if "prefill" not in self.pools:
+            return 0.0
+        rows = self.pools["prefill"].rows
+        share = rows["instances"] * rows["requests_per_s"] / self.pools["prefill"].requests_per_s
+        bytes_per_request = float((share * rows["kv_cache_bytes_per_request"]).sum())
+        return self.requests_per_s * bytes_per_request / 1e9
+
+    @property
+    def kv_transfer_gb_per_s_per_gpu(self) -> float:
+        """KV bandwidth each prefill GPU must send, GB/s (the link the transfer loads)."""
+        if "prefill" not in self.pools:
+            return 0.0
+        return self.kv_transfer_gb_per_s / self.pools["prefill"].gpus
+
+    def row(self) -> dict:
+        """One frontier.csv row (README documents every column)."""
+        gpus = {pool: p.gpus for pool, p in self.pools.items()}
+        prefill, decode = gpus.get("prefill", 0), gpus.get("decode", 0)
+        row = {
+            "mode": self.mode,
+            "target_tokens_per_s_per_user": self.target_tokens_per_s_per_user,
+            "tokens_per_s_per_user": self.tokens_per_s_per_user,
+            "tokens_per_s_per_gpu": self.tokens_per_s_per_gpu,
+            "output_tokens_per_s": self.output_tokens_per_s,
+            "requests_per_s": self.requests_per_s,
+            "ttft_ms": self.ttft_ms,
+            "tpot_ms": self.tpot_ms,
+            "total_gpus": self.total_gpus,
+            "prefill_gpus": prefill,
+            "decode_gpus": decode,
+            "prefill_decode_gpu_ratio": prefill / decode if decode else float("nan"),
+        }
+        for pool in ("prefill", "decode"):
+            plan = self.pools.get(pool) or (self.pools["aggregated"] if self.mode == "aggregated" else None)
+            row[f"{pool}_instances"] = plan.instances if pool in self.pools else 0
+            lead = plan.rows.iloc[0]
+            for name in LAYOUT_FIELDS:
+                row[f"{pool}_{name}"] = int(lead[name])
+            row[f"{pool}_layouts"] = plan.layout_text()
+        if self.mode == "aggregated":
+            row["aggregated_instances"] = self.pools["aggregated"].instances
+            row["chunked_prefill"] = bool(self.pools["aggregated"].rows.iloc[0]["chunked_prefill"])
+        else:
+            row["aggregated_instances"] = 0
+            row["chunked_prefill"] = False
+        row.update(
+            {
+                "nodes": self.nodes,
+                "kv_transfer_gb_per_s": self.kv_transfer_gb_per_s,
+                "kv_transfer_gb_per_s_per_gpu": self.kv_transfer_gb_per_s_per_gpu,
+                "termination": self.termination,
+                "mip_gap": self.mip_gap,
+                "solve_time_s": self.solve_time_s,
+                "solves": self.solves,
+            }
+        )
+        return row

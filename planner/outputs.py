@@ -1,0 +1,157 @@
+"""The files a frontier study writes: CSVs for spreadsheets, a plot, the resolved question and provenance.
+
+Everything is rendered in memory first and then written file by file atomically
+(:mod:`planner.report`), so an error while solving or rendering leaves no output
+behind, and a crash mid-write never leaves a half file.
+
+- ``frontier.csv``: one row per Pareto point and mode (columns in README.md);
+- ``comparison.csv``: both frontiers as step functions and their ratio;
+- ``frontier.png``: both frontiers, and the disaggregated / aggregated ratio beneath;
+- ``instance.yaml``: the instance as solved, scenario applied, model and hardware inline;
+- ``provenance.json``: planner, solver and library versions, the input hash, the command.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import platform
+import sys
+from datetime import UTC, datetime
+from importlib.metadata import version
+from pathlib import Path
+
+import yaml
+
+from planner import __version__
+from planner.frontier import FIXED_RATIO_MODE, Frontier
+from planner.perf.calibration import Calibration
+from planner.report import write_bytes_atomic
+
+MODE_STYLE = {
+    "disaggregated": ("tab:blue", "o", "disaggregated (dynamic rate matching)"),
+    "aggregated": ("tab:orange", "s", "aggregated (co-located)"),
+    FIXED_RATIO_MODE: ("tab:green", "^", "disaggregated, fixed prefill:decode ratio"),
+}
+
+
+def frontier_png(frontier: Frontier) -> bytes:
+    """Both frontiers as step curves (tokens/s per GPU vs tokens/s per user), the ratio beneath."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (top, bottom) = plt.subplots(
+        2, 1, figsize=(8, 7), sharex=True, gridspec_kw={"height_ratios": [3, 1.3]}, constrained_layout=True
+    )
+    for mode, plans in frontier.plans.items():
+        color, marker, label = MODE_STYLE[mode]
+        x = [p.tokens_per_s_per_user for p in plans]
+        y = [p.tokens_per_s_per_gpu for p in plans]
+        top.step(x, y, where="pre", color=color, alpha=0.6)
+        top.plot(x, y, marker=marker, linestyle="none", color=color, label=label)
+    top.set_ylabel("output tokens/s per GPU")
+    top.set_ylim(bottom=0)
+    top.grid(alpha=0.3)
+    top.legend(loc="upper right")
+    inst = frontier.problem.instance
+    top.set_title(
+        f"{frontier.problem.label}: {inst.model} on {frontier.problem.hardware.name}, "
+        f"ISL {inst.traffic.isl_tokens} / OSL {inst.traffic.osl_tokens}, TTFT <= {inst.slo.ttft_ms_max:g} ms",
+        fontsize=9,
+    )
+    comparison = frontier.comparison()
+    ratio = comparison["disaggregated_over_aggregated"]
+    bottom.step(comparison["tokens_per_s_per_user"], ratio, where="pre", color="black")
+    bottom.axhline(1.0, color="grey", linewidth=0.8, linestyle="--")
+    bottom.set_ylabel("disaggregated /\naggregated")
+    bottom.set_xlabel("interactivity, output tokens/s per user")
+    bottom.grid(alpha=0.3)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def provenance(frontier: Frontier, calibration: Calibration | None, command: list[str]) -> dict:
+    """What produced these files: versions, solver, input hash and command (results are deterministic)."""
+    problem = frontier.problem
+    return {
+        "planner_version": __version__,
+        "solver": frontier.solver,
+        "solver_version": frontier.solver_version,
+        "pyomo_version": version("pyomo"),
+        "python_version": platform.python_version(),
+        "input_sha256": problem.input_hash(calibration),
+        "instance": problem.instance.name,
+        "instance_source": problem.source,
+        "scenario": problem.scenario,
+        "calibration": calibration.source if calibration is not None else "shipped defaults",
+        "candidates": frontier.funnels,
+        "modes_without_plan": frontier.infeasible,
+        "command": command,
+        "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def render_frontier(
+    frontier: Frontier, calibration: Calibration | None, command: list[str]
+) -> dict[str, bytes]:
+    """Every output file of a frontier study, rendered in memory: name -> bytes."""
+    resolved = yaml.safe_dump(frontier.problem.resolved(), sort_keys=False)
+    header = f"# {frontier.problem.label} as solved: scenario applied, model and hardware specs inline.\n"
+    return {
+        "frontier.csv": frontier.frame().to_csv(index=False).encode(),
+        "comparison.csv": frontier.comparison().to_csv(index=False).encode(),
+        "frontier.png": frontier_png(frontier),
+        "instance.yaml": (header + resolved).encode(),
+        "provenance.json": (json.dumps(provenance(frontier, calibration, command), indent=2) + "\n").encode(),
+    }
+
+
+def write_outputs(out_dir: Path, files: dict[str, bytes]) -> list[Path]:
+    """Write rendered files into ``out_dir`` atomically, one by one."""
+    paths = []
+    for name, data in files.items():
+        path = Path(out_dir) / name
+        write_bytes_atomic(path, data)
+        paths.append(path)
+    return paths
+
+
+def frontier_summary(frontier: Frontier) -> str:
+    """A few lines for the terminal: points per mode, best values, the largest gain."""
+    lines = []
+    for mode, plans in frontier.plans.items():
+        best = max(plans, key=lambda p: p.tokens_per_s_per_gpu)
+        lines.append(
+            f"  {mode}: {len(plans)} Pareto points, interactivity {plans[0].tokens_per_s_per_user:,.1f}"
+            f"-{plans[-1].tokens_per_s_per_user:,.1f} tokens/s per user, best "
+            f"{best.tokens_per_s_per_gpu:,.1f} tokens/s per GPU"
+        )
+    for mode, why in frontier.infeasible.items():
+        lines.append(f"  {mode}: no plan ({why})")
+    comparison = frontier.comparison()
+    ratio = comparison["disaggregated_over_aggregated"].dropna()
+    if len(ratio):
+        at = comparison.loc[ratio.idxmax(), "tokens_per_s_per_user"]
+        lines.append(
+            f"  disaggregated / aggregated: {ratio.min():.2f}x to {ratio.max():.2f}x "
+            f"(largest at {at:,.1f} tokens/s per user)"
+        )
+    if "fixed_ratio_over_dynamic" in comparison:
+        share = comparison["fixed_ratio_over_dynamic"]
+        if share.notna().any():
+            lines.append(
+                f"  fixed ratio keeps {share.min():.0%} to {share.max():.0%} of dynamic rate matching's "
+                "tokens/s per GPU"
+            )
+        else:
+            lines.append("  fixed ratio: no plan holds that ratio within 3% on this budget")
+    return "\n".join(lines)
+
+
+def command_line() -> list[str]:
+    """The command as typed, for provenance."""
+    return [Path(sys.argv[0]).name, *sys.argv[1:]]

@@ -1,0 +1,139 @@
+"""A planning problem: an instance with its model and hardware specs resolved and a scenario applied.
+
+Why it exists
+    An instance names its model and hardware by catalog name, but a what-if
+    scenario may reach *into* them (``hardware.scale_up_domain_gpus: 8`` turns an
+    NVL72 rack into 8-GPU domains). So every command first resolves the instance
+    into a :class:`Problem` that holds the specs themselves, applies the scenario's
+    dotted overrides to the right spec, and re-validates each one: an override
+    that breaks a spec is reported like a bad file, naming the scenario and field.
+
+Override keys
+    ``model`` / ``hardware`` (a catalog name or YAML path) swap the spec;
+    ``model.<field>`` / ``hardware.<field>`` change one field of it; any other
+    dotted key (``traffic.isl_tokens``, ``cluster.max_gpus``, ``slo.ttft_ms_max``)
+    changes the instance. Swaps apply before field changes, so
+    ``{hardware: b200, hardware.gpus_per_node: 4}`` means "a B200 with 4-GPU nodes".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+from pydantic import ValidationError
+
+from planner.catalog import check_precision_supported, load_hardware, load_instance, load_model
+from planner.errors import SpecError
+from planner.perf.calibration import Calibration
+from planner.space import candidate_table, instance_max_gpus
+from planner.specs import HardwareSpec, Instance, ModelSpec, Phase, SpecModel
+
+
+@dataclass(frozen=True)
+class Problem:
+    """An instance with resolved specs: everything the planner needs to answer it."""
+
+    instance: Instance
+    model: ModelSpec
+    hardware: HardwareSpec
+    scenario: str | None = None
+    source: str = ""
+    """Where the instance came from (catalog name or path), for messages and provenance."""
+
+    @property
+    def max_gpus(self) -> int:
+        """The GPU budget: ``cluster.max_gpus``, ``max_nodes x gpus_per_node``, or the smaller."""
+        return instance_max_gpus(self.instance, self.hardware)
+
+    def candidate_table(
+        self, phase: Phase, calibration: Calibration | None = None, *, prune: bool = True
+    ) -> pd.DataFrame:
+        """The candidate table of one phase for this problem (see :func:`planner.space.candidate_table`)."""
+        inst = self.instance
+        return candidate_table(
+            self.model,
+            self.hardware,
+            inst.precision,
+            phase,
+            isl_tokens=inst.traffic.isl_tokens,
+            osl_tokens=inst.traffic.osl_tokens,
+            ttft_ms_max=inst.slo.ttft_ms_max,
+            max_gpus=self.max_gpus,
+            calibration=calibration,
+            prune=prune,
+        )
+
+    @property
+    def label(self) -> str:
+        """``instance`` or ``instance[scenario]``."""
+        return self.instance.name + (f"[{self.scenario}]" if self.scenario else "")
+
+    def resolved(self) -> dict[str, Any]:
+        """The whole question as plain data: the instance with its model and hardware specs inline."""
+        data = self.instance.model_dump(mode="json", exclude={"scenarios"})
+        data["model"] = self.model.model_dump(mode="json")
+        data["hardware"] = self.hardware.model_dump(mode="json")
+        data["scenario"] = self.scenario
+        return data
+
+    def input_hash(self, calibration: Calibration | None = None) -> str:
+        """SHA-256 of the resolved question and calibration: equal hashes, equal answers."""
+        payload = {"problem": self.resolved()}
+        if calibration is not None:
+            payload["calibration"] = calibration.model_dump(mode="json")
+        text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _revalidate(spec: SpecModel, changes: dict[str, Any], where: str) -> SpecModel:
+    try:
+        return spec.update(changes)
+    except ValidationError as err:
+        first = err.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or ", ".join(changes)
+        kind = type(spec).__name__.removesuffix("Spec").lower()
+        message = f"{where} makes the {kind} spec invalid ({field}): {first['msg']}; change the override"
+        raise SpecError(message, field=field) from None
+
+
+def resolve(
+    name_or_path: str, scenario: str | None = None, overrides: dict[str, Any] | None = None
+) -> Problem:
+    """Load an instance, apply a named scenario and extra dotted overrides, and resolve its specs."""
+    instance = load_instance(name_or_path)
+    changes: dict[str, Any] = {}
+    if scenario is not None:
+        if scenario not in instance.scenarios:
+            known = ", ".join(sorted(instance.scenarios)) or "none"
+            raise SpecError(
+                f"unknown scenario '{scenario}'; this instance defines: {known}",
+                path=name_or_path,
+                field="scenarios",
+            )
+        changes.update(instance.scenarios[scenario])
+    changes.update(overrides or {})
+    where = f"scenario '{scenario}'" if scenario else "the override"
+
+    spec_changes: dict[str, dict[str, Any]] = {"model": {}, "hardware": {}}
+    instance_changes: dict[str, Any] = {}
+    for key, value in changes.items():
+        head, _, rest = key.partition(".")
+        if head in spec_changes and rest:
+            spec_changes[head][rest] = value
+        else:
+            instance_changes[key] = value
+    if instance_changes:
+        instance = _revalidate(instance, instance_changes, where)  # type: ignore[assignment]
+
+    model: SpecModel = load_model(instance.model)
+    hardware: SpecModel = load_hardware(instance.hardware)
+    if spec_changes["model"]:
+        model = _revalidate(model, spec_changes["model"], where)
+    if spec_changes["hardware"]:
+        hardware = _revalidate(hardware, spec_changes["hardware"], where)
+    check_precision_supported(hardware, instance.precision)  # type: ignore[arg-type]
+    return Problem(instance, model, hardware, scenario, name_or_path)  # type: ignore[arg-type]
