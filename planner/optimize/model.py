@@ -151,7 +151,7 @@ def build_model(
     m.gpu_budget = pyo.Constraint(expr=m.total_gpus <= m.gpu_cap)
 
     # ----------------------------------------------------------------- packing into nodes and domains
-    groups = _sub_node_groups(table, geometry, exclusive_nodes)
+    groups = sub_node_groups(table, geometry, exclusive_nodes)
     m.GB = pyo.Set(initialize=[(k, b) for k in sorted(groups) for b in m.B], dimen=2, ordered=True)
     m.shared_nodes = pyo.Var(m.GB, domain=pyo.NonNegativeIntegers, bounds=(0, geometry.nodes))
 
@@ -222,7 +222,7 @@ def build_model(
     return m
 
 
-def _sub_node_groups(table: pd.DataFrame, geometry: Geometry, exclusive_nodes: bool) -> dict:
+def sub_node_groups(table: pd.DataFrame, geometry: Geometry, exclusive_nodes: bool) -> dict:
     """Sub-node candidates grouped by what may share a node: all, per pool, per size, or both.
 
     Keys are labels (``shared``, ``prefill``, ``shared/2gpu``, ...) so the model reads well when printed.

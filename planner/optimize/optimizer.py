@@ -26,7 +26,7 @@ import pyomo.environ as pyo
 
 from planner.errors import PlannerError
 from planner.optimize.backends import SolveResult, TimeLimitError, make_backend
-from planner.optimize.model import MODE_POOLS, Candidates, build_model
+from planner.optimize.model import MODE_POOLS, Candidates, build_model, sub_node_groups
 from planner.optimize.packing import Geometry
 from planner.optimize.plan import Plan, PoolPlan
 
@@ -83,6 +83,8 @@ class ModeOptimizer:
                 "objective min_cost needs hardware.price_usd_per_gpu_hour; set it or use min_gpus"
             )
         self.backend = make_backend(solver, self.model, time_limit_s)
+        self._groups = sub_node_groups(candidates.table, geometry, exclusive_nodes)
+        self._whole = np.flatnonzero(candidates.table["placement"].to_numpy() == "whole_nodes")
         self._interactivity = candidates.tokens_per_s_per_user
         self._judged = candidates.pools == self.pools[-1]
         self._theta_hint = 0.0
@@ -182,9 +184,8 @@ class ModeOptimizer:
             result = self._solve()
         finally:
             m.ratio_floor.value = 0.0
-        if result.termination != "optimal":  # pragma: no cover - the optimum itself is feasible
-            raise RuntimeError("tie-break solve lost the optimum; this is a bug")
-        self._main = result  # its gap is relative to tokens/s, a meaningful scale
+        if result.termination == "optimal":  # else the Dinkelbach solution is still loaded: keep it
+            self._main = result  # its gap is relative to tokens/s, a meaningful scale
         return True
 
     def _min_resources(self) -> bool:
@@ -204,13 +205,35 @@ class ModeOptimizer:
         cap.value = round(used)
         self._weights(1.0, 0.0, 0.0)
         try:
-            self._solve()
+            self._solve()  # if it fails, the minimal plan is still loaded: keep it
         finally:
             cap.value = saved
         return True
 
+    def _nodes_used(self) -> int:
+        """Nodes the loaded solution occupies, recounted from its placement (solvers may leave slack).
+
+        The MIP only bounds shared nodes from below, so with a throughput objective the
+        solver is free to report idle ones; the real count is the least that holds it.
+        """
+        m, geo = self.model, self.geometry
+        gpus = self.candidates.gpus
+        nodes = 0
+        for b in m.B:
+            for members in self._groups.values():
+                placed = [(c, round(pyo.value(m.copies[c, b]))) for c in members]
+                if geo.sub_node_chain:
+                    nodes += -(-sum(int(gpus[c]) * n for c, n in placed) // geo.gpus_per_node)
+                else:
+                    per_node = geo.gpus_per_node // int(gpus[members[0]])
+                    nodes += -(-sum(n for _, n in placed) // per_node)
+            for c in self._whole:
+                nodes += int(gpus[c]) // geo.gpus_per_node * round(pyo.value(m.copies[c, b]))
+        for c in m.S:
+            nodes += int(gpus[c]) // geo.gpus_per_node * round(pyo.value(m.spanning_copies[c]))
+        return nodes
+
     def _read_plan(self, target: float) -> Plan:
-        m = self.model
         table = self.candidates.table
         counts = pd.Series(self._counts(), index=table.index)
         pools = {}
@@ -226,7 +249,7 @@ class ModeOptimizer:
             target_tokens_per_s_per_user=target,
             pools=pools,
             osl_tokens=self.osl_tokens,
-            nodes=round(pyo.value(m.nodes_used)),
+            nodes=self._nodes_used(),
             gpus_per_node=self.geometry.gpus_per_node,
             termination=main.termination,
             mip_gap=main.mip_gap,
