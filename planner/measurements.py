@@ -19,6 +19,9 @@ metric                    ``output_tokens_per_s_total``, ``input_tokens_per_s_pe
                           ``output_tokens_per_s_per_node`` (a node is 8 GPUs)
 value                     the measured number in the metric's unit
 notes                     free text
+two_batch_overlap, eplb   optional serving options of the measured system (two-batch overlap;
+                          expert-parallel load balancing with redundant experts): ``true`` or
+                          ``false`` (also yes/no, 1/0); an absent column or empty cell is off
 ========================  =================================================================
 
 For ``batch = max`` the planner searches the batch that maximizes throughput within
@@ -40,6 +43,7 @@ from planner.perf.calibration import Calibration, ideal_block
 from planner.perf.context import PerfContext
 from planner.perf.layout import Layouts, layout_problems
 from planner.perf.phases import aggregated, decode, prefill
+from planner.perf.serving import ServingOptions
 
 DEFAULT_MEASUREMENTS = Path(__file__).parent / "reference" / "measurements.csv"
 
@@ -61,6 +65,9 @@ REQUIRED_COLUMNS = (
     "metric",
     "value",
 )
+OPTION_COLUMNS = ("two_batch_overlap", "eplb")
+"""Optional boolean columns: serving options of the measured system (planner.perf.serving)."""
+_TRUE, _FALSE = ("true", "yes", "1"), ("false", "no", "0", "")
 METRICS = ("output_tokens_per_s_total", "input_tokens_per_s_per_node", "output_tokens_per_s_per_node")
 GPUS_PER_NODE_IN_METRICS = 8
 MAX_BATCH_PER_RANK = 2048
@@ -105,6 +112,8 @@ def load_measurements(path: str | Path | None = None) -> pd.DataFrame:
                 path=path,
                 field=column,
             )
+    for column in OPTION_COLUMNS:
+        frame[column] = _parse_flags(frame, column, path)
     for _, row in frame.iterrows():
         for kind, loader in (("model", load_model), ("hardware", load_hardware)):
             try:
@@ -112,6 +121,22 @@ def load_measurements(path: str | Path | None = None) -> pd.DataFrame:
             except SpecError as err:
                 raise SpecError(f"row '{row['id']}': {err.message}", path=path, field=kind) from None
     return frame
+
+
+def _parse_flags(frame: pd.DataFrame, column: str, path: Path) -> pd.Series:
+    """An optional true/false column as bools; absent or empty means off."""
+    if column not in frame.columns:
+        return pd.Series(False, index=frame.index, dtype=bool)
+    text = frame[column].fillna("").astype(str).str.strip().str.lower()
+    bad = frame.index[~text.isin(_TRUE + _FALSE)]
+    if len(bad):
+        raise SpecError(
+            f"row '{frame.loc[bad[0], 'id']}': '{frame.loc[bad[0], column]}' is not true or false "
+            "(or yes/no, 1/0; empty means false); fix it",
+            path=path,
+            field=column,
+        )
+    return text.isin(_TRUE)
 
 
 @dataclass(frozen=True)
@@ -151,10 +176,11 @@ def predict_row(
     else:
         return Prediction(np.nan, None, f"batch '{batch_text}' is neither a positive integer nor 'max'")
     layouts = Layouts.of(tp, pp, ep, dp, batches)
-    problem = layout_problems(model, hardware, layouts)[0]
+    options = ServingOptions.of(len(layouts), *(_flag(row, c) for c in OPTION_COLUMNS))
+    problem = layout_problems(model, hardware, layouts, eplb=options.eplb)[0]
     if problem:
         return Prediction(np.nan, None, problem)
-    best, best_batch = _best_rate(ctx, layouts, mode, isl, osl)
+    best, best_batch = _best_rate(ctx, layouts, mode, isl, osl, options)
     if best_batch is None:
         return Prediction(np.nan, None, "no batch of this layout fits in memory")
     scale = (
@@ -164,7 +190,7 @@ def predict_row(
     )
     if not check_ceiling:
         return Prediction(best * scale, best_batch)
-    ceiling, _ = _best_rate(replace(ctx, efficiency=ideal_block()), layouts, mode, isl, osl)
+    ceiling, _ = _best_rate(replace(ctx, efficiency=ideal_block()), layouts, mode, isl, osl, options)
     if float(row["value"]) > ceiling * scale:
         return Prediction(
             np.nan,
@@ -175,15 +201,23 @@ def predict_row(
     return Prediction(best * scale, best_batch)
 
 
-def _best_rate(ctx: PerfContext, layouts: Layouts, mode: str, isl: int, osl: int) -> tuple[float, int | None]:
+def _flag(row: pd.Series, column: str) -> bool:
+    """A serving option of a row (rows built by hand may lack the column: off)."""
+    value = row.get(column, False)
+    return bool(value) if isinstance(value, bool | np.bool_) else str(value).strip().lower() in _TRUE
+
+
+def _best_rate(
+    ctx: PerfContext, layouts: Layouts, mode: str, isl: int, osl: int, options: ServingOptions
+) -> tuple[float, int | None]:
     """Highest instance rate (input tokens/s for prefill, output tokens/s otherwise) that fits."""
     if mode == "prefill":
-        candidates = [(prefill(ctx, layouts, isl, osl), "input_tokens_per_s")]
+        candidates = [(prefill(ctx, layouts, isl, osl, options=options), "input_tokens_per_s")]
     elif mode == "decode":
-        candidates = [(decode(ctx, layouts, isl, osl), "output_tokens_per_s")]
+        candidates = [(decode(ctx, layouts, isl, osl, options=options), "output_tokens_per_s")]
     else:
         candidates = [
-            (aggregated(ctx, layouts, isl, osl, chunked_prefill=c), "output_tokens_per_s")
+            (aggregated(ctx, layouts, isl, osl, chunked_prefill=c, options=options), "output_tokens_per_s")
             for c in (True, False)
         ]
     best, best_batch = -np.inf, None

@@ -76,18 +76,27 @@ def test_default_block_is_the_best_supported_fit(synthetic):
 def test_shipped_defaults_meet_the_accuracy_goal_on_most_rows():
     table = validate(load_measurements())
     predicted = table[table["skip_reason"] == ""]
-    assert len(predicted) >= 35
-    assert predicted["error_fraction"].abs().median() <= 0.15
+    assert len(predicted) >= 39
+    errors = predicted["error_fraction"].abs()
+    assert errors.median() <= 0.15
+    assert errors.max() <= 0.35
 
 
 def test_unexpressible_rows_are_skipped_with_a_reason_not_dropped():
     table = validate(load_measurements())
     assert len(table) == len(load_measurements())
     skipped = table[table["skip_reason"] != ""]
-    assert set(skipped["id"]) >= {"sglang-h100-decode-2k"}
     assert skipped["predicted"].isna().all()
-    ep72 = skipped.set_index("id").loc["sglang-h100-decode-2k", "skip_reason"]
-    assert "EP=72" in ep72
-    assert "256 experts" in ep72
-    ceiling = skipped[skipped["id"].str.startswith("mlperf")]["skip_reason"]
-    assert (ceiling.str.contains("physical ceiling")).all()
+    # Only the MLPerf rows, whose approximate ISL puts them above the peak-FLOP/s ceiling.
+    assert skipped["id"].str.startswith("mlperf").all()
+    assert (skipped["skip_reason"].str.contains("physical ceiling")).all()
+
+
+def test_ep72_decode_is_expressible_only_with_eplb():
+    """256 experts over 72 GPUs needs EPLB's redundant copies (288 slots, 4 per GPU)."""
+    rows = load_measurements().set_index("id", drop=False)
+    row = rows.loc["sglang-h100-decode-2k"]
+    assert predict_row(row).skip_reason is None
+    without = predict_row(row.drop("eplb"))  # a row without the column: EPLB off
+    assert "EP=72" in without.skip_reason
+    assert "256 experts" in without.skip_reason

@@ -6,7 +6,8 @@ one numpy call and returns a tidy frame, one row per layout. The parts:
 :mod:`~planner.perf.layout` (TP/PP/EP/attention-DP layouts and their rules),
 :mod:`~planner.perf.calibration` (achievable fractions of peak),
 :mod:`~planner.perf.step` (one forward pass), :mod:`~planner.perf.memory`
-(feasibility) and :mod:`~planner.perf.phases` (prefill, decode, aggregated).
+(feasibility), :mod:`~planner.perf.serving` (two-batch overlap, EPLB) and
+:mod:`~planner.perf.phases` (prefill, decode, aggregated).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from planner.perf.calibration import Calibration, EfficiencyBlock, load_calibrat
 from planner.perf.context import PerfContext
 from planner.perf.layout import Layouts, check_layout, layout_problems
 from planner.perf.phases import PhaseMetrics, aggregated, decode, prefill
+from planner.perf.serving import ServingOptions
 from planner.specs import HardwareSpec, ModelSpec, Phase, Precision
 
 __all__ = [
@@ -29,6 +31,7 @@ __all__ = [
     "Layouts",
     "PerfContext",
     "PhaseMetrics",
+    "ServingOptions",
     "aggregated",
     "check_layout",
     "decode",
@@ -51,21 +54,28 @@ def evaluate(
     calibration: Calibration | None = None,
     chunked_prefill: bool = True,
     kv_link_gb_per_s: float | None = None,
+    two_batch_overlap: ArrayLike = False,
+    eplb: ArrayLike = False,
 ) -> pd.DataFrame:
     """Predict what one instance of each layout does; one row per layout.
 
+    ``two_batch_overlap`` and ``eplb`` (scalars or one per layout, off by default) are
+    the serving options of :mod:`~planner.perf.serving`.
     Layouts that break a model or hardware rule raise :class:`~planner.errors.LayoutError`;
     layouts that run out of memory are kept with ``fits = False``.
     """
     ctx = PerfContext.build(model, hardware, precision, calibration)
-    check_layout(model, hardware, layouts)
+    options = ServingOptions.of(len(layouts), two_batch_overlap, eplb)
+    check_layout(model, hardware, layouts, eplb=options.eplb)
     if phase == "prefill":
         link = kv_link_gb_per_s * 1e9 if kv_link_gb_per_s else None
-        metrics = prefill(ctx, layouts, isl_tokens, osl_tokens, kv_link_bytes_per_s=link)
+        metrics = prefill(ctx, layouts, isl_tokens, osl_tokens, kv_link_bytes_per_s=link, options=options)
     elif phase == "decode":
-        metrics = decode(ctx, layouts, isl_tokens, osl_tokens)
+        metrics = decode(ctx, layouts, isl_tokens, osl_tokens, options=options)
     else:
-        metrics = aggregated(ctx, layouts, isl_tokens, osl_tokens, chunked_prefill=chunked_prefill)
+        metrics = aggregated(
+            ctx, layouts, isl_tokens, osl_tokens, chunked_prefill=chunked_prefill, options=options
+        )
     frame = pd.DataFrame(
         {
             "tp": layouts.tp,

@@ -41,7 +41,8 @@ class EfficiencyBlock(SpecModel):
     step_overhead_ms: float = Field(default=3.0, ge=0.0, le=100.0)
     """Fixed cost of one forward step (scheduling, launches, sampling), milliseconds."""
     moe_load_imbalance_ratio: float = Field(default=1.3, ge=1.0, le=4.0)
-    """Busiest GPU's expert load over the mean load (1 = perfectly balanced experts)."""
+    """Busiest GPU's expert load over the mean from uneven expert popularity, without EPLB
+    (1 = equally popular experts); the model adds the sampling spread of small batches."""
     attention_dp_balance_fraction: float = Field(default=0.5, ge=0.0, le=1.0)
     """How evenly co-located prefill work is spread over attention-DP ranks (1 = perfectly)."""
     usable_memory_fraction: float = Field(default=0.9, ge=0.5, le=0.99)

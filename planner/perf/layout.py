@@ -61,9 +61,13 @@ class Layouts:
         return self.gpus_per_stage // self.ep
 
 
-def layout_problems(model: ModelSpec, hardware: HardwareSpec, layouts: Layouts) -> list[str | None]:
+def layout_problems(
+    model: ModelSpec, hardware: HardwareSpec, layouts: Layouts, *, eplb: ArrayLike = False
+) -> list[str | None]:
     """Why each layout cannot run (one message with its fix), or None where it can.
 
+    With ``eplb`` (per layout) EP need not divide the experts: redundant copies fill
+    every rank's share (:func:`~planner.perf.serving.expert_slots_per_gpu`).
     Vectorized checks are evaluated once; the message is built only for rows that fail.
     """
     heads = model.num_attention_heads
@@ -71,6 +75,7 @@ def layout_problems(model: ModelSpec, hardware: HardwareSpec, layouts: Layouts) 
     experts = model.moe.num_routed_experts if model.moe else 1
     tp, pp, ep, dp, batch = layouts.tp, layouts.pp, layouts.ep, layouts.attention_dp, layouts.batch
     stage = layouts.gpus_per_stage
+    balanced = np.broadcast_to(np.asarray(eplb, dtype=bool), tp.shape)
     checks: list[tuple[np.ndarray, object]] = [
         (
             (tp < 1) | (pp < 1) | (ep < 1) | (dp < 1) | (batch < 1),
@@ -101,10 +106,10 @@ def layout_problems(model: ModelSpec, hardware: HardwareSpec, layouts: Layouts) 
             lambda i: f"EP={ep[i]} needs a mixture-of-experts model, and {model.name} is dense; use EP=1",
         ),
         (
-            experts % np.maximum(ep, 1) != 0,
+            (experts % np.maximum(ep, 1) != 0) & ~balanced,
             lambda i: (
                 f"EP={ep[i]} does not divide the {experts} experts of {model.name}; "
-                f"use EP in {_divisors(experts)}"
+                f"use EP in {_divisors(experts)}, or EPLB (redundant experts fill every rank)"
             ),
         ),
         (
@@ -131,9 +136,11 @@ def layout_problems(model: ModelSpec, hardware: HardwareSpec, layouts: Layouts) 
     return problems
 
 
-def check_layout(model: ModelSpec, hardware: HardwareSpec, layouts: Layouts) -> None:
+def check_layout(
+    model: ModelSpec, hardware: HardwareSpec, layouts: Layouts, *, eplb: ArrayLike = False
+) -> None:
     """Raise a LayoutError for the first layout that cannot run."""
-    for problem in layout_problems(model, hardware, layouts):
+    for problem in layout_problems(model, hardware, layouts, eplb=eplb):
         if problem:
             raise LayoutError(problem, field="layout")
 

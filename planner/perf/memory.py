@@ -9,10 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from planner.perf.architecture import ACTIVATION_BYTES, EMBEDDING_BYTES_PER_PARAM
 from planner.perf.context import GB, PerfContext
 from planner.perf.layout import Layouts
+from planner.perf.serving import ServingOptions, expert_slots_per_gpu
 
 
 @dataclass(frozen=True)
@@ -35,20 +37,20 @@ class MemoryUse:
         return self.total_bytes <= self.usable_bytes
 
 
-def weight_bytes_per_gpu(ctx: PerfContext, layouts: Layouts) -> np.ndarray:
-    """Weights on one GPU: non-expert weights over TP, experts over the whole stage, per stage."""
+def weight_bytes_per_gpu(ctx: PerfContext, layouts: Layouts, *, eplb: ArrayLike = False) -> np.ndarray:
+    """Weights on one GPU: non-expert weights over TP, experts (and EPLB's copies) over the stage."""
     arch = ctx.arch
     tp = layouts.tp.astype(float)
     pp = layouts.pp.astype(float)
-    stage_gpus = layouts.gpus_per_stage.astype(float)
+    expert_tp = layouts.gpus_per_stage.astype(float) / layouts.ep
+    slots = expert_slots_per_gpu(arch.num_experts, layouts.ep, eplb)
     per_dense = arch.attention_params_per_layer + arch.dense_mlp_params_per_layer
     per_moe_shared = (
         arch.attention_params_per_layer + arch.shared_expert_params_per_layer + arch.router_params_per_layer
     )
     layers = (
         np.ceil(arch.num_dense_layers / pp) * per_dense / tp
-        + np.ceil(arch.num_moe_layers / pp)
-        * (per_moe_shared / tp + arch.num_experts * arch.expert_params / stage_gpus)
+        + np.ceil(arch.num_moe_layers / pp) * (per_moe_shared / tp + slots * arch.expert_params / expert_tp)
     ) * arch.weight_bytes_per_param
     # Embedding on the first stage, head on the last: both on one GPU only without PP.
     vocab = np.where(
@@ -71,6 +73,7 @@ def memory_use(
     requests_per_rank: np.ndarray,
     context_tokens: np.ndarray,
     tokens_per_forward_per_rank: np.ndarray,
+    options: ServingOptions | None = None,
 ) -> MemoryUse:
     """Memory per GPU with ``requests_per_rank`` requests cached at ``context_tokens`` each."""
     arch = ctx.arch
@@ -90,7 +93,7 @@ def memory_use(
     activations = tokens * (4 * model.hidden_dim + 2 * widest_mlp / layouts.tp) * ACTIVATION_BYTES
     workspace = activations + ctx.efficiency.workspace_gb * GB
     return MemoryUse(
-        weights_bytes=weight_bytes_per_gpu(ctx, layouts),
+        weights_bytes=weight_bytes_per_gpu(ctx, layouts, eplb=False if options is None else options.eplb),
         kv_cache_bytes=kv,
         workspace_bytes=workspace,
         usable_bytes=ctx.usable_memory_bytes,

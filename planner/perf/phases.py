@@ -25,6 +25,7 @@ import numpy as np
 from planner.perf.context import GB, PerfContext
 from planner.perf.layout import Layouts
 from planner.perf.memory import MemoryUse, kv_bytes_per_token_per_gpu_layer, memory_use
+from planner.perf.serving import ServingOptions
 from planner.perf.step import StepCost, stage_step_cost
 
 PREFILL_CHUNK_TOKENS = 8192
@@ -140,7 +141,7 @@ def kv_transfer_s(ctx: PerfContext, layouts: Layouts, prompt_tokens, prefill_s, 
 # --------------------------------------------------------------------------- prefill
 
 
-def _prefill_core(ctx: PerfContext, layouts: Layouts, isl, chunk_tokens: int):
+def _prefill_core(ctx: PerfContext, layouts: Layouts, isl, chunk_tokens: int, options: ServingOptions | None):
     """Stage cost, chunk count and timings of prefilling ``batch`` prompts of ``isl`` tokens."""
     arch = ctx.arch
     isl = np.asarray(isl, dtype=float)
@@ -162,6 +163,7 @@ def _prefill_core(ctx: PerfContext, layouts: Layouts, isl, chunk_tokens: int):
         attention_flops_per_rank_layer=pairs * arch.prefill_attention_flops_per_pair / chunks,
         kv_read_bytes_per_gpu_layer=kv_reads,
         head_tokens_per_rank=prompts_per_rank / chunks,
+        options=options,
     )
     overhead_s = ctx.efficiency.step_overhead_ms * 1e-3
     chunk_s = step.body_s + step.head_s + overhead_s
@@ -180,6 +182,7 @@ def prefill(
     *,
     kv_link_bytes_per_s: float | None = None,
     chunk_tokens: int = PREFILL_CHUNK_TOKENS,
+    options: ServingOptions | None = None,
 ) -> PhaseMetrics:
     """A prefill instance: first-token latency (with KV transfer out) and requests/s.
 
@@ -188,7 +191,7 @@ def prefill(
     rates compare directly.
     """
     step, chunks, chunk_tokens_per_rank, busy_s, latency_s, passes, overhead_s = _prefill_core(
-        ctx, layouts, isl, chunk_tokens
+        ctx, layouts, isl, chunk_tokens, options
     )
     prompts_per_rank = layouts.batch / layouts.attention_dp
     mem = memory_use(
@@ -197,6 +200,7 @@ def prefill(
         requests_per_rank=prompts_per_rank,
         context_tokens=np.asarray(isl, dtype=float),
         tokens_per_forward_per_rank=chunk_tokens_per_rank,
+        options=options,
     )
     link = kv_link_bytes_per_s or ctx.hardware.scale_out_bandwidth_gb_per_s * GB
     transfer_s = kv_transfer_s(ctx, layouts, isl, latency_s, link)
@@ -219,7 +223,15 @@ def prefill(
 # --------------------------------------------------------------------------- decode
 
 
-def _decode_step(ctx: PerfContext, layouts: Layouts, isl, osl, *, prompt_tokens_per_microbatch=0.0):
+def _decode_step(
+    ctx: PerfContext,
+    layouts: Layouts,
+    isl,
+    osl,
+    *,
+    prompt_tokens_per_microbatch=0.0,
+    options: ServingOptions | None = None,
+):
     """One decode step (optionally carrying piggybacked prompt tokens) and its time per token."""
     arch = ctx.arch
     isl = np.asarray(isl, dtype=float)
@@ -255,6 +267,7 @@ def _decode_step(ctx: PerfContext, layouts: Layouts, isl, osl, *, prompt_tokens_
         kv_read_bytes_per_gpu_layer=kv_reads,
         head_tokens_per_rank=per_microbatch,
         extra_attention_gemm_flops_per_rank_layer=redo,
+        options=options,
     )
     overhead_s = np.full(len(layouts), ctx.efficiency.step_overhead_ms * 1e-3)
     # Each token passes every stage; the PP micro-batches keep all stages busy meanwhile.
@@ -262,17 +275,20 @@ def _decode_step(ctx: PerfContext, layouts: Layouts, isl, osl, *, prompt_tokens_
     return step, tpot_s, overhead_s
 
 
-def decode(ctx: PerfContext, layouts: Layouts, isl, osl) -> PhaseMetrics:
+def decode(
+    ctx: PerfContext, layouts: Layouts, isl, osl, *, options: ServingOptions | None = None
+) -> PhaseMetrics:
     """A decode instance: time per output token at ``batch`` requests in flight, tokens/s."""
     isl = np.asarray(isl, dtype=float)
     osl = np.asarray(osl, dtype=float)
-    step, tpot_s, overhead_s = _decode_step(ctx, layouts, isl, osl)
+    step, tpot_s, overhead_s = _decode_step(ctx, layouts, isl, osl, options=options)
     mem = memory_use(
         ctx,
         layouts,
         requests_per_rank=layouts.batch / layouts.attention_dp,
         context_tokens=isl + osl,
         tokens_per_forward_per_rank=layouts.batch / (layouts.attention_dp * layouts.pp),
+        options=options,
     )
     return _assemble(
         ctx,
@@ -292,7 +308,15 @@ def decode(ctx: PerfContext, layouts: Layouts, isl, osl) -> PhaseMetrics:
 # --------------------------------------------------------------------------- aggregated
 
 
-def aggregated(ctx: PerfContext, layouts: Layouts, isl, osl, *, chunked_prefill: bool = True) -> PhaseMetrics:
+def aggregated(
+    ctx: PerfContext,
+    layouts: Layouts,
+    isl,
+    osl,
+    *,
+    chunked_prefill: bool = True,
+    options: ServingOptions | None = None,
+) -> PhaseMetrics:
     """A co-located instance running both phases with in-flight batching.
 
     With ``chunked_prefill`` each decode step carries ``batch x ISL / OSL`` prompt
@@ -308,7 +332,7 @@ def aggregated(ctx: PerfContext, layouts: Layouts, isl, osl, *, chunked_prefill:
     # A new prompt is prefilled in full-size chunks on its rank while decode goes on:
     # its first token comes after one prompt's prefill plus the decode step it joins.
     single = Layouts.of(layouts.tp, layouts.pp, layouts.ep, layouts.attention_dp, layouts.attention_dp)
-    *_, single_latency_s, _, _ = _prefill_core(ctx, single, isl, PREFILL_CHUNK_TOKENS)
+    *_, single_latency_s, _, _ = _prefill_core(ctx, single, isl, PREFILL_CHUNK_TOKENS, options)
     if chunked_prefill:
         # Prompt tokens per step, summed over the attention-DP ranks. A prompt lives on one rank,
         # so the busiest rank carries at least one whole chunk whenever any rank has one.
@@ -319,19 +343,21 @@ def aggregated(ctx: PerfContext, layouts: Layouts, isl, osl, *, chunked_prefill:
         pieces = arriving / piece
         unbalanced = np.minimum(arriving, np.maximum(balanced, piece * np.ceil(pieces / dp)))
         chunk = unbalanced - ctx.efficiency.attention_dp_balance_fraction * (unbalanced - balanced)
-        step, tpot_s, overhead_s = _decode_step(ctx, layouts, isl, osl, prompt_tokens_per_microbatch=chunk)
+        step, tpot_s, overhead_s = _decode_step(
+            ctx, layouts, isl, osl, prompt_tokens_per_microbatch=chunk, options=options
+        )
         ttft_s = single_latency_s + tpot_s
         forward_tokens = per_microbatch + np.maximum(chunk, np.minimum(isl, PREFILL_CHUNK_TOKENS))
         breakdown = _breakdown_ms(step, pp, overhead_s, tpot_s)
     else:
-        step, decode_s, overhead_s = _decode_step(ctx, layouts, isl, osl)
+        step, decode_s, overhead_s = _decode_step(ctx, layouts, isl, osl, options=options)
         # Prompts arriving per decode step are prefilled together; a pass with fewer prompts
         # than attention-DP ranks still costs the busiest rank one whole prompt (unless balanced).
         arrivals = layouts.batch / osl
         prompts = np.maximum(1.0, np.round(arrivals))
         padded = (np.ceil(prompts / dp) * dp).astype(np.int64)
         pre = Layouts.of(layouts.tp, layouts.pp, layouts.ep, layouts.attention_dp, padded)
-        _, _, _, busy_s, latency_s, _, _ = _prefill_core(ctx, pre, isl, PREFILL_CHUNK_TOKENS)
+        _, _, _, busy_s, latency_s, _, _ = _prefill_core(ctx, pre, isl, PREFILL_CHUNK_TOKENS, options)
         balance = ctx.efficiency.attention_dp_balance_fraction
         per_prompt_s = busy_s / (balance * padded + (1 - balance) * prompts)
         tpot_s = decode_s + per_prompt_s * arrivals
@@ -347,6 +373,7 @@ def aggregated(ctx: PerfContext, layouts: Layouts, isl, osl, *, chunked_prefill:
         requests_per_rank=layouts.batch / dp,
         context_tokens=isl + osl,
         tokens_per_forward_per_rank=forward_tokens,
+        options=options,
     )
     return _assemble(
         ctx,

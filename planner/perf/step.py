@@ -5,7 +5,8 @@ pass with some tokens through the GEMMs, some attention work and some KV reads;
 this module prices it. Each GEMM group and attention is a roofline,
 max(FLOPs / achieved FLOP/s, bytes / achieved bandwidth), and communication is
 added on top (not overlapped): TP all-reduce (two per layer), EP
-dispatch/combine (one each per MoE layer) and the PP hand-off. Time is
+dispatch/combine (one each per MoE layer) and the PP hand-off; only two-batch
+overlap (:mod:`~planner.perf.serving`) hides the EP part behind compute. Time is
 attributed to compute, memory or communication by which side of each roofline
 binds, so the breakdown adds up to the total.
 """
@@ -15,10 +16,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.special import ndtri
 
 from planner.perf.architecture import ACTIVATION_BYTES, DISPATCH_BYTES_PER_ELEMENT, EMBEDDING_BYTES_PER_PARAM
 from planner.perf.context import PerfContext
 from planner.perf.layout import Layouts
+from planner.perf.serving import ServingOptions, expert_slots_per_gpu
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,39 @@ def _all_reduce_s(ctx: PerfContext, message_bytes, group) -> np.ndarray:
     return np.where(group > 1, t, 0.0)
 
 
+def moe_load_imbalance(
+    ctx: PerfContext, ep: np.ndarray, pairs_per_stage: np.ndarray, eplb: np.ndarray
+) -> np.ndarray:
+    """Busiest EP rank's token-expert pairs over the mean (1 = perfectly even).
+
+    Two independent spreads add in quadrature. The static skew of expert popularity
+    (calibrated, ``moe_load_imbalance_ratio``) is what EPLB's placement removes. The
+    sampling spread of routing a finite batch remains: a rank's pair count is binomial
+    with relative deviation sqrt((1 - 1/EP) / mean pairs), and the busiest of EP ranks
+    sits at the expected maximum of EP normal draws (Blom's approximation), so small
+    batches are uneven even when experts are equally popular.
+    """
+    ep = np.asarray(ep, dtype=float)
+    static = np.where(eplb, 0.0, ctx.efficiency.moe_load_imbalance_ratio - 1.0)
+    mean_pairs = np.maximum(np.asarray(pairs_per_stage, dtype=float) / ep, 1e-9)
+    z = ndtri((ep - 0.375) / (ep + 0.25))
+    sampling = z * np.sqrt((1.0 - 1.0 / ep) / mean_pairs)
+    imbalance = np.minimum(1.0 + np.sqrt(static**2 + sampling**2), ep)
+    return np.where(ep > 1, imbalance, 1.0)
+
+
+@dataclass(frozen=True)
+class _PassParts:
+    """One pass's costs before deciding what overlaps what, seconds per GPU."""
+
+    compute_s: np.ndarray
+    memory_s: np.ndarray
+    tp_comm_s: np.ndarray
+    ep_comm_s: np.ndarray
+    head_s: np.ndarray
+    handoff_s: np.ndarray
+
+
 def stage_step_cost(
     ctx: PerfContext,
     layouts: Layouts,
@@ -71,12 +107,66 @@ def stage_step_cost(
     kv_read_bytes_per_gpu_layer: np.ndarray,
     head_tokens_per_rank: np.ndarray,
     extra_attention_gemm_flops_per_rank_layer: np.ndarray | float = 0.0,
+    options: ServingOptions | None = None,
 ) -> StepCost:
     """Price one forward pass of ``tokens_per_rank`` tokens on every attention-DP rank of a stage.
 
     ``attention_flops_per_rank_layer`` and the KV bytes are per layer; the stage holds
     ``num_layers / pp`` of them. The output head runs on ``head_tokens_per_rank`` tokens.
+
+    With two-batch overlap (``options``; EP > 1 and at least two tokens per rank) the
+    pass runs as two half micro-batches, each with its own weight reads and smaller
+    GEMMs: the compute stream is busy 2 x (compute + memory + TP all-reduce) of a half,
+    the links 2 x (EP dispatch/combine) of a half, and the slower of the two sets the
+    time (the one-layer fill and drain of this two-stage pipeline is neglected).
     """
+    n = len(layouts)
+    options = options or ServingOptions.of(n)
+    inputs = (
+        np.broadcast_to(np.asarray(v, dtype=float), (n,))
+        for v in (
+            tokens_per_rank,
+            attention_flops_per_rank_layer,
+            kv_read_bytes_per_gpu_layer,
+            extra_attention_gemm_flops_per_rank_layer,
+        )
+    )
+    tokens, attention, kv_reads, extra = inputs
+    head_tokens = np.asarray(head_tokens_per_rank, dtype=float)
+    whole = _pass_parts(ctx, layouts, options, tokens, attention, kv_reads, extra, head_tokens)
+    step = StepCost(
+        whole.compute_s,
+        whole.memory_s,
+        whole.tp_comm_s + whole.ep_comm_s,
+        whole.head_s,
+        whole.handoff_s,
+    )
+    overlap = options.two_batch_overlap & (layouts.ep > 1) & (tokens >= 2)
+    if not np.any(overlap):
+        return step
+    half = _pass_parts(ctx, layouts, options, tokens / 2, attention / 2, kv_reads / 2, extra / 2, head_tokens)
+    busy = half.compute_s + half.memory_s + half.tp_comm_s
+    exposed = np.maximum(half.ep_comm_s - busy, 0.0)
+    return StepCost(
+        np.where(overlap, 2 * half.compute_s, step.compute_s),
+        np.where(overlap, 2 * half.memory_s, step.memory_s),
+        np.where(overlap, 2 * (half.tp_comm_s + exposed), step.communication_s),
+        step.head_s,
+        step.handoff_s,
+    )
+
+
+def _pass_parts(
+    ctx: PerfContext,
+    layouts: Layouts,
+    options: ServingOptions,
+    m: np.ndarray,
+    attention_flops_per_rank_layer: np.ndarray,
+    kv_read_bytes_per_gpu_layer: np.ndarray,
+    extra_attention_gemm_flops_per_rank_layer: np.ndarray,
+    head_tokens: np.ndarray,
+) -> _PassParts:
+    """Every cost of one pass of ``m`` tokens per rank, with communication split by kind."""
     arch, eff = ctx.arch, ctx.efficiency
     tp = layouts.tp.astype(float)
     pp = layouts.pp.astype(float)
@@ -84,7 +174,6 @@ def stage_step_cost(
     ep = layouts.ep.astype(float)
     stage_gpus = tp * dp
     expert_tp = stage_gpus / ep
-    m = np.asarray(tokens_per_rank, dtype=float)
     stage_tokens = m * dp
     wb = arch.weight_bytes_per_param
     hidden = arch.model.hidden_dim
@@ -115,17 +204,19 @@ def stage_step_cost(
     ):
         add(*_roofline(2 * m * params / tp, gemm_rate, params * wb / tp, mem_rate), layers)
 
-    # Routed experts: E/EP experts per GPU, each split over expert-TP GPUs.
-    comm = np.zeros_like(m)
+    # Routed experts: E/EP experts per GPU (more with EPLB's copies), each split over expert-TP GPUs.
+    ep_comm = np.zeros_like(m)
     if arch.num_moe_layers:
         experts, k = arch.num_experts, arch.experts_per_token
         pairs = stage_tokens * k
         touched = 1.0 - (1.0 - k / experts) ** stage_tokens
-        expert_bytes = (experts / ep) * touched * arch.expert_params * wb / expert_tp
+        slots = expert_slots_per_gpu(experts, ep, options.eplb)
+        expert_bytes = slots * touched * arch.expert_params * wb / expert_tp
         # Only expert parallelism concentrates hot experts on some GPUs; EP=1 slices every expert evenly.
-        imbalance = np.where(ep > 1, eff.moe_load_imbalance_ratio, 1.0)
+        imbalance = moe_load_imbalance(ctx, ep, pairs, options.eplb)
         expert_flops = 2 * pairs * arch.expert_params / stage_gpus * imbalance
-        expert_rate = ctx.peak_flops_per_s * gemm_efficiency(ctx, pairs / experts)
+        # The busiest GPU's expert GEMMs carry imbalance x the mean rows per expert.
+        expert_rate = ctx.peak_flops_per_s * gemm_efficiency(ctx, pairs * imbalance / experts)
         add(*_roofline(expert_flops, expert_rate, expert_bytes, mem_rate), moe_layers)
 
         # Dispatch (fp8) and combine (bf16) of the tokens each GPU owns, to the other EP ranks.
@@ -154,28 +245,22 @@ def stage_step_cost(
         gather = _all_reduce_s(
             ctx, stage_tokens / ep * hidden * ACTIVATION_BYTES, np.maximum(expert_tp / tp, 1)
         )
-        comm = comm + np.where(ep > 1, a2a, 0.0) * moe_layers + gather * moe_layers
+        ep_comm = (np.where(ep > 1, a2a, 0.0) + gather) * moe_layers
 
     # Attention scores/values (compute) and KV-cache reads (memory).
-    attn_flops = np.asarray(attention_flops_per_rank_layer, dtype=float) / tp
-    attn_flops = attn_flops + np.asarray(extra_attention_gemm_flops_per_rank_layer, dtype=float) / tp
-    add(
-        *_roofline(attn_flops, attn_rate, np.asarray(kv_read_bytes_per_gpu_layer, dtype=float), mem_rate),
-        dense_layers + moe_layers,
-    )
+    attn_flops = (attention_flops_per_rank_layer + extra_attention_gemm_flops_per_rank_layer) / tp
+    add(*_roofline(attn_flops, attn_rate, kv_read_bytes_per_gpu_layer, mem_rate), dense_layers + moe_layers)
 
     # Two TP all-reduces per layer of the rank's activations.
-    comm = comm + 2 * _all_reduce_s(ctx, m * hidden * ACTIVATION_BYTES, tp) * (dense_layers + moe_layers)
+    tp_comm = 2 * _all_reduce_s(ctx, m * hidden * ACTIVATION_BYTES, tp) * (dense_layers + moe_layers)
 
     # Output head on the last stage (bf16 weights), split over TP.
-    head_tokens = np.asarray(head_tokens_per_rank, dtype=float)
     head_c, head_m = _roofline(
         2 * head_tokens * arch.head_or_embedding_params / tp,
         ctx.peak_flops_per_s * gemm_efficiency(ctx, head_tokens) * _bf16_share(ctx),
         arch.head_or_embedding_params * EMBEDDING_BYTES_PER_PARAM / tp,
         mem_rate,
     )
-    head = head_c + head_m
 
     handoff_span = layouts.gpus.astype(float)
     handoff = np.where(
@@ -187,7 +272,7 @@ def stage_step_cost(
         + ctx.link_latency_s(handoff_span),
         0.0,
     )
-    return StepCost(compute, memory, comm, head, handoff)
+    return _PassParts(compute, memory, tp_comm, ep_comm, head_c + head_m, handoff)
 
 
 def _bf16_share(ctx: PerfContext) -> float:
