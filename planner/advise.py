@@ -114,7 +114,7 @@ def plan_text(plan: Plan, *, price_usd_per_gpu_hour: float | None = None) -> lis
         lines.append(
             f"  {pool.pool} pool: {pool.instances} instance(s), {pool.gpus} GPUs, "
             f"{pool.nodes(plan.gpus_per_node)} node(s) if on its own nodes, "
-            f"{pool.requests_per_s:,.2f} requests/s capacity"
+            f"{pool.capacity_requests_per_s:,.2f} requests/s capacity"
         )
         for _, row in pool.rows.iterrows():
             detail = (
@@ -122,7 +122,8 @@ def plan_text(plan: Plan, *, price_usd_per_gpu_hour: float | None = None) -> lis
                 if pool.pool == "prefill"
                 else f"{row.tokens_per_s_per_user:,.1f} tokens/s per user (TPOT {row.tpot_ms:,.1f} ms)"
             )
-            lines.append(f"    {int(row.instances)} x {_layout(row)}: {detail}")
+            serves = f" [serves {row.classes.replace(',', ', ')}]" if len(plan.classes) > 1 else ""
+            lines.append(f"    {int(row.instances)} x {_layout(row)}: {detail}{serves}")
     ratio = ""
     if plan.mode != "aggregated":
         prefill, decode = plan.pools["prefill"].gpus, plan.pools["decode"].gpus
@@ -157,8 +158,8 @@ def advice_text(advice: Advice) -> str:
         "min_cost": f"the cheapest whole nodes serving {inst.traffic.requests_per_s} requests/s",
     }[inst.objective]
     lines = [
-        f"{problem.label}: {inst.model} on {problem.hardware.name} ({inst.precision}), ISL "
-        f"{inst.traffic.isl_tokens} / OSL {inst.traffic.osl_tokens}, TTFT <= {inst.slo.ttft_ms_max:g} ms, at "
+        f"{problem.label}: {inst.model} on {problem.hardware.name} ({inst.precision}), "
+        f"{problem.traffic_text}, TTFT <= {inst.slo.ttft_ms_max:g} ms, at "
         f">= {advice.target_tokens_per_s_per_user:g} tokens/s per user; objective: {goal}.",
         f"Deploy {best.mode}:",
         *plan_text(best, price_usd_per_gpu_hour=problem.hardware.price_usd_per_gpu_hour),
@@ -186,7 +187,8 @@ def plan_json(plan: Plan) -> dict:
         pool.pool: {
             "instances": pool.instances,
             "gpus": pool.gpus,
-            "requests_per_s": pool.requests_per_s,
+            "capacity_requests_per_s": pool.capacity_requests_per_s,
+            "served_requests_per_s": pool.served_requests_per_s,
             "layouts": [
                 {
                     **{name: int(r[name]) for name in LAYOUT_FIELDS},
@@ -195,6 +197,8 @@ def plan_json(plan: Plan) -> dict:
                     "ttft_ms": float(r.ttft_ms),
                     "tokens_per_s_per_user": float(r.tokens_per_s_per_user),
                     "requests_per_s_per_instance": float(r.requests_per_s),
+                    "served_requests_per_s": float(r.served_requests_per_s),
+                    "request_classes": str(r.classes).split(","),
                     "chunked_prefill": bool(r.chunked_prefill),
                 }
                 for _, r in pool.rows.iterrows()

@@ -21,7 +21,7 @@ import pandas as pd
 
 from planner import __version__
 from planner.catalog import load_hardware, load_instance, load_model, names
-from planner.errors import PlannerError, SpecError
+from planner.errors import InfeasibleError, PlannerError, SpecError
 from planner.perf import Layouts, evaluate
 from planner.perf.calibration import load_calibration
 from planner.problem import resolve
@@ -437,6 +437,7 @@ def calibrate_command(
 @click.option(
     "--csv", "csv_out", type=click.Path(dir_okay=False), required=True, help="Candidate table CSV to write."
 )
+@click.option("--request-class", default=None, help="For a traffic mix: which class's shape to price.")
 @_scenario
 @_calibration
 @_debug
@@ -444,6 +445,7 @@ def candidates_command(
     instance: str,
     phase: str,
     csv_out: str,
+    request_class: str | None,
     scenario: str | None,
     overrides: tuple[str, ...],
     calibration_path: str | None,
@@ -458,7 +460,11 @@ def candidates_command(
     """
     with format_errors(debug):
         problem = resolve(instance, scenario, parse_overrides(overrides))
-        table = problem.candidate_table(phase, load_calibration(calibration_path))  # type: ignore[arg-type]
+        table = problem.candidate_table(
+            phase,  # type: ignore[arg-type]
+            load_calibration(calibration_path),
+            request_class=request_class,
+        )
         write_text_atomic(Path(csv_out), table.to_csv(index=False))
         click.echo(_candidates_text(problem.label, table, csv_out))
 
@@ -614,6 +620,212 @@ def plan_command(
             click.echo(json.dumps(payload[0] if len(payload) == 1 else payload, indent=2, default=_plain))
         else:
             click.echo("\n\n".join(advice_text(a) for a in answers))
+
+
+# --------------------------------------------------------------------------- sweep
+
+
+@main.command("sweep")
+@click.argument("grid_path", metavar="GRID", type=click.Path(dir_okay=False))
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Folder for the results (required unless --dry-run); re-running the command resumes there.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Processes of the local pool [default: the CPUs available].",
+)
+@click.option(
+    "--scheduler",
+    default=None,
+    metavar="ADDRESS",
+    help="Run the cells on a Dask distributed cluster instead (e.g. tcp://host:8786); its workers "
+    "need the planner installed.",
+)
+@click.option("--dry-run", is_flag=True, help="Print the cells and design points to evaluate, run nothing.")
+@click.option("--xlsx", is_flag=True, help="Also write sweep.xlsx (summary and frontiers sheets).")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
+@_solver
+@_time_limit
+@_calibration
+@_debug
+def sweep_command(
+    grid_path: str,
+    out_dir: str | None,
+    workers: int | None,
+    scheduler: str | None,
+    dry_run: bool,
+    xlsx: bool,
+    progress: bool,
+    solver: str,
+    time_limit_s: float,
+    calibration_path: str | None,
+    debug: bool,
+) -> None:
+    """Trace the frontier of every cell of a GRID of what-if questions (format: README, Sweeps).
+
+    Example: disagg sweep instances/sweeps/paper-trends.yaml --out out/trends
+
+    Writes OUT/frontiers.parquet, frontiers.csv, summary.csv, provenance.json (and
+    sweep.xlsx with --xlsx). Finished cells are kept in OUT/cells/, so an
+    interrupted sweep resumes where it stopped; a cell without a plan records its
+    error in summary.csv and the others go on.
+    """
+    from planner.errors import InfeasibleError
+    from planner.grid import load_grid
+    from planner.outputs import command_line
+    from planner.sweep import SweepIncompleteError, dry_run_text, resolve_cells, run_sweep, sweep_summary_text
+
+    with format_errors(debug):
+        if scheduler and workers:
+            raise SpecError(
+                "--workers sizes the local pool; with --scheduler the Dask cluster's workers run the "
+                "cells; drop one of them",
+                field="--workers",
+            )
+        if out_dir is None and not dry_run:
+            raise SpecError("missing --out DIR, the folder for the results (or --dry-run to only count)")
+        grid = load_grid(grid_path)
+        calibration = load_calibration(calibration_path)
+        cells = resolve_cells(grid, calibration, solver)
+        if dry_run:
+            click.echo(dry_run_text(grid, cells, Path(out_dir) if out_dir else None))
+            return
+        try:
+            result = run_sweep(
+                grid,
+                Path(out_dir),  # type: ignore[arg-type]
+                calibration,
+                solver=solver,
+                time_limit_s=time_limit_s,
+                workers=workers,
+                scheduler=scheduler,
+                xlsx=xlsx,
+                progress=progress,
+                command=command_line(),
+                cells=cells,
+            )
+        except KeyboardInterrupt:
+            click.echo(
+                f"interrupted: the finished cells are kept in {Path(out_dir) / 'cells'}; run the same "
+                "command again to resume",
+                err=True,
+            )
+            sys.exit(130)
+        click.echo(sweep_summary_text(result))
+        click.echo(f"wrote {', '.join(str(p) for p in result.paths)}")
+        if result.internal_errors:
+            raise SweepIncompleteError(
+                f"{len(result.internal_errors)} cells failed unexpectedly (first: "
+                f"{result.internal_errors[0]}); run the same command again to retry them"
+            )
+        if result.failed == result.cells:
+            raise InfeasibleError(
+                f"no cell of {grid_path} has a plan; each cell's reason is in the error column of "
+                f"{Path(out_dir) / 'summary.csv'}"
+            )
+
+
+# --------------------------------------------------------------------------- elastic
+
+
+@main.command("elastic")
+@click.argument("instance")
+@click.option(
+    "--trace", "trace_path", type=click.Path(dir_okay=False), required=True, help="Traffic trace CSV."
+)
+@click.option(
+    "--out", "out_dir", type=click.Path(file_okay=False), required=True, help="Folder for the outputs."
+)
+@click.option(
+    "--min-tokens-per-s-per-user",
+    "target",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="Interactivity every request gets, on top of each class's tokens_per_s_per_user_min.",
+)
+@click.option(
+    "--fixed-ratio",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Also plan elastically with prefill:decode GPUs held at this ratio (+-3%).",
+)
+@click.option(
+    "--load-scale",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Multiply the trace's requests/s (the same day on a bigger or smaller service).",
+)
+@_solver
+@click.option(
+    "--time-limit-s",
+    type=click.FloatRange(min=0.1),
+    default=120.0,
+    show_default=True,
+    help="Time limit per MIP solve, seconds.",
+)
+@_scenario
+@_calibration
+@_debug
+def elastic_command(
+    instance: str,
+    trace_path: str,
+    out_dir: str,
+    target: float,
+    fixed_ratio: float | None,
+    load_scale: float,
+    solver: str,
+    time_limit_s: float,
+    scenario: str | None,
+    overrides: tuple[str, ...],
+    calibration_path: str | None,
+    debug: bool,
+) -> None:
+    """Plan pools period by period over a traffic trace: static, fixed-ratio and dynamic.
+
+    Example: disagg elastic llama-3.1-70b-h100-diurnal --trace instances/traces/diurnal-24h.csv --out out/day
+
+    Writes OUT/periods.csv, summary.csv, elastic.png, instance.yaml and provenance.json.
+    If some period cannot be served within the budget, every other period is still
+    planned, the unserved ones are marked, and the exit status is 1.
+    """
+    from planner.elastic import plan_elastic
+    from planner.elastic_outputs import elastic_summary, render_elastic
+    from planner.outputs import command_line, write_outputs
+    from planner.trace import load_trace
+
+    with format_errors(debug):
+        problem = resolve(instance, scenario, parse_overrides(overrides))
+        trace = load_trace(trace_path, problem.request_classes)
+        calibration = load_calibration(calibration_path)
+        result = plan_elastic(
+            problem,
+            trace,
+            calibration,
+            min_tokens_per_s_per_user=target,
+            fixed_ratio=fixed_ratio,
+            load_scale=load_scale,
+            solver=solver,
+            time_limit_s=time_limit_s,
+        )
+        paths = write_outputs(Path(out_dir), render_elastic(result, calibration, command_line()))
+        click.echo(f"{problem.label}: {trace.periods} periods, {trace.hours:g} h, with {solver}")
+        click.echo(elastic_summary(result))
+        click.echo(f"wrote {', '.join(str(p) for p in paths)}")
+        if result.unserved_periods:
+            first = result.unserved_periods[0]
+            raise InfeasibleError(
+                f"{trace.path}: row {first + 2} (period {trace.start[first].isoformat()}) and "
+                f"{len(result.unserved_periods) - 1} other period(s) cannot be served within the budget of "
+                f"{problem.max_gpus} GPUs; raise cluster.max_gpus, lower --load-scale, or relax the SLO"
+            )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from planner.errors import InfeasibleError
-from planner.optimize.model import MODE_POOLS, combine
+from planner.optimize.model import LAYOUT_KEY, MODE_POOLS, combine_classes
 from planner.optimize.optimizer import ModeOptimizer
 from planner.optimize.packing import geometry
 from planner.optimize.plan import Plan
@@ -106,17 +106,48 @@ def trace(optimizer: ModeOptimizer, objective: str) -> list[Plan]:
     return pareto(plans, objective)
 
 
+Tables = dict[str, dict[str, pd.DataFrame]]
+"""Candidate tables of a mode: request class -> pool -> table."""
+
+
 def mode_tables(
     problem: Problem, mode: str, calibration: Calibration | None, *, prune: bool = True
-) -> dict[str, pd.DataFrame]:
-    """The candidate tables of a mode's pools (raises InfeasibleError when a pool has none)."""
-    return {pool: problem.candidate_table(pool, calibration, prune=prune) for pool in MODE_POOLS[mode]}
+) -> Tables:
+    """The candidate tables of a mode's pools for every request class.
+
+    One-shape traffic gets each pool's pruned table. For a mix, a layout is kept if it
+    is non-dominated for at least one class, and then priced for every class (an
+    instance may serve several classes); rows a class cannot run (memory, its TTFT)
+    are absent for that class. Raises InfeasibleError when a pool has no candidate
+    for some class.
+    """
+    pools = MODE_POOLS[mode]
+    classes = problem.request_classes
+    if len(classes) == 1:
+        return {
+            classes[0].name: {pool: problem.candidate_table(pool, calibration, prune=prune) for pool in pools}
+        }
+    tables: Tables = {c.name: {} for c in classes}
+    for pool in pools:
+        kept = set()
+        full = {}
+        for cls in classes:
+            try:
+                pruned = problem.candidate_table(pool, calibration, prune=prune, request_class=cls.name)
+            except InfeasibleError as err:
+                raise InfeasibleError(f"request class '{cls.name}': {err}") from None
+            kept |= set(map(tuple, pruned[list(LAYOUT_KEY[1:])].to_numpy().tolist()))
+            full[cls.name] = problem.candidate_table(pool, calibration, prune=False, request_class=cls.name)
+        for name, frame in full.items():
+            keys = map(tuple, frame[list(LAYOUT_KEY[1:])].to_numpy().tolist())
+            tables[name][pool] = frame[[key in kept for key in keys]].reset_index(drop=True)
+    return tables
 
 
 def mode_optimizer(
     problem: Problem,
     mode: str,
-    tables: dict[str, pd.DataFrame],
+    tables: Tables,
     *,
     solver: str = "highs",
     fixed_ratio: float | None = None,
@@ -124,9 +155,10 @@ def mode_optimizer(
 ) -> ModeOptimizer:
     """Build one mode's model and persistent solver from its candidate tables."""
     inst = problem.instance
-    sizes = {int(g) for t in tables.values() for g in t["gpus"]}
+    sizes = {int(g) for pools in tables.values() for t in pools.values() for g in t["gpus"]}
     geo = geometry(problem.hardware, problem.max_gpus, sizes)
-    candidates = combine(tables, geo)
+    classes = tuple(problem.request_classes)
+    candidates = combine_classes(tables, geo, classes)
     for pool in MODE_POOLS[mode]:
         if not (candidates.table["pool"] == pool).any():
             reasons = "; ".join(sorted(set(candidates.dropped["reason"])))
@@ -134,17 +166,18 @@ def mode_optimizer(
                 f"no {pool} candidate can be placed in {problem.hardware.gpus_per_node}-GPU nodes "
                 f"({reasons}); change hardware.gpus_per_node or the budget"
             )
+    floors = np.array([c.tokens_per_s_per_user_min or 0.0 for c in classes])
     return ModeOptimizer(
         mode,
         candidates,
         geo,
-        osl_tokens=inst.traffic.osl_tokens,
         layouts_per_pool=inst.layouts_per_pool,
         exclusive_nodes=inst.cluster.exclusive_nodes,
         objective=inst.objective,
         load_requests_per_s=inst.traffic.requests_per_s,
         price_usd_per_gpu_hour=problem.hardware.price_usd_per_gpu_hour,
         fixed_ratio=fixed_ratio,
+        class_floors=floors if floors.any() else None,
         solver=solver,
         time_limit_s=time_limit_s,
     )
@@ -195,7 +228,10 @@ def solve_frontier(
     for mode in modes:
         try:
             tables = mode_tables(problem, mode, calibration)
-            funnels.update({pool: t.attrs["funnel"] for pool, t in tables.items()})
+            single = len(tables) == 1
+            for cls, pools in tables.items():
+                for pool, t in pools.items():
+                    funnels[pool if single else f"{cls}/{pool}"] = t.attrs.get("funnel", {})
             optimizer = mode_optimizer(
                 problem,
                 mode,

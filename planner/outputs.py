@@ -26,6 +26,7 @@ import yaml
 from planner import __version__
 from planner.frontier import FIXED_RATIO_MODE, Frontier
 from planner.perf.calibration import Calibration
+from planner.problem import Problem
 from planner.report import write_bytes_atomic
 
 MODE_STYLE = {
@@ -58,7 +59,7 @@ def frontier_png(frontier: Frontier) -> bytes:
     inst = frontier.problem.instance
     top.set_title(
         f"{frontier.problem.label}: {inst.model} on {frontier.problem.hardware.name}, "
-        f"ISL {inst.traffic.isl_tokens} / OSL {inst.traffic.osl_tokens}, TTFT <= {inst.slo.ttft_ms_max:g} ms",
+        f"{frontier.problem.traffic_text}, TTFT <= {inst.slo.ttft_ms_max:g} ms",
         fontsize=9,
     )
     comparison = frontier.comparison()
@@ -74,13 +75,14 @@ def frontier_png(frontier: Frontier) -> bytes:
     return buffer.getvalue()
 
 
-def provenance(frontier: Frontier, calibration: Calibration | None, command: list[str]) -> dict:
-    """What produced these files: versions, solver, input hash and command (results are deterministic)."""
-    problem = frontier.problem
+def provenance_common(
+    problem: Problem, calibration: Calibration | None, command: list[str], solver: str, solver_version: str
+) -> dict:
+    """What produced a study's files: versions, solver, input hash and command (results are deterministic)."""
     return {
         "planner_version": __version__,
-        "solver": frontier.solver,
-        "solver_version": frontier.solver_version,
+        "solver": solver,
+        "solver_version": solver_version,
         "pyomo_version": version("pyomo"),
         "python_version": platform.python_version(),
         "input_sha256": problem.input_hash(calibration),
@@ -88,11 +90,16 @@ def provenance(frontier: Frontier, calibration: Calibration | None, command: lis
         "instance_source": problem.source,
         "scenario": problem.scenario,
         "calibration": calibration.source if calibration is not None else "shipped defaults",
-        "candidates": frontier.funnels,
-        "modes_without_plan": frontier.infeasible,
         "command": command,
         "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+
+
+def provenance(frontier: Frontier, calibration: Calibration | None, command: list[str]) -> dict:
+    """Provenance of a frontier study, with its candidate counts and modes without a plan."""
+    info = provenance_common(frontier.problem, calibration, command, frontier.solver, frontier.solver_version)
+    info.update({"candidates": frontier.funnels, "modes_without_plan": frontier.infeasible})
+    return info
 
 
 def render_frontier(

@@ -30,7 +30,7 @@ from planner.catalog import check_precision_supported, load_hardware, load_insta
 from planner.errors import SpecError
 from planner.perf.calibration import Calibration
 from planner.space import candidate_table, instance_max_gpus
-from planner.specs import HardwareSpec, Instance, ModelSpec, Phase, SpecModel
+from planner.specs import HardwareSpec, Instance, ModelSpec, Phase, RequestClass, SpecModel
 
 
 @dataclass(frozen=True)
@@ -49,19 +49,62 @@ class Problem:
         """The GPU budget: ``cluster.max_gpus``, ``max_nodes x gpus_per_node``, or the smaller."""
         return instance_max_gpus(self.instance, self.hardware)
 
+    @property
+    def traffic_text(self) -> str:
+        """``ISL 4096 / OSL 256``, or the mix: ``chat 45% 2048/512, rag 40% 16384/512``."""
+        classes = self.request_classes
+        if len(classes) == 1:
+            return f"ISL {classes[0].isl_tokens} / OSL {classes[0].osl_tokens}"
+        return "mix " + ", ".join(
+            f"{c.name} {c.share_fraction:.0%} {c.isl_tokens}/{c.osl_tokens}" for c in classes
+        )
+
+    @property
+    def request_classes(self) -> list[RequestClass]:
+        """The traffic's request classes (one named ``all`` for one-shape traffic)."""
+        return self.instance.traffic.request_classes
+
+    def request_class(self, name: str | None) -> RequestClass:
+        """A class by name; None picks the only one (a mix must be named)."""
+        classes = self.request_classes
+        if name is None:
+            if len(classes) > 1:
+                raise SpecError(
+                    f"the traffic is a mix of {', '.join(c.name for c in classes)}; name one with "
+                    "--request-class",
+                    field="traffic",
+                )
+            return classes[0]
+        for cls in classes:
+            if cls.name == name:
+                return cls
+        raise SpecError(
+            f"unknown request class '{name}'; the traffic has {', '.join(c.name for c in classes)}",
+            field="--request-class",
+        )
+
+    def ttft_ms_max(self, cls: RequestClass) -> float:
+        """A class's first-token limit: its own, else the instance's."""
+        return cls.ttft_ms_max if cls.ttft_ms_max is not None else self.instance.slo.ttft_ms_max
+
     def candidate_table(
-        self, phase: Phase, calibration: Calibration | None = None, *, prune: bool = True
+        self,
+        phase: Phase,
+        calibration: Calibration | None = None,
+        *,
+        prune: bool = True,
+        request_class: str | None = None,
     ) -> pd.DataFrame:
-        """The candidate table of one phase for this problem (see :func:`planner.space.candidate_table`)."""
-        inst = self.instance
+        """One phase's candidate table for one request class (:func:`planner.space.candidate_table`)."""
+        cls = self.request_class(request_class)
         return candidate_table(
             self.model,
             self.hardware,
-            inst.precision,
+            self.instance.precision,
             phase,
-            isl_tokens=inst.traffic.isl_tokens,
-            osl_tokens=inst.traffic.osl_tokens,
-            ttft_ms_max=inst.slo.ttft_ms_max,
+            isl_tokens=cls.isl_tokens,
+            osl_tokens=cls.osl_tokens,
+            ttft_ms_max=self.ttft_ms_max(cls),
             max_gpus=self.max_gpus,
             calibration=calibration,
             prune=prune,

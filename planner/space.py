@@ -130,6 +130,7 @@ COLUMNS: tuple[str, ...] = (
     "weights_per_gpu_gb",
     "kv_cache_per_gpu_gb",
     "kv_cache_bytes_per_request",
+    "kv_transfer_bytes_per_request",
     "kv_transfer_ms",
     "isl_tokens",
     "osl_tokens",

@@ -10,7 +10,8 @@ Unit vocabulary used in field names (1 GB = 1e9 bytes, 1 TFLOP/s = 1e12 FLOP/s):
 ``num_*`` counts, ``*_dim`` tensor dimensions (elements), ``*_tokens``,
 ``*_gpus``, ``*_gb``, ``*_gb_per_s``, ``*_tflops_per_s``, ``*_ms``, ``*_us``,
 ``*_fraction`` (0..1), ``*_ratio`` (dimensionless, >= 1), ``*_usd_per_gpu_hour``,
-``*_w`` (watts), ``*_per_s`` (rates), ``*_nodes`` (node counts), and counts of a named
+``*_w`` (watts), ``*_per_s`` (rates), ``*_per_s_per_user_min`` (interactivity floors),
+``*_nodes`` (node counts), and counts of a named
 thing per container: ``gpus_per_node``, ``layouts_per_pool``.
 """
 
@@ -224,15 +225,72 @@ class HardwareSpec(SpecModel):
 # --------------------------------------------------------------------------- instances
 
 
-class Traffic(SpecModel):
-    """The request shape a deployment serves."""
+class RequestClass(SpecModel):
+    """One kind of request in a traffic mix (chat, retrieval with long prompts, reasoning)."""
 
+    name: str = Field(min_length=1, max_length=60, pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+    """Class name, used in trace columns (``share_<name>``) and outputs."""
     isl_tokens: int = Field(gt=0, le=10_000_000)
     """Input (prompt) length per request, tokens."""
     osl_tokens: int = Field(gt=0, le=10_000_000)
     """Output (generated) length per request, tokens."""
+    share_fraction: float = Field(default=1.0, gt=0, le=1)
+    """Fraction of all requests that are of this class (the classes' shares sum to 1)."""
+    ttft_ms_max: float | None = Field(default=None, gt=0, le=1e8)
+    """This class's first-token limit, ms; None uses the instance's ``slo.ttft_ms_max``."""
+    tokens_per_s_per_user_min: float | None = Field(default=None, gt=0, le=1e6)
+    """This class's interactivity floor, output tokens/s per user; None: only the study's target applies."""
+
+
+class Traffic(SpecModel):
+    """The requests a deployment serves: one shape (ISL/OSL), or a mix of request classes.
+
+    Write one shape as ``{isl_tokens, osl_tokens}``; a mix as ``classes: [...]``, or
+    directly as a list of classes (``traffic: [{name: chat, ...}, ...]``).
+    """
+
+    isl_tokens: int | None = Field(default=None, gt=0, le=10_000_000)
+    """Input (prompt) length per request, tokens (one-shape traffic)."""
+    osl_tokens: int | None = Field(default=None, gt=0, le=10_000_000)
+    """Output (generated) length per request, tokens (one-shape traffic)."""
+    classes: list[RequestClass] | None = Field(default=None, min_length=1, max_length=16)
+    """A traffic mix; instead of ``isl_tokens``/``osl_tokens``."""
     requests_per_s: float | None = Field(default=None, gt=0, le=1e9)
     """Load to serve, requests/s; needed by the ``min_gpus`` and ``min_cost`` objectives."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _list_is_a_mix(cls, data: Any) -> Any:
+        return {"classes": data} if isinstance(data, list) else data
+
+    @model_validator(mode="after")
+    def _one_form(self) -> Traffic:
+        shape = (self.isl_tokens, self.osl_tokens)
+        if self.classes is None:
+            if None in shape:
+                raise ValueError("give isl_tokens and osl_tokens, or a list of request classes")
+            return self
+        if shape != (None, None):
+            raise ValueError("give either isl_tokens/osl_tokens or classes, not both")
+        names = [c.name for c in self.classes]
+        if len(set(names)) != len(names):
+            raise ValueError(f"request class names repeat ({', '.join(names)}); make them unique")
+        total = sum(c.share_fraction for c in self.classes)
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"class share_fraction values sum to {total:g}; make them sum to 1")
+        return self
+
+    @property
+    def request_classes(self) -> list[RequestClass]:
+        """The classes of the mix; one-shape traffic is one class named ``all``."""
+        if self.classes is not None:
+            return list(self.classes)
+        return [RequestClass(name="all", isl_tokens=self.isl_tokens, osl_tokens=self.osl_tokens)]
+
+    @property
+    def is_mix(self) -> bool:
+        """True when the traffic has more than one request class."""
+        return self.classes is not None and len(self.classes) > 1
 
 
 class Slo(SpecModel):
@@ -270,6 +328,17 @@ class Cluster(SpecModel):
         return self
 
 
+class Elastic(SpecModel):
+    """How fast and how far pools may change over time (``disagg elastic``)."""
+
+    ramp_limit_gpus: int | None = Field(default=None, ge=0, le=10_000_000)
+    """Most GPUs that may be added or removed between consecutive periods; None: no limit."""
+    min_pool_gpus: int = Field(default=0, ge=0, le=10_000_000)
+    """Fewest GPUs every pool keeps in every period (warm capacity)."""
+    allow_relayout: bool = False
+    """Let each period pick its own layouts (an engine rebuild per period); default: layouts fixed."""
+
+
 class Instance(SpecModel):
     """One planning question: which deployment of a model on a cluster serves a traffic best."""
 
@@ -293,5 +362,7 @@ class Instance(SpecModel):
     """What to optimize."""
     layouts_per_pool: int = Field(default=1, ge=1, le=8)
     """Distinct layouts allowed within one pool."""
+    elastic: Elastic = Elastic()
+    """Ramp and pool-size limits for elastic plans over a traffic trace."""
     scenarios: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """Named what-if overrides: dotted field -> value, applied with ``--scenario NAME``."""

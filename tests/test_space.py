@@ -29,9 +29,10 @@ from planner.specs import Instance
 
 
 def _instance_table(instance: Instance, phase: str, *, prune: bool = True) -> pd.DataFrame:
-    """An instance's candidate table (its catalog model and hardware, no scenario)."""
+    """An instance's candidate table (its catalog model and hardware, no scenario; a mix: its first class)."""
     problem = Problem(instance, load_model(instance.model), load_hardware(instance.hardware))
-    return problem.candidate_table(phase, prune=prune)  # type: ignore[arg-type]
+    first = problem.request_classes[0].name
+    return problem.candidate_table(phase, prune=prune, request_class=first)  # type: ignore[arg-type]
 
 
 INSTANCES = names("instances")
@@ -185,8 +186,8 @@ def test_table_rows_are_feasible_and_non_dominated(tables, name: str, phase: str
             inst.precision,
             phase,  # type: ignore[arg-type]
             Layouts.of(*(rows[c].to_numpy() for c in ["tp", "pp", "ep", "attention_dp", "batch"])),
-            inst.traffic.isl_tokens,
-            inst.traffic.osl_tokens,
+            int(table["isl_tokens"].iloc[0]),
+            int(table["osl_tokens"].iloc[0]),
             chunked_prefill=bool(chunked),
             kv_link_gb_per_s=table.attrs["kv_link_gb_per_s"],
         )

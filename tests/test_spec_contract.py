@@ -29,6 +29,7 @@ UNIT_SUFFIXES = (
     "_usd_per_gpu_hour",
     "_w",
     "_per_s",
+    "_per_s_per_user_min",
     "_nodes",
     "_per_node",
     "_per_pool",

@@ -1,54 +1,66 @@
-"""The planner's mixed-integer program: the best deployment of a mode at an interactivity target.
+"""The planner's mixed-integer program: the best deployment of a mode, per target and per period.
 
 Modules: :mod:`~planner.optimize.packing` (nodes and domains), :mod:`~planner.optimize.model`
 (the Pyomo model), :mod:`~planner.optimize.backends` (persistent HiGHS and OR-Tools),
-:mod:`~planner.optimize.optimizer` (objectives and re-solves), :mod:`~planner.optimize.plan`
-(reading a plan back), :mod:`~planner.optimize.brute_force` (the referee).
+:mod:`~planner.optimize.optimizer` (objectives and re-solves for one period),
+:mod:`~planner.optimize.solution` (reading a solved model back), :mod:`~planner.optimize.plan`
+(plans and their metrics), :mod:`~planner.optimize.brute_force` (the referee).
 
 Formulation
 -----------
-Data (from the candidate tables of :mod:`planner.space`, one row ``c`` per layout x batch):
-``pool(c)`` in the mode's pools (disaggregated: prefill, decode; aggregated: aggregated),
-``g_c`` GPUs per instance, ``r_c`` requests/s per instance, ``u_c`` tokens/s per user
-(decode-like pools), OSL, the GPU budget ``G``, ``L`` = ``layouts_per_pool``, node size ``N``,
-scale-up domain size ``D``, and bins ``b`` with ``K_b`` nodes each (see
-:mod:`~planner.optimize.packing`: one bin for the whole cluster when counting is exact,
-else one per domain).
+Data (from the candidate tables of :mod:`planner.space`): layouts ``c`` (one engine
+configuration: pool, TP, PP, EP, attention-DP, batch, chunked prefill) with ``g_c`` GPUs;
+rows ``r = (c, k)``, layout ``c`` priced at request class ``k``'s shape, with ``rho_r``
+requests/s per instance and ``u_r`` tokens/s per user; classes ``k`` with output length
+``OSL_k``; periods ``t`` (one for a frontier point) with share ``s_kt`` and load ``L_t``;
+the GPU budget ``G``, ``L`` = ``layouts_per_pool``, node size ``N``, scale-up domain size
+``D``, and bins ``b`` with ``K_b`` nodes (:mod:`~planner.optimize.packing`: one bin for the
+whole cluster when counting is exact, else one per domain). One-shape traffic is one class,
+and then rows and layouts coincide.
 
 Variables::
 
-    x[c,b] in Z+       instances of c placed in bin b          (c smaller than a domain)
-    w[c]   in Z+       instances of c spanning whole domains   (c larger than a domain)
-    y[c]   in {0,1}    layout c is used
-    s[k,b] in Z+       nodes of bin b holding sub-node instances of group k
-    z[b]   in {0,1}    bin b is reserved for domain-spanning instances
-    lam    >= 0        served requests/s
+    x[c,b,t] in Z+     instances of c in bin b in period t      (c smaller than a domain)
+    w[c,t]   in Z+     instances of c spanning whole domains    (c larger than a domain)
+    y[c]     in {0,1}  layout c is used (y[c,t] with allow_relayout)
+    f[r,t]   >= 0      requests/s of row r's class routed to layout c's instances
+    s[k,b,t] in Z+     nodes of bin b holding sub-node instances of group k
+    z[b,t]   in {0,1}  bin b is reserved for domain-spanning instances
+    lam[t]   >= 0      served requests/s (all classes)
+    e[t]     >= 0      unserved requests/s (elastic studies only)
 
-with ``n[c] = sum_b x[c,b] + w[c]`` and ``GPUs = sum_c g_c n[c]``.
+with ``n[c,t] = sum_b x[c,b,t] + w[c,t]`` and ``GPUs_t = sum_c g_c n[c,t]``.
 
 Constraints::
 
-    lam <= sum_{c in q} r_c n[c]                    for each pool q   (rate matching)
-    lam >= load                                     (min_gpus / min_cost only; else load = 0)
-    y[c] <= n[c] <= floor(G / g_c) y[c]             (instances exactly of the used layouts)
-    1 <= sum_{c in q} y[c] <= L                     for each pool q
-    y[c] <= 1 if u_c >= T else 0                    decode-like c (target T: a bound, not a rebuild)
-    GPUs <= G
-    N s[k,b] >= sum_{c in k} g_c x[c,b]             sub-node instances (g_c < N) fill whole nodes;
-                                                    k = all, or per pool with exclusive_nodes, or
-                                                    per size (floor(N/g) per node) when sizes don't chain
-    sum_c (g_c/N) x[c,b] + sum_k s[k,b] <= K_b (1 - z[b])      whole-node instances and shared nodes
-    sum_c (g_c/D) w[c] <= sum_b z[b]                domain-spanning instances take whole domains
-    prefill GPUs within R (1 +- 3%) x decode GPUs   (--fixed-ratio R only)
+    sum_{r of c} f[r,t] / rho_r <= n[c,t]            instances time-share their capacity
+    sum_{r in pool q, class k} f[r,t] = s_kt lam[t]  for each pool q, class k  (rate matching)
+    lam[t] + e[t] >= L_t                             (L_t = 0 for max tokens/s per GPU)
+    y[c] <= sum_t n[c,t],  n[c,t] <= floor(G/g_c) y[c]   instances exactly of the used layouts
+    1 <= sum_{c in q} y[c] <= L                      for each pool q
+    f[r,t] <= 0 if u_r < max(T, floor_k)             decode-like rows (a bound, not a rebuild)
+    GPUs_t <= G
+    N s[k,b,t] >= sum_{c in k} g_c x[c,b,t]          sub-node instances (g_c < N) fill whole nodes;
+                                                     k = all, or per pool with exclusive_nodes, or
+                                                     per size (floor(N/g) per node) when sizes don't chain
+    sum_c (g_c/N) x[c,b,t] + sum_k s[k,b,t] <= K_b (1 - z[b,t])   whole-node instances, shared nodes
+    sum_c (g_c/D) w[c,t] <= sum_b z[b,t]             domain-spanning instances take whole domains
+    prefill GPUs within R (1 +- 3%) x decode GPUs    (fixed-ratio studies)
+    |n[c,t] - n[c,t-1]| <= (1 - static) floor(G/g_c)  (static = 1 freezes the deployment)
+    |GPUs_t - GPUs_{t-1}| <= ramp_limit_gpus,  pool GPUs_t >= min_pool_gpus
 
-Objectives (one linear form ``a OSL lam - theta GPUs - kappa nodes``, weights are mutable):
+Objectives (one linear form ``a sum_t OSL_t lam[t] - sum_t theta_t GPUs_t - sum_t kappa_t nodes_t
+- sum_t pi_t e[t]`` whose weights are mutable, ``OSL_t = sum_k s_kt OSL_k``):
 
 - ``max_tokens_per_s_per_gpu``: maximize ``OSL lam / GPUs`` by Dinkelbach's method
   (repeat: maximize ``OSL lam - theta GPUs``, set ``theta`` to the ratio found, until
   the optimum is 0);
 - ``min_gpus``: minimize GPUs; ``min_cost``: minimize ``price x N x nodes used``;
-- then a tie-break: keep the optimum as a constraint, maximize ``OSL lam``.
+- then a tie-break: keep the optimum as a constraint, maximize ``OSL lam``;
+- elastic studies: minimize GPU-hours (``theta_t`` = period hours), after minimizing
+  hour-weighted unserved load when a period cannot be served.
 
-Pruned candidates (dominated rows, :mod:`planner.space`) never change the optimum, and the
-frontier (:mod:`planner.frontier`) solves only at the ``u_c`` where the optimum can change.
+Pruned candidates (dominated rows, :mod:`planner.space`) never change a one-shape optimum, and
+the frontier (:mod:`planner.frontier`) solves only at the ``u_r`` where the optimum can change.
+For a mix, a layout is kept when it is non-dominated for some class.
 """

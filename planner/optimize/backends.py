@@ -44,6 +44,8 @@ class SolveResult:
     objective: float
     bound: float
     solve_time_s: float
+    has_solution: bool = False
+    """True when a solution is loaded (always on ``optimal``; on ``time_limit`` if one was found)."""
 
     @property
     def mip_gap(self) -> float:
@@ -61,7 +63,7 @@ class HighsBackend:
 
     name = "highs"
 
-    def __init__(self, model: pyo.ConcreteModel, time_limit_s: float):
+    def __init__(self, model: pyo.ConcreteModel, time_limit_s: float, abs_gap: float = ABS_GAP):
         from pyomo.contrib.solver.solvers.highs import Highs
 
         self.model = model
@@ -76,13 +78,17 @@ class HighsBackend:
         updates.update_named_expressions = False
         self._options = {
             "rel_gap": REL_GAP,
-            "abs_gap": ABS_GAP,
+            "abs_gap": abs_gap,
             "threads": 1,
             "time_limit": time_limit_s,
             "load_solutions": False,
             "raise_exception_on_nonoptimal_result": False,
         }
         self._solver.set_instance(model)
+
+    def set_time_limit(self, seconds: float) -> None:
+        """Time limit of the next solves."""
+        self._options["time_limit"] = seconds
 
     def solve(self) -> SolveResult:
         """Push parameter and bound changes, re-solve, load the solution into the Pyomo variables."""
@@ -94,11 +100,15 @@ class HighsBackend:
         cond = results.termination_condition
         if cond == T.convergenceCriteriaSatisfied:
             results.solution_loader.load_vars()
-            return SolveResult("optimal", results.incumbent_objective, results.objective_bound, elapsed)
+            return SolveResult("optimal", results.incumbent_objective, results.objective_bound, elapsed, True)
         if cond in (T.provenInfeasible, T.locallyInfeasible, T.infeasibleOrUnbounded):
             return SolveResult("infeasible", float("nan"), float("nan"), elapsed)
         if cond in (T.maxTimeLimit, T.iterationLimit):
-            return SolveResult("time_limit", float("nan"), float("nan"), elapsed)
+            if results.incumbent_objective is None:
+                return SolveResult("time_limit", float("nan"), float("nan"), elapsed)
+            results.solution_loader.load_vars()
+            incumbent, bound = results.incumbent_objective, results.objective_bound
+            return SolveResult("time_limit", incumbent, bound, elapsed, True)
         raise RuntimeError(f"HiGHS ended with {cond}; this is a bug in the model")
 
 
@@ -107,7 +117,7 @@ class OrToolsBackend:
 
     name = "ortools"
 
-    def __init__(self, model: pyo.ConcreteModel, time_limit_s: float):
+    def __init__(self, model: pyo.ConcreteModel, time_limit_s: float, abs_gap: float = ABS_GAP):
         from ortools.linear_solver.python import model_builder as mb
 
         self._mb = mb
@@ -115,8 +125,9 @@ class OrToolsBackend:
         self.version = version("ortools")
         self._solver = mb.Solver("scip")
         self._solver.set_time_limit_in_seconds(time_limit_s)
+        self.set_time_limit = self._solver.set_time_limit_in_seconds
         self._solver.set_solver_specific_parameters(
-            f"limits/gap = {REL_GAP}\nlimits/absgap = {ABS_GAP}\nrandomization/randomseedshift = 0"
+            f"limits/gap = {REL_GAP}\nlimits/absgap = {abs_gap}\nrandomization/randomseedshift = 0"
         )
         self._target = mb.Model()
         self._vars: dict[int, tuple[pyo.Var, object]] = {}
@@ -167,20 +178,21 @@ class OrToolsBackend:
         start = time.perf_counter()
         status = self._solver.solve(self._target)
         elapsed = time.perf_counter() - start
-        if status == mb.SolveStatus.OPTIMAL:
+        if status in (mb.SolveStatus.OPTIMAL, mb.SolveStatus.FEASIBLE):
             for var, target in self._vars.values():
                 value = self._solver.value(target)
                 integral = var.is_integer() or var.is_binary()
                 var.set_value(round(value) if integral else value, skip_validation=True)
             return SolveResult(
-                "optimal",
+                "optimal" if status == mb.SolveStatus.OPTIMAL else "time_limit",
                 self._solver.objective_value + offset,
                 self._solver.best_objective_bound + offset,
                 elapsed,
+                True,
             )
         if status == mb.SolveStatus.INFEASIBLE:
             return SolveResult("infeasible", float("nan"), float("nan"), elapsed)
-        if status in (mb.SolveStatus.FEASIBLE, mb.SolveStatus.NOT_SOLVED, mb.SolveStatus.CANCELLED_BY_USER):
+        if status in (mb.SolveStatus.NOT_SOLVED, mb.SolveStatus.CANCELLED_BY_USER):
             return SolveResult("time_limit", float("nan"), float("nan"), elapsed)
         raise RuntimeError(f"OR-Tools ended with {status}: {self._solver.status_string}; this is a bug")
 
@@ -189,10 +201,15 @@ def _numeric(repn) -> bool:
     return all(isinstance(c, (int, float)) for c in repn.linear_coefs)
 
 
-def make_backend(name: str, model: pyo.ConcreteModel, time_limit_s: float):
-    """A persistent backend for ``model`` by solver name (``highs`` or ``ortools``)."""
+def make_backend(name: str, model: pyo.ConcreteModel, time_limit_s: float, abs_gap: float = ABS_GAP):
+    """A persistent backend for ``model`` by solver name (``highs`` or ``ortools``).
+
+    ``abs_gap``: stop once the incumbent is provably within this of the optimum; a
+    study whose objective only takes values on a lattice (whole GPU-hours) proves
+    optimality with half the lattice step, far sooner than with a 1e-7 gap.
+    """
     if name == "highs":
-        return HighsBackend(model, time_limit_s)
+        return HighsBackend(model, time_limit_s, abs_gap)
     if name == "ortools":
-        return OrToolsBackend(model, time_limit_s)
+        return OrToolsBackend(model, time_limit_s, abs_gap)
     raise PlannerError(f"unknown solver '{name}'; use one of {', '.join(SOLVERS)}")

@@ -21,21 +21,32 @@ in its numbers, whichever solver runs.
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pyomo.environ as pyo
 
 from planner.errors import PlannerError
 from planner.optimize.backends import SolveResult, TimeLimitError, make_backend
-from planner.optimize.model import MODE_POOLS, Candidates, build_model, sub_node_groups
+from planner.optimize.model import MODE_POOLS, Candidates, build_model
 from planner.optimize.packing import Geometry
-from planner.optimize.plan import Plan, PoolPlan
+from planner.optimize.plan import Plan
+from planner.optimize.solution import Solution
 
 RATIO_TOLERANCE = 1e-9
-"""Dinkelbach stops when ``tokens - theta x gpus`` (exact, from the counts) is within this fraction
-of the tokens: the tokens/s per GPU found is optimal to this relative precision, up to the MIP gap."""
+"""Dinkelbach stops when ``tokens - theta x gpus`` is within this fraction of the tokens (exact
+counts for one-shape traffic): the tokens/s per GPU found is optimal to this relative precision."""
+MIX_RATIO_TOLERANCE = 1e-7
+"""The same for a traffic mix, whose served rate is a solver value (feasibility tolerance ~1e-9)."""
 TIE_BREAK_SLACK = 1e-7
 """The tie-break keeps the optimum within this relative slack (solver feasibility tolerance)."""
 MAX_DINKELBACH_STEPS = 60
+
+
+def time_limit_message(backend_name: str, time_limit_s: float, what: str) -> str:
+    """What to do when a solve hits its time limit."""
+    other = "ortools" if backend_name == "highs" else "highs"
+    return (
+        f"the {backend_name} solver hit its {time_limit_s:g} s time limit on the {what}; raise "
+        f"--time-limit-s, lower layouts_per_pool, or try --solver {other}"
+    )
 
 
 class ModeOptimizer:
@@ -47,13 +58,13 @@ class ModeOptimizer:
         candidates: Candidates,
         geometry: Geometry,
         *,
-        osl_tokens: int,
         layouts_per_pool: int,
         exclusive_nodes: bool,
         objective: str = "max_tokens_per_s_per_gpu",
         load_requests_per_s: float | None = None,
         price_usd_per_gpu_hour: float | None = None,
         fixed_ratio: float | None = None,
+        class_floors: np.ndarray | None = None,
         solver: str = "highs",
         time_limit_s: float = 60.0,
     ):
@@ -61,15 +72,14 @@ class ModeOptimizer:
         self.pools = MODE_POOLS[mode]
         self.candidates = candidates
         self.geometry = geometry
-        self.osl_tokens = osl_tokens
         self.objective = objective
         self.price_usd_per_gpu_hour = price_usd_per_gpu_hour
         self.time_limit_s = time_limit_s
+        self.class_floors = class_floors
         self.model = build_model(
             candidates,
             geometry,
             pools=self.pools,
-            osl_tokens=osl_tokens,
             layouts_per_pool=layouts_per_pool,
             exclusive_nodes=exclusive_nodes,
             fixed_ratio=fixed_ratio,
@@ -77,98 +87,75 @@ class ModeOptimizer:
         if objective != "max_tokens_per_s_per_gpu":
             if load_requests_per_s is None:
                 raise PlannerError(f"objective {objective} needs traffic.requests_per_s (the load to serve)")
-            self.model.load_requests_per_s.value = load_requests_per_s
+            self.model.load_requests_per_s[0].value = load_requests_per_s
         if objective == "min_cost" and price_usd_per_gpu_hour is None:
             raise PlannerError(
                 "objective min_cost needs hardware.price_usd_per_gpu_hour; set it or use min_gpus"
             )
         self.backend = make_backend(solver, self.model, time_limit_s)
-        self._groups = sub_node_groups(candidates.table, geometry, exclusive_nodes)
-        self._whole = np.flatnonzero(candidates.table["placement"].to_numpy() == "whole_nodes")
-        self._interactivity = candidates.tokens_per_s_per_user
-        self._judged = candidates.pools == self.pools[-1]
+        self.solution = Solution(self.model, candidates, geometry, self.pools, exclusive_nodes)
+        self._exact = len(candidates.classes) == 1
         self._theta_hint = 0.0
+        self._results: list[SolveResult] = []
 
     @property
     def breakpoints(self) -> list[float]:
         """Distinct interactivities of the decode-like candidates, ascending: where the optimum can change."""
-        return sorted(set(self._interactivity[self._judged].tolist()))
+        return self.solution.breakpoints(self.class_floors)
 
     # ----------------------------------------------------------------- public
 
     def best_at(self, min_tokens_per_s_per_user: float) -> Plan | None:
         """The optimal plan whose every decode-like instance meets the target, or None if none does."""
-        self._set_target(min_tokens_per_s_per_user)
-        self._results: list[SolveResult] = []
+        self.solution.set_target(min_tokens_per_s_per_user, self.class_floors)
+        self._results = []
         ratio = self.objective == "max_tokens_per_s_per_gpu"
         if not (self._max_ratio() if ratio else self._min_resources()):
             return None
-        return self._read_plan(min_tokens_per_s_per_user)
+        return self.solution.plan(self.mode, min_tokens_per_s_per_user, self._results, self._main)
 
     def max_requests_per_s(self, min_tokens_per_s_per_user: float) -> float | None:
         """The most requests/s the budget can serve at a target, ignoring the load (for diagnoses)."""
         m = self.model
-        self._set_target(min_tokens_per_s_per_user)
+        self.solution.set_target(min_tokens_per_s_per_user, self.class_floors)
         self._results = []
-        saved = m.load_requests_per_s.value
-        m.load_requests_per_s.value = 0.0
+        saved = m.load_requests_per_s[0].value
+        m.load_requests_per_s[0].value = 0.0
         self._weights(1.0, 0.0, 0.0)
         try:
             result = self._solve()
         finally:
-            m.load_requests_per_s.value = saved
-        return None if result.termination != "optimal" else float(pyo.value(m.served_requests_per_s))
+            m.load_requests_per_s[0].value = saved
+        return None if result.termination != "optimal" else self.solution.served_requests_per_s()
 
     # ----------------------------------------------------------------- internals
-
-    def _set_target(self, target: float) -> None:
-        for c in range(len(self._interactivity)):
-            if self._judged[c]:
-                self.model.use[c].setub(1 if self._interactivity[c] >= target else 0)
 
     def _solve(self) -> SolveResult:
         result = self.backend.solve()
         self._results.append(result)
         if result.termination == "time_limit":
             raise TimeLimitError(
-                f"the {self.backend.name} solver hit its {self.time_limit_s:g} s time limit on the "
-                f"{self.mode} model; raise --time-limit-s, lower layouts_per_pool, or try --solver "
-                + ("ortools" if self.backend.name == "highs" else "highs")
+                time_limit_message(self.backend.name, self.time_limit_s, f"{self.mode} model")
             )
         return result
 
     def _weights(self, tokens: float, gpu: float, node: float) -> None:
         m = self.model
-        m.tokens_weight.value, m.gpu_weight.value, m.node_weight.value = tokens, gpu, node
-
-    def _counts(self) -> np.ndarray:
-        """Instances per candidate in the loaded solution, rounded (solvers return 2.9999999)."""
-        m = self.model
-        return np.array([round(pyo.value(m.instances[c])) for c in m.C], dtype=np.int64)
-
-    def _tokens_and_gpus(self) -> tuple[float, float]:
-        """Output tokens/s and GPUs of the loaded solution, recomputed exactly from its counts.
-
-        Solver values carry feasibility tolerances (a GPU total of 51.99999999999977);
-        Dinkelbach's ratios must not, or two near-equal plans can make it cycle.
-        """
-        counts = self._counts()
-        pools = self.candidates.pools
-        rates = self.candidates.requests_per_s * counts
-        served = min(rates[pools == pool].sum() for pool in self.pools)
-        return self.osl_tokens * served, float((self.candidates.gpus * counts).sum())
+        m.tokens_weight.value, m.gpu_weight[0].value, m.node_weight[0].value = tokens, gpu, node
 
     def _max_ratio(self) -> bool:
         m = self.model
+        tolerance = RATIO_TOLERANCE if self._exact else MIX_RATIO_TOLERANCE
         theta = self._theta_hint
         for _ in range(MAX_DINKELBACH_STEPS):
             self._weights(1.0, theta, 0.0)
             result = self._solve()
             if result.termination == "infeasible":
                 return False
-            tokens, gpus = self._tokens_and_gpus()
-            if tokens - theta * gpus <= RATIO_TOLERANCE * max(tokens, 1.0):
-                if tokens - theta * gpus < -RATIO_TOLERANCE * max(tokens, 1.0):
+            tokens, gpus = self.solution.tokens(), self.solution.gpus()
+            gap = tokens - theta * gpus
+            if gap <= tolerance * max(tokens, 1.0):
+                if gap < -tolerance * max(tokens, 1.0):
                     theta = tokens / gpus  # the hint overshot: restart from a feasible ratio
                     continue
                 break
@@ -201,7 +188,7 @@ class ModeOptimizer:
         self._main = result
         cap = m.gpu_cap if self.objective == "min_gpus" else m.node_cap
         saved = cap.value
-        used = pyo.value(m.total_gpus if self.objective == "min_gpus" else m.nodes_used)
+        used = pyo.value(m.total_gpus[0] if self.objective == "min_gpus" else m.nodes_used[0])
         cap.value = round(used)
         self._weights(1.0, 0.0, 0.0)
         try:
@@ -209,50 +196,3 @@ class ModeOptimizer:
         finally:
             cap.value = saved
         return True
-
-    def _nodes_used(self) -> int:
-        """Nodes the loaded solution occupies, recounted from its placement (solvers may leave slack).
-
-        The MIP only bounds shared nodes from below, so with a throughput objective the
-        solver is free to report idle ones; the real count is the least that holds it.
-        """
-        m, geo = self.model, self.geometry
-        gpus = self.candidates.gpus
-        nodes = 0
-        for b in m.B:
-            for members in self._groups.values():
-                placed = [(c, round(pyo.value(m.copies[c, b]))) for c in members]
-                if geo.sub_node_chain:
-                    nodes += -(-sum(int(gpus[c]) * n for c, n in placed) // geo.gpus_per_node)
-                else:
-                    per_node = geo.gpus_per_node // int(gpus[members[0]])
-                    nodes += -(-sum(n for _, n in placed) // per_node)
-            for c in self._whole:
-                nodes += int(gpus[c]) // geo.gpus_per_node * round(pyo.value(m.copies[c, b]))
-        for c in m.S:
-            nodes += int(gpus[c]) // geo.gpus_per_node * round(pyo.value(m.spanning_copies[c]))
-        return nodes
-
-    def _read_plan(self, target: float) -> Plan:
-        table = self.candidates.table
-        counts = pd.Series(self._counts(), index=table.index)
-        pools = {}
-        for pool in self.pools:
-            chosen = table[(table["pool"] == pool) & (counts > 0)].assign(instances=counts[counts > 0])
-            chosen = chosen.sort_values(
-                ["instances", "candidate_id"], ascending=[False, True], kind="mergesort"
-            )
-            pools[pool] = PoolPlan(pool, chosen.reset_index(drop=True))
-        main = self._main
-        return Plan(
-            mode=self.mode,
-            target_tokens_per_s_per_user=target,
-            pools=pools,
-            osl_tokens=self.osl_tokens,
-            nodes=self._nodes_used(),
-            gpus_per_node=self.geometry.gpus_per_node,
-            termination=main.termination,
-            mip_gap=main.mip_gap,
-            solve_time_s=sum(r.solve_time_s for r in self._results),
-            solves=len(self._results),
-        )

@@ -1,10 +1,15 @@
 """A deployment plan read back from a solved model, with its metrics computed from the candidates.
 
-Metrics follow the issue's contract, computed here from the chosen rows and
-counts rather than trusted from solver variables: the served rate is
-``lambda = min over pools of sum(requests_per_s x instances)``, output tokens/s is
-``lambda x OSL``, tokens/s/GPU divides by every GPU in the plan, interactivity is
-the slowest decode-like instance, TTFT the slowest first token.
+Metrics follow the issue's contract, computed from the chosen layouts, counts and
+flows rather than trusted from solver variables where an exact value exists:
+
+- served rate: one-shape traffic ``lambda = min over pools of sum(requests_per_s x
+  instances)`` (exact, from the counts); a mix, the rate the flows serve in every
+  class's share (the MIP's ``served_requests_per_s``);
+- output tokens/s ``lambda x sum_k share_k OSL_k`` (``lambda x OSL`` for one shape);
+  tokens/s/GPU divides by every GPU in the plan;
+- interactivity: the slowest decode-like instance over the classes it serves; TTFT:
+  the slowest first token.
 """
 
 from __future__ import annotations
@@ -12,18 +17,25 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
+
+from planner.specs import RequestClass
 
 LAYOUT_FIELDS = ("tp", "pp", "ep", "attention_dp", "batch")
 
 
 @dataclass(frozen=True)
 class PoolPlan:
-    """One pool: which candidate layouts run, and how many instances of each."""
+    """One pool: which layouts run, how many instances of each, and what they serve."""
 
     pool: str
     rows: pd.DataFrame
-    """The chosen candidate rows plus an ``instances`` column, most instances first."""
+    """One row per used layout, most instances first: layout fields, ``gpus``, ``instances``,
+    ``requests_per_s`` (per instance; NaN for a layout serving several classes),
+    ``served_requests_per_s``, the worst ``tokens_per_s_per_user``/``tpot_ms``/``ttft_ms``
+    over the classes it serves, ``kv_transfer_bytes_per_request`` (unique KV shipped, flow-weighted)
+    and ``classes``."""
 
     @property
     def instances(self) -> int:
@@ -36,9 +48,17 @@ class PoolPlan:
         return int((self.rows["instances"] * self.rows["gpus"]).sum())
 
     @property
-    def requests_per_s(self) -> float:
-        """The pool's capacity, requests/s."""
-        return float((self.rows["instances"] * self.rows["requests_per_s"]).sum())
+    def capacity_requests_per_s(self) -> float:
+        """Requests/s the pool can serve (one-shape traffic; a mix: what it serves)."""
+        per_instance = self.rows["requests_per_s"]
+        if per_instance.isna().any():
+            return self.served_requests_per_s
+        return float((self.rows["instances"] * per_instance).sum())
+
+    @property
+    def served_requests_per_s(self) -> float:
+        """Requests/s the plan routes through this pool."""
+        return float(self.rows["served_requests_per_s"].sum())
 
     def nodes(self, gpus_per_node: int) -> int:
         """Nodes this pool touches if it had its nodes to itself (whole-node instances, then packed rest)."""
@@ -48,24 +68,30 @@ class PoolPlan:
         return nodes + math.ceil(rest / gpus_per_node)
 
     def layout_text(self) -> str:
-        """``2 x TP4 PP1 EP1 DP1 batch 8; 1 x ...``."""
+        """``2 x TP4 PP1 EP1 DP1 batch 8; 1 x ...`` (with the classes served, for a mix)."""
         parts = []
         for _, r in self.rows.iterrows():
             chunk = " chunked" if self.pool == "aggregated" and bool(r.get("chunked_prefill", False)) else ""
+            served = f" [{r.classes}]" if "," in str(r.classes) else ""
             parts.append(
                 f"{int(r.instances)} x TP{r.tp} PP{r.pp} EP{r.ep} DP{r.attention_dp} batch {r.batch}{chunk}"
+                f"{served}"
             )
         return "; ".join(parts)
 
 
 @dataclass(frozen=True)
 class Plan:
-    """The best deployment of one mode at one interactivity target."""
+    """The best deployment of one mode at one interactivity target (one period)."""
 
     mode: str
     target_tokens_per_s_per_user: float
     pools: dict[str, PoolPlan]
-    osl_tokens: int
+    classes: tuple[RequestClass, ...]
+    shares: np.ndarray
+    """Share of each class in this plan's traffic."""
+    requests_per_s: float
+    """Served rate (see the module docstring)."""
     nodes: int
     gpus_per_node: int
     termination: str
@@ -90,13 +116,13 @@ class Plan:
         return sum(p.gpus for p in self.pools.values())
 
     @property
-    def requests_per_s(self) -> float:
-        """Served rate: the slower pool's capacity (rate matching)."""
-        return min(p.requests_per_s for p in self.pools.values())
+    def osl_tokens(self) -> float:
+        """Mean output tokens per request of the traffic mix."""
+        return float(sum(s * c.osl_tokens for s, c in zip(self.shares, self.classes, strict=True)))
 
     @property
     def output_tokens_per_s(self) -> float:
-        """Served requests/s x OSL."""
+        """Served requests/s x mean OSL."""
         return self.requests_per_s * self.osl_tokens
 
     @property
@@ -125,9 +151,7 @@ class Plan:
         if "prefill" not in self.pools:
             return 0.0
         rows = self.pools["prefill"].rows
-        share = rows["instances"] * rows["requests_per_s"] / self.pools["prefill"].requests_per_s
-        bytes_per_request = float((share * rows["kv_cache_bytes_per_request"]).sum())
-        return self.requests_per_s * bytes_per_request / 1e9
+        return float((rows["served_requests_per_s"] * rows["kv_transfer_bytes_per_request"]).sum()) / 1e9
 
     @property
     def kv_transfer_gb_per_s_per_gpu(self) -> float:
@@ -155,7 +179,7 @@ class Plan:
             "prefill_decode_gpu_ratio": prefill / decode if decode else float("nan"),
         }
         for pool in ("prefill", "decode"):
-            plan = self.pools.get(pool) or (self.pools["aggregated"] if self.mode == "aggregated" else None)
+            plan = self.pools.get(pool) or self.pools.get("aggregated")
             row[f"{pool}_instances"] = plan.instances if pool in self.pools else 0
             lead = plan.rows.iloc[0]
             for name in LAYOUT_FIELDS:

@@ -50,6 +50,7 @@ class PhaseMetrics:
     output_tokens_per_s_per_gpu: np.ndarray
     input_tokens_per_s_per_gpu: np.ndarray
     kv_cache_bytes_per_request: np.ndarray
+    kv_transfer_bytes_per_request: np.ndarray
     kv_transfer_ms: np.ndarray
     compute_ms: np.ndarray
     memory_ms: np.ndarray
@@ -110,6 +111,8 @@ def _assemble(
         output_tokens_per_s_per_gpu=output / gpus,
         input_tokens_per_s_per_gpu=inputs / gpus,
         kv_cache_bytes_per_request=full(kv_bytes_per_request),
+        # What a prefill instance ships: the prompt's KV once, without the copies TP keeps.
+        kv_transfer_bytes_per_request=full(ctx.arch.kv_bytes_per_request(isl)),
         kv_transfer_ms=full(kv_transfer_s) * 1e3,
         compute_ms=compute_ms,
         memory_ms=memory_ms,

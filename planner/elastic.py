@@ -1,0 +1,480 @@
+"""Elastic plans: size the prefill and decode pools period by period over a traffic trace (DESIGN.md §5).
+
+Why it exists
+    Load follows the day and the request mix shifts (prompt-heavy by day,
+    reasoning-heavy by night), so the best prefill:decode ratio moves. This module
+    answers what a fixed deployment costs and what an elastic one saves, on the
+    same performance model and the same trace.
+
+One multi-period MIP
+    :func:`planner.optimize.model.build_model` with one period per trace row:
+    layouts are chosen once for the horizon (an engine is not rebuilt hourly) unless
+    ``elastic.allow_relayout``; instances per layout per period; every period serves
+    its load and mix at the SLO within the budget; GPUs may change by at most
+    ``elastic.ramp_limit_gpus`` between periods and no pool drops below
+    ``elastic.min_pool_gpus``. The objective is GPU-hours (node-hours x price for a
+    ``min_cost`` instance). The model is built once; the strategies below only flip
+    mutable parameters of the persistent solver:
+
+    - ``static``: one deployment for the whole horizon (``static = 1``), i.e. peak
+      provisioning;
+    - ``fixed_ratio``: elastic, prefill:decode GPUs held within 3% of one ratio R in
+      every period (``ratio_enforced = 1``). The best single R is searched on a
+      geometric grid whose +-3% bands tile the range of ratios the dynamic plan uses
+      (a step of 1.03/0.97), so every ratio in that range lies in some band; a user's
+      R (``--fixed-ratio``) is solved as given;
+    - ``dynamic``: elastic with free rate matching (the optimum).
+
+    Every strategy's optimum is feasible for the one above it relaxed, so dynamic
+    never uses more GPU-hours than a fixed ratio, which never uses more than static
+    (tests check it on the solved numbers).
+
+Unservable periods
+    When a strategy cannot serve every period, a first solve minimizes unserved
+    requests (hour-weighted) and a second minimizes GPU-hours with that shortfall
+    fixed; the plan reports every period and marks the unserved ones.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import pyomo.environ as pyo
+
+from planner.errors import InfeasibleError, PlannerError
+from planner.frontier import Tables, mode_tables
+from planner.optimize.backends import SolveResult, TimeLimitError, make_backend
+from planner.optimize.model import (
+    FIXED_RATIO_TOLERANCE,
+    LAYOUT_KEY,
+    MODE_POOLS,
+    build_model,
+    combine_classes,
+)
+from planner.optimize.optimizer import time_limit_message
+from planner.optimize.packing import geometry
+from planner.optimize.solution import Solution
+from planner.perf.calibration import Calibration
+from planner.problem import Problem
+from planner.space import dominated_mask
+from planner.trace import Trace
+
+MODE = "disaggregated"
+STRATEGIES = ("static", "fixed_ratio", "dynamic")
+RATIO_GRID_STEP = (1 + FIXED_RATIO_TOLERANCE) / (1 - FIXED_RATIO_TOLERANCE)
+"""Consecutive grid ratios whose +-3% bands touch: the grid covers its range without holes."""
+RATIO_SEARCH_TIME_LIMIT_S = 15.0
+"""Time limit of each candidate ratio's solve in the best-fixed-ratio search."""
+UNSERVED_TOLERANCE = 1e-6
+"""Requests/s of shortfall below which a period counts as served."""
+
+
+@dataclass
+class StrategyResult:
+    """One strategy's plan over the trace."""
+
+    strategy: str
+    periods: pd.DataFrame
+    """One row per period (see :func:`period_rows`)."""
+    gpu_hours: float
+    node_hours: float
+    solve_time_s: float
+    solves: int
+    fixed_ratio: float | None = None
+    note: str = ""
+    termination: str = "optimal"
+    mip_gap: float = 0.0
+
+    @property
+    def served(self) -> bool:
+        """True when every period is served at its SLO."""
+        return bool(self.periods["slo_met"].all())
+
+
+@dataclass
+class ElasticResult:
+    """All strategies on one trace, plus what was asked."""
+
+    problem: Problem
+    trace: Trace
+    target_tokens_per_s_per_user: float
+    load_scale: float
+    strategies: dict[str, StrategyResult] = field(default_factory=dict)
+    solver: str = "highs"
+    solver_version: str = ""
+    build_time_s: float = 0.0
+
+    def periods_frame(self) -> pd.DataFrame:
+        """periods.csv: every period of every strategy."""
+        return pd.concat([r.periods for r in self.strategies.values()], ignore_index=True)
+
+    def summary_frame(self) -> pd.DataFrame:
+        """summary.csv: GPU-hours, cost and savings against static, per strategy."""
+        price = self.problem.hardware.price_usd_per_gpu_hour
+        static = self.strategies.get("static")
+        rows = []
+        for name, r in self.strategies.items():
+            rows.append(
+                {
+                    "strategy": name,
+                    "fixed_ratio": r.fixed_ratio if r.fixed_ratio is not None else float("nan"),
+                    "gpu_hours": r.gpu_hours,
+                    "node_hours": r.node_hours,
+                    "cost_usd": r.gpu_hours * price if price is not None else float("nan"),
+                    "peak_gpus": int(r.periods["total_gpus"].max()),
+                    "mean_gpus": r.gpu_hours / self.trace.hours,
+                    "gpu_hours_saved_vs_static": static.gpu_hours - r.gpu_hours if static else float("nan"),
+                    "savings_vs_static_fraction": (
+                        1 - r.gpu_hours / static.gpu_hours if static else float("nan")
+                    ),
+                    "periods_unserved": int((~r.periods["slo_met"]).sum()),
+                    "solve_time_s": r.solve_time_s,
+                    "solves": r.solves,
+                    "note": r.note,
+                }
+            )
+        return pd.DataFrame(rows)
+
+    @property
+    def unserved_periods(self) -> list[int]:
+        """Periods the dynamic (best) strategy cannot serve."""
+        best = self.strategies.get("dynamic")
+        return [] if best is None else [int(i) for i in np.flatnonzero(~best.periods["slo_met"].to_numpy())]
+
+
+class ElasticPlanner:
+    """The multi-period model of one problem and trace, built once; strategies flip its parameters."""
+
+    def __init__(
+        self,
+        problem: Problem,
+        trace: Trace,
+        calibration: Calibration | None = None,
+        *,
+        min_tokens_per_s_per_user: float = 0.0,
+        load_scale: float = 1.0,
+        solver: str = "highs",
+        time_limit_s: float = 120.0,
+    ):
+        start = time.perf_counter()
+        self.problem, self.trace = problem, trace
+        self.target = min_tokens_per_s_per_user
+        self.load_scale = load_scale
+        self.time_limit_s = time_limit_s
+        inst = problem.instance
+        classes = tuple(problem.request_classes)
+        if tuple(c.name for c in classes) != trace.classes:
+            raise PlannerError("the trace was validated against other request classes; reload it")
+        floors = np.array(
+            [max(c.tokens_per_s_per_user_min or 0.0, min_tokens_per_s_per_user) for c in classes]
+        )
+        tables = fixed_target_tables(mode_tables(problem, MODE, calibration), classes, floors)
+        sizes = {int(g) for pools in tables.values() for t in pools.values() for g in t["gpus"]}
+        self.geometry = geometry(problem.hardware, problem.max_gpus, sizes)
+        self.candidates = combine_classes(tables, self.geometry, classes)
+        self.pools = MODE_POOLS[MODE]
+        self.model = build_model(
+            self.candidates,
+            self.geometry,
+            pools=self.pools,
+            layouts_per_pool=inst.layouts_per_pool,
+            exclusive_nodes=inst.cluster.exclusive_nodes,
+            periods=trace.periods,
+            allow_relayout=inst.elastic.allow_relayout,
+            allow_unserved=True,
+        )
+        m = self.model
+        m.tokens_weight.value = 0.0
+        for t in m.T:
+            m.load_requests_per_s[t].value = float(trace.requests_per_s[t] * load_scale)
+            for k in m.K:
+                m.share[k, t].value = float(trace.shares[t, k])
+        if inst.elastic.ramp_limit_gpus is not None:
+            m.ramp_gpus.value = float(inst.elastic.ramp_limit_gpus)
+        m.min_pool_gpus.value = float(inst.elastic.min_pool_gpus)
+        self.cost_objective = inst.objective == "min_cost"
+        if self.cost_objective and problem.hardware.price_usd_per_gpu_hour is None:
+            raise PlannerError(
+                "objective min_cost needs hardware.price_usd_per_gpu_hour; set it or use min_gpus"
+            )
+        self.solution = Solution(m, self.candidates, self.geometry, self.pools, inst.cluster.exclusive_nodes)
+        self.solution.set_target(self.target, floors)
+        # GPU-hours (node-hours x price) only take values on a lattice of whole GPUs x period hours:
+        # half the smallest step proves optimality.
+        step = float(trace.duration_h.min()) * (
+            (problem.hardware.price_usd_per_gpu_hour or 0.0) * self.geometry.gpus_per_node
+            if self.cost_objective
+            else 1.0
+        )
+        self.backend = make_backend(solver, m, time_limit_s, abs_gap=0.5 * step)
+        self.build_time_s = time.perf_counter() - start
+        self._results: list[SolveResult] = []
+
+    # ----------------------------------------------------------------- solving
+
+    def _solve(self, *, incumbent_ok: bool = False) -> SolveResult:
+        result = self.backend.solve()
+        self._results.append(result)
+        if result.termination == "time_limit" and not (incumbent_ok and result.has_solution):
+            raise TimeLimitError(
+                time_limit_message(self.backend.name, self.time_limit_s, f"{self.trace.periods}-period model")
+            )
+        return result
+
+    def _weights(self, *, resources: bool, unserved: bool) -> None:
+        m = self.model
+        node_price = (self.problem.hardware.price_usd_per_gpu_hour or 0.0) * self.geometry.gpus_per_node
+        for t in m.T:
+            hours = float(self.trace.duration_h[t])
+            m.gpu_weight[t].value = hours if resources and not self.cost_objective else 0.0
+            m.node_weight[t].value = hours * node_price if resources and self.cost_objective else 0.0
+            m.unserved_weight[t].value = hours if unserved else 0.0
+
+    def _set_unserved_caps(self, caps: np.ndarray | None) -> None:
+        for t in self.model.T:
+            self.model.unserved_requests_per_s[t].setub(None if caps is None else float(caps[t]))
+
+    def solve(
+        self,
+        strategy: str,
+        fixed_ratio: float | None = None,
+        *,
+        allow_shortfall: bool = True,
+        incumbent_ok: bool = False,
+    ):
+        """One strategy's plan: every period served if possible, else least shortfall; then least GPU-hours.
+
+        Returns None when ``allow_shortfall`` is False and the strategy cannot serve every period
+        (or, with ``incumbent_ok``, when the time limit passes before any plan is found).
+        """
+        m = self.model
+        m.static.value = 1.0 if strategy == "static" else 0.0
+        m.ratio_enforced.value = 1.0 if fixed_ratio is not None else 0.0
+        m.fixed_ratio.value = float(fixed_ratio or 1.0)
+        self._results = []
+        self._set_unserved_caps(np.zeros(self.trace.periods))
+        self._weights(resources=True, unserved=False)
+        try:
+            result = self._solve(incumbent_ok=incumbent_ok)
+        except TimeLimitError:
+            if incumbent_ok:
+                return None
+            raise
+        note = ""
+        if result.termination == "infeasible":
+            if not allow_shortfall:
+                return None
+            self._set_unserved_caps(None)
+            self._weights(resources=False, unserved=True)
+            first = self._solve()
+            if first.termination != "optimal":
+                raise InfeasibleError(self._why_infeasible(strategy, fixed_ratio))
+            shortfall = np.array([pyo.value(m.unserved_requests_per_s[t]) for t in m.T])
+            self._set_unserved_caps(shortfall + UNSERVED_TOLERANCE)
+            self._weights(resources=True, unserved=False)
+            result = self._solve()
+            note = "some periods cannot be served within the budget"
+        self._set_unserved_caps(np.zeros(self.trace.periods))
+        if result.termination != "optimal":
+            note = f"not proven optimal within the time limit (gap {result.mip_gap:.1%})"
+        return self._read(strategy, fixed_ratio, note, result)
+
+    def _why_infeasible(self, strategy: str, fixed_ratio: float | None) -> str:
+        limits = self.problem.instance.elastic
+        what = f"the {strategy} strategy" + (f" at ratio {fixed_ratio:g}" if fixed_ratio else "")
+        return (
+            f"{what} has no plan even with unserved load allowed: elastic.min_pool_gpus = "
+            f"{limits.min_pool_gpus} or the packing rules exceed the budget of {self.problem.max_gpus} GPUs; "
+            "lower elastic.min_pool_gpus or raise cluster.max_gpus"
+        )
+
+    def _read(self, strategy: str, fixed_ratio: float | None, note: str, last: SolveResult) -> StrategyResult:
+        rows = period_rows(self, strategy)
+        hours = self.trace.duration_h
+        return StrategyResult(
+            strategy=strategy,
+            periods=rows,
+            gpu_hours=float((rows["total_gpus"] * hours).sum()),
+            node_hours=float((rows["nodes"] * hours).sum()),
+            solve_time_s=sum(r.solve_time_s for r in self._results),
+            solves=len(self._results),
+            fixed_ratio=fixed_ratio,
+            note=note,
+            termination=last.termination,
+            mip_gap=last.mip_gap,
+        )
+
+    def best_fixed_ratio(self, dynamic: StrategyResult, static: StrategyResult) -> StrategyResult:
+        """The best single prefill:decode ratio for the horizon.
+
+        Candidates: every ratio the dynamic optimum uses in some period and the static
+        plan's ratio (merged when within 3% of each other). The static plan itself holds
+        its ratio in every period, so it is a fixed-ratio plan too: the result never
+        uses more GPU-hours than static. Each candidate solve gets at most
+        :data:`RATIO_SEARCH_TIME_LIMIT_S`; an unproven one is reported in the note.
+        """
+        ratios = pd.concat([dynamic.periods, static.periods])["prefill_decode_gpu_ratio"]
+        candidates: list[float] = []
+        for ratio in sorted(ratios.replace([np.inf], np.nan).dropna().unique()):
+            if not candidates or ratio > candidates[-1] * RATIO_GRID_STEP:
+                candidates.append(float(ratio))
+        best = StrategyResult(
+            "fixed_ratio",
+            static.periods.assign(strategy="fixed_ratio"),
+            static.gpu_hours,
+            static.node_hours,
+            0.0,
+            0,
+            fixed_ratio=float(static.periods["prefill_decode_gpu_ratio"].iloc[0]),
+            termination=static.termination,
+            mip_gap=static.mip_gap,
+        )
+        elapsed, solves, unproven = 0.0, 0, 0
+        self.backend.set_time_limit(min(self.time_limit_s, RATIO_SEARCH_TIME_LIMIT_S))
+        try:
+            for ratio in candidates:
+                found = self.solve("fixed_ratio", ratio, allow_shortfall=False, incumbent_ok=True)
+                elapsed += sum(r.solve_time_s for r in self._results)
+                solves += len(self._results)
+                if found is None:
+                    unproven += bool(self._results and self._results[-1].termination == "time_limit")
+                    continue
+                unproven += found.termination != "optimal"
+                if found.gpu_hours < best.gpu_hours - 1e-9:
+                    best = found
+        finally:
+            self.backend.set_time_limit(self.time_limit_s)
+        best.solve_time_s, best.solves = elapsed, solves
+        best.note = (
+            f"best of {len(candidates)} candidate ratios ({', '.join(f'{r:.3g}' for r in candidates)}) "
+            "and the static plan's"
+            + (f"; {unproven} not proven optimal within {RATIO_SEARCH_TIME_LIMIT_S:g} s" if unproven else "")
+        )
+        return best
+
+
+def fixed_target_tables(tables: Tables, classes, floors: np.ndarray) -> Tables:
+    """Candidate tables for one fixed interactivity floor per class: keep what can be optimal there.
+
+    A frontier must keep every batch of a layout (they trade throughput for
+    interactivity); at a fixed floor only the rows meeting it count, and among those a
+    row is dominated by one with at least its requests/s per GPU on a dividing GPU count
+    (prefill: TTFT is already within its limit and no longer ranks). A layout survives
+    if it survives for some class, and is then kept for every class that may use it.
+    """
+    kept: dict[str, set] = {}
+    for k, cls in enumerate(classes):
+        for pool, frame in tables[cls.name].items():
+            ok = frame if pool == "prefill" else frame[frame["tokens_per_s_per_user"] >= floors[k]]
+            if not len(ok):
+                raise InfeasibleError(
+                    f"request class '{cls.name}': no {pool} layout reaches {floors[k]:g} tokens/s per user; "
+                    f"the fastest reaches {frame['tokens_per_s_per_user'].max():.1f}: lower its "
+                    "tokens_per_s_per_user_min or --min-tokens-per-s-per-user"
+                )
+            gpus = ok["gpus"].to_numpy(dtype=np.int64)
+            rate = ok["requests_per_s"].to_numpy(dtype=float) / gpus
+            survivors = ok[~dominated_mask(rate, np.zeros_like(rate), gpus)]
+            keys = survivors[list(LAYOUT_KEY[1:])].to_numpy().tolist()
+            kept.setdefault(pool, set()).update(map(tuple, keys))
+    out: Tables = {}
+    for k, cls in enumerate(classes):
+        out[cls.name] = {}
+        for pool, frame in tables[cls.name].items():
+            keys = list(map(tuple, frame[list(LAYOUT_KEY[1:])].to_numpy().tolist()))
+            meets = frame["tokens_per_s_per_user"].to_numpy() >= floors[k] if pool != "prefill" else True
+            out[cls.name][pool] = frame[np.array([key in kept[pool] for key in keys]) & meets].reset_index(
+                drop=True
+            )
+    return out
+
+
+def period_rows(planner: ElasticPlanner, strategy: str) -> pd.DataFrame:
+    """periods.csv rows of the loaded solution: load, GPUs per pool, ratio, tokens/s/GPU, SLO met."""
+    m, sol, trace = planner.model, planner.solution, planner.trace
+    rows = []
+    for t in m.T:
+        plans = sol.pool_plans(t)
+        prefill, decode = plans["prefill"].gpus, plans["decode"].gpus
+        load = float(pyo.value(m.load_requests_per_s[t]))
+        unserved = max(0.0, float(pyo.value(m.unserved_requests_per_s[t]) or 0.0))
+        served = max(0.0, load - unserved) if unserved > UNSERVED_TOLERANCE else load
+        tokens = served * sol.mean_osl(t)
+        total = prefill + decode
+        decode_rows = plans["decode"].rows
+        rows.append(
+            {
+                "strategy": strategy,
+                "period": int(t),
+                "period_start": trace.start[t].isoformat(),
+                "duration_h": float(trace.duration_h[t]),
+                "load_requests_per_s": load,
+                "served_requests_per_s": served,
+                "unserved_requests_per_s": unserved if unserved > UNSERVED_TOLERANCE else 0.0,
+                **{f"share_{name}": float(trace.shares[t, k]) for k, name in enumerate(trace.classes)},
+                "prefill_gpus": prefill,
+                "decode_gpus": decode,
+                "total_gpus": total,
+                "nodes": sol.nodes(t),
+                "prefill_decode_gpu_ratio": prefill / decode if decode else float("nan"),
+                "prefill_instances": plans["prefill"].instances,
+                "decode_instances": plans["decode"].instances,
+                "prefill_layouts": plans["prefill"].layout_text(),
+                "decode_layouts": plans["decode"].layout_text(),
+                "output_tokens_per_s": tokens,
+                "tokens_per_s_per_gpu": tokens / total if total else 0.0,
+                "tokens_per_s_per_user": float(decode_rows["tokens_per_s_per_user"].min())
+                if len(decode_rows)
+                else float("nan"),
+                "ttft_ms": float(plans["prefill"].rows["ttft_ms"].max()) if prefill else float("nan"),
+                "slo_met": unserved <= UNSERVED_TOLERANCE,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def plan_elastic(
+    problem: Problem,
+    trace: Trace,
+    calibration: Calibration | None = None,
+    *,
+    min_tokens_per_s_per_user: float = 0.0,
+    fixed_ratio: float | None = None,
+    load_scale: float = 1.0,
+    solver: str = "highs",
+    time_limit_s: float = 120.0,
+) -> ElasticResult:
+    """Static, best fixed ratio (and ``fixed_ratio`` if given), and dynamic plans over one trace."""
+    planner = ElasticPlanner(
+        problem,
+        trace,
+        calibration,
+        min_tokens_per_s_per_user=min_tokens_per_s_per_user,
+        load_scale=load_scale,
+        solver=solver,
+        time_limit_s=time_limit_s,
+    )
+    result = ElasticResult(
+        problem,
+        trace,
+        min_tokens_per_s_per_user,
+        load_scale,
+        solver=solver,
+        solver_version=planner.backend.version,
+        build_time_s=planner.build_time_s,
+    )
+    dynamic = planner.solve("dynamic")
+    static = planner.solve("static")
+    result.strategies["static"] = static
+    if dynamic.served and static.served:
+        result.strategies["fixed_ratio"] = planner.best_fixed_ratio(dynamic, static)
+    if fixed_ratio is not None:
+        given = planner.solve("fixed_ratio", fixed_ratio)
+        given.strategy = "fixed_ratio_given"
+        given.periods["strategy"] = "fixed_ratio_given"
+        result.strategies["fixed_ratio_given"] = given
+    result.strategies["dynamic"] = dynamic
+    return result

@@ -1,0 +1,187 @@
+"""Reading a solved model back: targets in, exact counts, served rates, nodes and plans out.
+
+Shared by every study that drives :func:`planner.optimize.model.build_model` (a
+frontier point is period 0; an elastic plan reads every period). Solver values
+carry feasibility tolerances (a GPU total of 51.99999999999977), so instance
+counts are rounded and, for one-shape traffic, the served rate is recomputed
+exactly from them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyomo.environ as pyo
+
+from planner.optimize.model import Candidates, sub_node_groups
+from planner.optimize.packing import Geometry
+from planner.optimize.plan import Plan, PoolPlan
+
+FLOW_EPSILON = 1e-9
+"""Requests/s below which a flow counts as zero (solver noise)."""
+
+
+class Solution:
+    """Views of one model's loaded solution (call after a successful solve)."""
+
+    def __init__(
+        self, model: pyo.ConcreteModel, candidates: Candidates, geometry: Geometry, pools, exclusive
+    ):
+        self.model = model
+        self.candidates = candidates
+        self.geometry = geometry
+        self.pools = pools
+        self._groups = sub_node_groups(candidates.layouts, geometry, exclusive)
+        self._whole = np.flatnonzero(candidates.layouts["placement"].to_numpy() == "whole_nodes")
+        self._judged_rows = candidates.pools == pools[-1]
+        layout_pools = candidates.layouts["pool"].to_numpy()
+        self._judged_layouts = layout_pools == pools[-1]
+
+    # ----------------------------------------------------------------- steering
+
+    def set_target(self, min_tokens_per_s_per_user: float, floors: np.ndarray | None = None) -> None:
+        """Allow only decode-like rows meeting the target (and their class's floor); bounds, not a rebuild."""
+        c = self.candidates
+        need = np.full(len(c.table), float(min_tokens_per_s_per_user))
+        if floors is not None:
+            need = np.maximum(need, floors[c.class_of])
+        allowed = ~self._judged_rows | (c.tokens_per_s_per_user >= need)
+        m = self.model
+        for r in m.R:
+            for t in m.T:
+                m.flow[r, t].setub(None if allowed[r] else 0.0)
+        usable = np.zeros(len(c.layouts), dtype=bool)
+        usable[c.layout_of[allowed]] = True
+        usable |= ~self._judged_layouts
+        for (layout, _period), var in m.use.items():
+            var.setub(1 if usable[layout] else 0)
+
+    def breakpoints(self, floors: np.ndarray | None = None) -> list[float]:
+        """Distinct interactivities of decode-like rows that can be allowed: where optima can change."""
+        c = self.candidates
+        u = c.tokens_per_s_per_user[self._judged_rows]
+        if floors is not None:
+            u = u[u >= floors[c.class_of[self._judged_rows]]]
+        return sorted(set(u.tolist()))
+
+    # ----------------------------------------------------------------- reading
+
+    def counts(self, t: int = 0) -> np.ndarray:
+        """Instances per layout in period ``t``, rounded."""
+        m = self.model
+        return np.array([round(pyo.value(m.instances[c, t])) for c in m.L], dtype=np.int64)
+
+    def flows(self, t: int = 0) -> np.ndarray:
+        """Requests/s per row in period ``t`` (0 below :data:`FLOW_EPSILON`)."""
+        m = self.model
+        values = np.array([pyo.value(m.flow[r, t]) or 0.0 for r in m.R])
+        return np.where(values > FLOW_EPSILON, values, 0.0)
+
+    def gpus(self, t: int = 0) -> float:
+        """GPUs in period ``t``, from the rounded counts."""
+        return float((self.candidates.layouts["gpus"].to_numpy() * self.counts(t)).sum())
+
+    def served_requests_per_s(self, t: int = 0) -> float:
+        """Served rate in period ``t``: exact from the counts for one-shape traffic, else the MIP's."""
+        c = self.candidates
+        if len(c.classes) == 1:
+            counts = self.counts(t)
+            capacity = c.requests_per_s * counts[c.layout_of]
+            return float(min(capacity[c.pools == pool].sum() for pool in self.pools))
+        return float(pyo.value(self.model.served_requests_per_s[t]))
+
+    def tokens(self, t: int = 0) -> float:
+        """Output tokens/s in period ``t`` (served rate x the period's mean OSL)."""
+        return self.served_requests_per_s(t) * self.mean_osl(t)
+
+    def shares(self, t: int = 0) -> np.ndarray:
+        """Class shares in period ``t``."""
+        m = self.model
+        return np.array([pyo.value(m.share[k, t]) for k in m.K])
+
+    def mean_osl(self, t: int = 0) -> float:
+        """Mean output tokens per request in period ``t``."""
+        return float((self.shares(t) * self.candidates.osl_tokens).sum())
+
+    def nodes(self, t: int = 0) -> int:
+        """Nodes period ``t`` occupies, recounted from its placement (solvers may leave idle shared nodes).
+
+        The MIP only bounds shared nodes from below, so with a throughput objective the
+        solver is free to report idle ones; the real count is the least that holds the plan.
+        """
+        m, geo = self.model, self.geometry
+        gpus = self.candidates.layouts["gpus"].to_numpy(dtype=np.int64)
+        node = geo.gpus_per_node
+        nodes = 0
+        for b in m.B:
+            for members in self._groups.values():
+                placed = [(c, round(pyo.value(m.copies[c, b, t]))) for c in members]
+                if geo.sub_node_chain:
+                    nodes += -(-sum(int(gpus[c]) * n for c, n in placed) // node)
+                else:
+                    per_node = node // int(gpus[members[0]])
+                    nodes += -(-sum(n for _, n in placed) // per_node)
+            for c in self._whole:
+                nodes += int(gpus[c]) // node * round(pyo.value(m.copies[c, b, t]))
+        for c in m.S:
+            nodes += int(gpus[c]) // node * round(pyo.value(m.spanning_copies[c, t]))
+        return nodes
+
+    def pool_plans(self, t: int = 0) -> dict[str, PoolPlan]:
+        """Every pool's used layouts in period ``t``, with their worst metrics over the classes they serve."""
+        c = self.candidates
+        counts, flows = self.counts(t), self.flows(t)
+        rows = c.table.assign(served_requests_per_s=flows, instances=counts[c.layout_of])
+        rows = rows[rows["instances"] > 0]
+        per_layout = []
+        for _layout, group in rows.groupby("layout", sort=True):
+            served = group[group["served_requests_per_s"] > 0]
+            judged = served if len(served) else group
+            weights = served["served_requests_per_s"] if len(served) else None
+            lead = group.iloc[0]
+            one_class = len(c.classes) == 1
+            per_layout.append(
+                {
+                    **{key: lead[key] for key in ("pool", "tp", "pp", "ep", "attention_dp", "batch", "gpus")},
+                    "chunked_prefill": bool(lead["chunked_prefill"]),
+                    "candidate_id": int(lead["candidate_id"]),
+                    "instances": int(lead["instances"]),
+                    "requests_per_s": float(lead["requests_per_s"]) if one_class else float("nan"),
+                    "served_requests_per_s": float(group["served_requests_per_s"].sum()),
+                    "tokens_per_s_per_user": float(judged["tokens_per_s_per_user"].min()),
+                    "tpot_ms": float(judged["tpot_ms"].max()),
+                    "ttft_ms": float(judged["ttft_ms"].max()),
+                    "kv_transfer_bytes_per_request": float(
+                        np.average(served["kv_transfer_bytes_per_request"], weights=weights)
+                        if weights is not None and weights.sum() > 0
+                        else group["kv_transfer_bytes_per_request"].mean()
+                    ),
+                    "classes": ",".join(str(k) for k in (served if len(served) else group)["request_class"]),
+                }
+            )
+        frame = pd.DataFrame(per_layout)
+        plans = {}
+        for pool in self.pools:
+            chosen = frame[frame["pool"] == pool] if len(frame) else frame
+            chosen = chosen.sort_values(
+                ["instances", "candidate_id"], ascending=[False, True], kind="mergesort"
+            )
+            plans[pool] = PoolPlan(pool, chosen.reset_index(drop=True))
+        return plans
+
+    def plan(self, mode: str, target: float, results: list, main, t: int = 0) -> Plan:
+        """The :class:`Plan` of period ``t``."""
+        return Plan(
+            mode=mode,
+            target_tokens_per_s_per_user=target,
+            pools=self.pool_plans(t),
+            classes=self.candidates.classes,
+            shares=self.shares(t),
+            requests_per_s=self.served_requests_per_s(t),
+            nodes=self.nodes(t),
+            gpus_per_node=self.geometry.gpus_per_node,
+            termination=main.termination,
+            mip_gap=main.mip_gap,
+            solve_time_s=sum(r.solve_time_s for r in results),
+            solves=len(results),
+        )
