@@ -27,20 +27,21 @@ Failure isolation
     the cell again.
 
 Summary verdict (one row per cell, see :func:`summarize_frontier`)
-    Both frontiers are read as step functions, exactly like ``comparison.csv``:
-    at interactivity ``u`` a mode offers its best tokens/s per GPU among its rows
-    at least ``u`` tokens/s per user. The ratio disaggregated / aggregated is taken
-    at every frontier breakpoint both modes reach. Then, with margin
-    :data:`VERDICT_MARGIN` = 5%:
+    The verdict reads the *typical gain* of :mod:`planner.compare`: disaggregated
+    over aggregated tokens/s per GPU, both frontiers read as lines between their
+    Pareto points, geometric mean over the interactivity range from the lowest either
+    mode reaches to the highest both reach (every factor of interactivity weighs the
+    same). With margin :data:`VERDICT_MARGIN` = 5%:
 
-    - ``disaggregate``: the largest ratio is at least 1.05 (somewhere in the range
-      both modes reach, disaggregation gives at least 5% more tokens/s per GPU),
-      or only the disaggregated mode has a plan;
-    - ``co-locate``: the largest ratio is below 1.05 and the smallest is at most
-      1 / 1.05 (co-location is at least 5% better somewhere and disaggregation never
-      gains 5%), or only the aggregated mode has a plan;
-    - ``either``: every ratio lies strictly between 1 / 1.05 and 1.05;
+    - ``disaggregate``: typical gain at least 1.05, or only the disaggregated mode has a plan;
+    - ``co-locate``: typical gain at most 1 / 1.05, or only the aggregated mode has a plan;
+    - ``either``: in between;
     - empty when the cell failed.
+
+    Not the largest step-function ratio (``comparison.csv``): that peaks wherever one
+    mode's breakpoint sits just above the other's, typically at the aggregated
+    frontier's most interactive point, and called every cell ``disaggregate``. The
+    peak is still reported (``peak_gain``, and the step ratios' min and max).
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ import numpy as np
 import pandas as pd
 
 from planner import __version__
+from planner.compare import gain_curve, gain_summary, mode_rows
 from planner.errors import InfeasibleError, PlannerError, SpecError
 from planner.grid import Grid, GridCell
 from planner.perf.calibration import Calibration
@@ -94,6 +96,9 @@ SUMMARY_COLUMNS = (
     "max_disaggregated_over_aggregated",
     "max_ratio_at_tokens_per_s_per_user",
     "min_disaggregated_over_aggregated",
+    "typical_gain",
+    "peak_gain",
+    "peak_gain_at_tokens_per_s_per_user",
     "verdict",
     "prefill_decode_gpu_ratio_min",
     "prefill_decode_gpu_ratio_max",
@@ -541,7 +546,7 @@ def step_comparison(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out, columns=columns)
 
 
-def verdict(max_ratio: float, min_ratio: float, has_disaggregated: bool, has_aggregated: bool) -> str:
+def verdict(typical_gain: float, has_disaggregated: bool, has_aggregated: bool) -> str:
     """``disaggregate``, ``co-locate`` or ``either`` (module docstring); empty with no plan at all."""
     if not (has_disaggregated or has_aggregated):
         return ""
@@ -549,9 +554,9 @@ def verdict(max_ratio: float, min_ratio: float, has_disaggregated: bool, has_agg
         return "disaggregate"
     if not has_disaggregated:
         return "co-locate"
-    if max_ratio >= 1 + VERDICT_MARGIN:
+    if typical_gain >= 1 + VERDICT_MARGIN:
         return "disaggregate"
-    if min_ratio <= 1 / (1 + VERDICT_MARGIN):
+    if typical_gain <= 1 / (1 + VERDICT_MARGIN):
         return "co-locate"
     return "either"
 
@@ -582,12 +587,12 @@ def summarize_frontier(frame: pd.DataFrame) -> dict[str, Any]:
         out["max_disaggregated_over_aggregated"] = float(ratio.max())
         out["max_ratio_at_tokens_per_s_per_user"] = float(comparison.loc[at, "tokens_per_s_per_user"])
         out["min_disaggregated_over_aggregated"] = float(ratio.min())
-    out["verdict"] = verdict(
-        out["max_disaggregated_over_aggregated"],
-        out["min_disaggregated_over_aggregated"],
-        bool(len(disagg)),
-        bool(len(modes["aggregated"])),
-    )
+    if len(disagg) and len(modes["aggregated"]):
+        gains = gain_summary(gain_curve(mode_rows(frame, "disaggregated"), mode_rows(frame, "aggregated")))
+        out["typical_gain"] = gains["typical_gain"]
+        out["peak_gain"] = gains["peak_gain"]
+        out["peak_gain_at_tokens_per_s_per_user"] = gains["peak_at_tokens_per_s_per_user"]
+    out["verdict"] = verdict(out["typical_gain"], bool(len(disagg)), bool(len(modes["aggregated"])))
     return out
 
 

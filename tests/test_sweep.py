@@ -355,7 +355,7 @@ def _frontier(*rows: tuple[str, float, float]) -> pd.DataFrame:
         ([("disaggregated", 10, 105), ("aggregated", 10, 100)], "disaggregate", 1.05, 10),
         # 4.9% either way is a tie
         ([("disaggregated", 10, 104.9), ("aggregated", 10, 100)], "either", 1.049, 10),
-        # wins at one interactivity, loses at another: the gain decides, the min ratio shows the loss
+        # loses 20% at low interactivity, wins 10% at high: the typical (geometric-mean) gain, 0.89, decides
         (
             [
                 ("disaggregated", 10, 80),
@@ -363,7 +363,7 @@ def _frontier(*rows: tuple[str, float, float]) -> pd.DataFrame:
                 ("aggregated", 10, 100),
                 ("aggregated", 40, 60),
             ],
-            "disaggregate",
+            "co-locate",
             1.1,
             40,
         ),
@@ -374,7 +374,7 @@ def _frontier(*rows: tuple[str, float, float]) -> pd.DataFrame:
 )
 def test_verdict_on_hand_made_frontiers(rows: list, verdict: str, max_ratio: float, at: float) -> None:
     out = summarize_frontier(_frontier(*rows))
-    assert out["verdict"] == verdict
+    assert out["verdict"] == verdict, out["typical_gain"]
     np.testing.assert_allclose(out["max_disaggregated_over_aggregated"], max_ratio, rtol=1e-12)
     np.testing.assert_allclose(out["max_ratio_at_tokens_per_s_per_user"], at)
 
@@ -412,6 +412,21 @@ def test_summary_ratios_match_the_frontier_comparison() -> None:
     ratio = expected["disaggregated_over_aggregated"]
     assert out["max_disaggregated_over_aggregated"] == pytest.approx(ratio.max())
     assert out["max_ratio_at_tokens_per_s_per_user"] == expected.loc[ratio.idxmax(), "tokens_per_s_per_user"]
+
+
+def test_typical_gain_of_a_constant_ratio_is_that_ratio() -> None:
+    # disaggregated is 1.25x aggregated at both Pareto points, so 1.25x all along the lines between them
+    out = summarize_frontier(
+        _frontier(
+            ("disaggregated", 10, 125),
+            ("disaggregated", 40, 50),
+            ("aggregated", 10, 100),
+            ("aggregated", 40, 40),
+        )
+    )
+    assert out["typical_gain"] == pytest.approx(1.25)
+    assert out["peak_gain"] == pytest.approx(1.25)
+    assert out["verdict"] == "disaggregate"
 
 
 def test_empty_frontier_has_no_verdict() -> None:
