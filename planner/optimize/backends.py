@@ -90,12 +90,17 @@ class HighsBackend:
         """Time limit of the next solves."""
         self._options["time_limit"] = seconds
 
-    def solve(self) -> SolveResult:
-        """Push parameter and bound changes, re-solve, load the solution into the Pyomo variables."""
+    def solve(self, *, presolve: bool = True) -> SolveResult:
+        """Push parameter and bound changes, re-solve, load the solution into the Pyomo variables.
+
+        ``presolve=False`` works around HiGHS 1.12 presolve slips on the tie-break solve
+        (it has returned a smaller plan as "optimal"; tests/test_optimize.py has the case).
+        """
         from pyomo.contrib.solver.common.results import TerminationCondition as T
 
+        options = dict(self._options, solver_options={"presolve": "on" if presolve else "off"})
         start = time.perf_counter()
-        results = self._solver.solve(self.model, **self._options)
+        results = self._solver.solve(self.model, **options)
         elapsed = time.perf_counter() - start
         cond = results.termination_condition
         if cond == T.convergenceCriteriaSatisfied:
@@ -157,8 +162,11 @@ class OrToolsBackend:
         row.lower_bound = -math.inf if con.lower is None else float(pyo.value(con.lower)) - constant
         row.upper_bound = math.inf if con.upper is None else float(pyo.value(con.upper)) - constant
 
-    def solve(self) -> SolveResult:
-        """Re-evaluate parameter-dependent coefficients and bounds, solve, write values back to Pyomo."""
+    def solve(self, *, presolve: bool = True) -> SolveResult:
+        """Re-evaluate parameter-dependent coefficients and bounds, solve, write values back to Pyomo.
+
+        ``presolve`` is accepted for interface parity with HiGHS; SCIP's presolve stays on.
+        """
         mb = self._mb
         for var, target in self._vars.values():
             if var.fixed:

@@ -130,8 +130,8 @@ class ModeOptimizer:
 
     # ----------------------------------------------------------------- internals
 
-    def _solve(self) -> SolveResult:
-        result = self.backend.solve()
+    def _solve(self, *, presolve: bool = True) -> SolveResult:
+        result = self.backend.solve(presolve=presolve)
         self._results.append(result)
         if result.termination == "time_limit":
             raise TimeLimitError(
@@ -165,15 +165,34 @@ class ModeOptimizer:
         self._theta_hint = theta
         self._main = result
         # Tie-break: the largest plan at the optimal tokens/s per GPU.
+        optimum = self._snapshot()
+        tokens = self.solution.tokens()
         m.ratio_floor.value = theta * (1 - TIE_BREAK_SLACK)
         self._weights(1.0, 0.0, 0.0)
         try:
             result = self._solve()
+            if result.termination == "optimal" and self.solution.tokens() <= tokens * (1 + RATIO_TOLERANCE):
+                # No larger plan found: confirm without presolve, which HiGHS 1.12 has gotten wrong here.
+                result = self._solve(presolve=False)
         finally:
             m.ratio_floor.value = 0.0
-        if result.termination == "optimal":  # else the Dinkelbach solution is still loaded: keep it
+        # The optimum is feasible for the tie-break, so a smaller or less efficient answer is a solver
+        # slip (HiGHS 1.12's presolve has returned one as "optimal"): keep the optimum then.
+        better = result.termination == "optimal" and self.solution.tokens() >= tokens * (1 - RATIO_TOLERANCE)
+        if better and self.solution.tokens() >= theta * (1 - TIE_BREAK_SLACK) * self.solution.gpus():
             self._main = result  # its gap is relative to tokens/s, a meaningful scale
+        else:
+            self._restore(optimum)
         return True
+
+    def _snapshot(self) -> list:
+        """Every variable with its value (to restore a solution after a failed follow-up solve)."""
+        return [(var, var.value) for var in self.model.component_data_objects(pyo.Var)]
+
+    @staticmethod
+    def _restore(values: list) -> None:
+        for var, value in values:
+            var.set_value(value, skip_validation=True)
 
     def _min_resources(self) -> bool:
         m = self.model
