@@ -45,21 +45,14 @@ import pandas as pd
 import pyomo.environ as pyo
 
 from planner.errors import InfeasibleError, PlannerError
-from planner.frontier import Tables, mode_tables
+from planner.frontier import mode_tables
 from planner.optimize.backends import SolveResult, TimeLimitError, make_backend
-from planner.optimize.model import (
-    FIXED_RATIO_TOLERANCE,
-    LAYOUT_KEY,
-    MODE_POOLS,
-    build_model,
-    combine_classes,
-)
+from planner.optimize.model import FIXED_RATIO_TOLERANCE, MODE_POOLS, build_model, combine_classes
 from planner.optimize.optimizer import time_limit_message
 from planner.optimize.packing import geometry
 from planner.optimize.solution import Solution
 from planner.perf.calibration import Calibration
 from planner.problem import Problem
-from planner.space import dominated_mask
 from planner.trace import Trace
 
 MODE = "disaggregated"
@@ -171,11 +164,15 @@ class ElasticPlanner:
         floors = np.array(
             [max(c.tokens_per_s_per_user_min or 0.0, min_tokens_per_s_per_user) for c in classes]
         )
-        tables = fixed_target_tables(mode_tables(problem, MODE, calibration), classes, floors)
+        tables = mode_tables(problem, MODE, calibration)
         sizes = {int(g) for pools in tables.values() for t in pools.values() for g in t["gpus"]}
         self.geometry = geometry(problem.hardware, problem.max_gpus, sizes)
-        self.candidates = combine_classes(tables, self.geometry, classes)
         self.pools = MODE_POOLS[MODE]
+        # The target is fixed for the whole horizon: build the model on what can be optimal there only.
+        everything = combine_classes(tables, self.geometry, classes)
+        allowed, usable = everything.at_target(self.pools[-1], floors[everything.class_of])
+        _check_every_class_served(everything, allowed, floors, self.pools)
+        self.candidates = everything.restrict(allowed, usable)
         self.model = build_model(
             self.candidates,
             self.geometry,
@@ -356,40 +353,18 @@ class ElasticPlanner:
         return best
 
 
-def fixed_target_tables(tables: Tables, classes, floors: np.ndarray) -> Tables:
-    """Candidate tables for one fixed interactivity floor per class: keep what can be optimal there.
-
-    A frontier must keep every batch of a layout (they trade throughput for
-    interactivity); at a fixed floor only the rows meeting it count, and among those a
-    row is dominated by one with at least its requests/s per GPU on a dividing GPU count
-    (prefill: TTFT is already within its limit and no longer ranks). A layout survives
-    if it survives for some class, and is then kept for every class that may use it.
-    """
-    kept: dict[str, set] = {}
-    for k, cls in enumerate(classes):
-        for pool, frame in tables[cls.name].items():
-            ok = frame if pool == "prefill" else frame[frame["tokens_per_s_per_user"] >= floors[k]]
-            if not len(ok):
+def _check_every_class_served(candidates, allowed: np.ndarray, floors: np.ndarray, pools) -> None:
+    """Every class needs a layout in every pool that meets its floor, or no period can be served."""
+    for k, cls in enumerate(candidates.classes):
+        for pool in pools:
+            rows = (candidates.class_of == k) & (candidates.pools == pool)
+            if rows.any() and not (rows & allowed).any():
+                fastest = candidates.tokens_per_s_per_user[rows].max()
                 raise InfeasibleError(
                     f"request class '{cls.name}': no {pool} layout reaches {floors[k]:g} tokens/s per user; "
-                    f"the fastest reaches {frame['tokens_per_s_per_user'].max():.1f}: lower its "
-                    "tokens_per_s_per_user_min or --min-tokens-per-s-per-user"
+                    f"the fastest reaches {fastest:.1f}: lower its tokens_per_s_per_user_min or "
+                    "--min-tokens-per-s-per-user"
                 )
-            gpus = ok["gpus"].to_numpy(dtype=np.int64)
-            rate = ok["requests_per_s"].to_numpy(dtype=float) / gpus
-            survivors = ok[~dominated_mask(rate, np.zeros_like(rate), gpus)]
-            keys = survivors[list(LAYOUT_KEY[1:])].to_numpy().tolist()
-            kept.setdefault(pool, set()).update(map(tuple, keys))
-    out: Tables = {}
-    for k, cls in enumerate(classes):
-        out[cls.name] = {}
-        for pool, frame in tables[cls.name].items():
-            keys = list(map(tuple, frame[list(LAYOUT_KEY[1:])].to_numpy().tolist()))
-            meets = frame["tokens_per_s_per_user"].to_numpy() >= floors[k] if pool != "prefill" else True
-            out[cls.name][pool] = frame[np.array([key in kept[pool] for key in keys]) & meets].reset_index(
-                drop=True
-            )
-    return out
 
 
 def period_rows(planner: ElasticPlanner, strategy: str) -> pd.DataFrame:

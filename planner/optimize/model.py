@@ -26,6 +26,7 @@ import pandas as pd
 import pyomo.environ as pyo
 
 from planner.optimize.packing import Geometry
+from planner.space import dominated_mask
 from planner.specs import RequestClass
 
 FIXED_RATIO_TOLERANCE = 0.03
@@ -103,6 +104,34 @@ class Candidates:
     def shares(self) -> np.ndarray:
         """Default share of each class."""
         return np.array([c.share_fraction for c in self.classes], dtype=float)
+
+    def at_target(self, judged_pool: str, need: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rows and layouts that can be optimal at a fixed target: ``(allowed_rows, usable_layouts)``.
+
+        ``need[r]`` is the interactivity row ``r`` must reach (its class's floor or the
+        target); rows of ``judged_pool`` below it are not allowed. At a fixed target,
+        interactivity above it and TTFT below its limit no longer rank rows: among the
+        allowed rows of one class and pool, a row with at least another's requests/s per
+        GPU on a GPU count dividing it replaces it on the same GPUs (the argument of
+        :mod:`planner.space`). A layout stays usable if it survives for some class.
+        """
+        allowed = (self.pools != judged_pool) | (self.tokens_per_s_per_user >= need)
+        usable = np.zeros(len(self.layouts), dtype=bool)
+        gpus, per_gpu = self.gpus, self.requests_per_s / self.gpus
+        for k in range(len(self.classes)):
+            for pool in np.unique(self.pools):
+                rows = np.flatnonzero(allowed & (self.class_of == k) & (self.pools == pool))
+                if len(rows):
+                    kept = rows[~dominated_mask(per_gpu[rows], np.zeros(len(rows)), gpus[rows])]
+                    usable[self.layout_of[kept]] = True
+        return allowed, usable
+
+    def restrict(self, rows: np.ndarray, layouts: np.ndarray) -> Candidates:
+        """Only these rows of these layouts (boolean masks), renumbered: a smaller model at a fixed target."""
+        keep = rows & layouts[self.layout_of]
+        ids = np.cumsum(layouts) - 1
+        table = self.table[keep].assign(layout=ids[self.layout_of[keep]]).reset_index(drop=True)
+        return Candidates(self.layouts[layouts].reset_index(drop=True), table, self.dropped, self.classes)
 
 
 def combine(

@@ -16,7 +16,6 @@ import pyomo.environ as pyo
 from planner.optimize.model import Candidates, sub_node_groups
 from planner.optimize.packing import Geometry
 from planner.optimize.plan import Plan, PoolPlan
-from planner.space import dominated_mask
 
 FLOW_EPSILON = 1e-9
 """Requests/s below which a flow counts as zero (solver noise)."""
@@ -41,34 +40,26 @@ class Solution:
     # ----------------------------------------------------------------- steering
 
     def set_target(self, min_tokens_per_s_per_user: float, floors: np.ndarray | None = None) -> None:
-        """Allow only what can be optimal at this target; bounds on the built model, not a rebuild.
+        """Allow only what can be optimal at this target (``Candidates.at_target``): bounds, not a rebuild.
 
-        Decode-like rows below the target (or their class's floor) get no flow. Then, at a
-        fixed target, interactivity above it and TTFT below its limit no longer rank rows:
-        among the allowed rows of a class and pool, one with at least another's requests/s
-        per GPU on a GPU count dividing it replaces it on the same GPUs (the argument of
-        :mod:`planner.space`), so layouts dominated that way for every class are switched
-        off. The MIP then solves a handful of layouts per pool instead of every batch size.
+        Rows below the target get no flow; layouts another dominates at this target are
+        switched off, so the MIP sees a handful of layouts per pool instead of every batch.
         """
-        c = self.candidates
-        need = np.full(len(c.table), float(min_tokens_per_s_per_user))
-        if floors is not None:
-            need = np.maximum(need, floors[c.class_of])
-        allowed = ~self._judged_rows | (c.tokens_per_s_per_user >= need)
+        allowed, usable = self.candidates.at_target(
+            self.pools[-1], self.need(min_tokens_per_s_per_user, floors)
+        )
         m = self.model
         for r in m.R:
             for t in m.T:
                 m.flow[r, t].setub(None if allowed[r] else 0.0)
-        usable = np.zeros(len(c.layouts), dtype=bool)
-        gpus, per_gpu = c.gpus, c.requests_per_s / c.gpus
-        for k in range(len(c.classes)):
-            for pool in self.pools:
-                rows = np.flatnonzero(allowed & (c.class_of == k) & (c.pools == pool))
-                if len(rows):
-                    kept = rows[~dominated_mask(per_gpu[rows], np.zeros(len(rows)), gpus[rows])]
-                    usable[c.layout_of[kept]] = True
         for (layout, _period), var in m.use.items():
             var.setub(1 if usable[layout] else 0)
+
+    def need(self, min_tokens_per_s_per_user: float, floors: np.ndarray | None = None) -> np.ndarray:
+        """The interactivity each row must reach: the target, or its class's floor if higher."""
+        c = self.candidates
+        need = np.full(len(c.table), float(min_tokens_per_s_per_user))
+        return need if floors is None else np.maximum(need, floors[c.class_of])
 
     def breakpoints(self, floors: np.ndarray | None = None) -> list[float]:
         """Distinct interactivities of decode-like rows that can be allowed: where optima can change."""
