@@ -106,3 +106,44 @@ def gain_summary(curve: pd.DataFrame) -> dict[str, float]:
         "low_tokens_per_s_per_user": float(u[0]),
         "high_tokens_per_s_per_user": float(u[-1]),
     }
+
+
+FIXED_RATIO_MODE = "disaggregated_fixed_ratio"
+"""The ``--fixed-ratio`` mode's name in frontier.csv."""
+
+
+def step_comparison(frame: pd.DataFrame) -> pd.DataFrame:
+    """comparison.csv: every mode's frontier as a step function at every breakpoint, and the ratios.
+
+    At interactivity ``u`` a mode offers the best ``tokens_per_s_per_gpu`` of its rows with
+    ``tokens_per_s_per_user >= u`` (the exact reading: that plan meets any lower target);
+    NaN where it has no such row. With a fixed-ratio curve in the frame, its share of the
+    dynamic disaggregated optimum is added.
+    """
+    modes = ["disaggregated", "aggregated"]
+    fixed = len(frame) > 0 and (frame["mode"] == FIXED_RATIO_MODE).any()
+    if fixed:
+        modes.append(FIXED_RATIO_MODE)
+    columns = ["tokens_per_s_per_user", *(f"{m}_tokens_per_s_per_gpu" for m in modes)]
+    columns += ["disaggregated_over_aggregated"] + (["fixed_ratio_over_dynamic"] if fixed else [])
+    if frame.empty:
+        return pd.DataFrame(columns=columns)
+    levels = np.unique(frame["tokens_per_s_per_user"].to_numpy(dtype=float))
+    out = {"tokens_per_s_per_user": levels}
+    for mode in modes:
+        rows = frame[frame["mode"] == mode]
+        user = rows["tokens_per_s_per_user"].to_numpy(dtype=float)
+        gpu = rows["tokens_per_s_per_gpu"].to_numpy(dtype=float)
+        reach = user[None, :] >= levels[:, None] * (1 - 1e-9)
+        best = np.where(reach, gpu[None, :], -np.inf).max(axis=1, initial=-np.inf)
+        out[f"{mode}_tokens_per_s_per_gpu"] = np.where(np.isfinite(best), best, np.nan)
+
+    def ratio(top: np.ndarray, bottom: np.ndarray) -> np.ndarray:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(bottom > 0, top / bottom, np.nan)
+
+    dis = out["disaggregated_tokens_per_s_per_gpu"]
+    out["disaggregated_over_aggregated"] = ratio(dis, out["aggregated_tokens_per_s_per_gpu"])
+    if fixed:
+        out["fixed_ratio_over_dynamic"] = ratio(out[f"{FIXED_RATIO_MODE}_tokens_per_s_per_gpu"], dis)
+    return pd.DataFrame(out, columns=columns)

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from planner.compare import FIXED_RATIO_MODE, step_comparison
 from planner.errors import InfeasibleError
 from planner.optimize.model import LAYOUT_KEY, MODE_POOLS, combine_classes
 from planner.optimize.optimizer import ModeOptimizer
@@ -31,9 +32,7 @@ from planner.perf.calibration import Calibration
 from planner.problem import Problem
 
 MODES = ("disaggregated", "aggregated")
-"""The two deployment modes every frontier compares."""
-FIXED_RATIO_MODE = "disaggregated_fixed_ratio"
-"""The extra mode of ``--fixed-ratio``: disaggregated with prefill:decode GPUs held at R (+-3%)."""
+"""The two deployment modes every frontier compares (``--fixed-ratio`` adds :data:`FIXED_RATIO_MODE`)."""
 SAME_VALUE = 1e-9
 """Relative tolerance under which two objective values count as equal."""
 
@@ -55,12 +54,8 @@ class Frontier:
         return pd.DataFrame(rows)
 
     def comparison(self) -> pd.DataFrame:
-        """comparison.csv: both frontiers as step functions, and their ratio, at every breakpoint."""
-        return compare(
-            self.plans.get("disaggregated", []),
-            self.plans.get("aggregated", []),
-            self.plans.get(FIXED_RATIO_MODE, []) if FIXED_RATIO_MODE in self.modes else None,
-        )
+        """comparison.csv: every frontier as a step function, and the ratios, at every breakpoint."""
+        return step_comparison(self.frame())
 
     @property
     def modes(self) -> tuple[str, ...]:
@@ -252,44 +247,3 @@ def solve_frontier(
     if not any(mode in plans for mode in MODES):
         raise InfeasibleError("; and ".join(f"{mode}: {why}" for mode, why in infeasible.items()))
     return Frontier(problem, plans, infeasible, funnels, solver, version)
-
-
-def compare(
-    disaggregated: list[Plan], aggregated: list[Plan], fixed_ratio: list[Plan] | None = None
-) -> pd.DataFrame:
-    """Best tokens/s per GPU of each mode at every interactivity a frontier reaches, and the ratios.
-
-    Each frontier is a step function: at interactivity ``u`` the best plan is the
-    best row with ``tokens_per_s_per_user >= u``. NaN where a mode cannot reach ``u``.
-    ``fixed_ratio`` (from ``--fixed-ratio``) adds its curve and its share of the dynamic optimum.
-    """
-    curves = {"disaggregated": disaggregated, "aggregated": aggregated}
-    if fixed_ratio is not None:
-        curves[FIXED_RATIO_MODE] = fixed_ratio
-    levels = sorted({p.tokens_per_s_per_user for plans in curves.values() for p in plans})
-
-    def best(plans: list[Plan], u: float) -> float:
-        values = [p.tokens_per_s_per_gpu for p in plans if p.tokens_per_s_per_user >= u * (1 - SAME_VALUE)]
-        return max(values) if values else float("nan")
-
-    def ratio(a: float, b: float) -> float:
-        return a / b if b == b and b > 0 and a == a else float("nan")
-
-    rows = []
-    for u in levels:
-        row = {"tokens_per_s_per_user": u}
-        for mode, plans in curves.items():
-            row[f"{mode}_tokens_per_s_per_gpu"] = best(plans, u)
-        row["disaggregated_over_aggregated"] = ratio(
-            row["disaggregated_tokens_per_s_per_gpu"], row["aggregated_tokens_per_s_per_gpu"]
-        )
-        if fixed_ratio is not None:
-            row["fixed_ratio_over_dynamic"] = ratio(
-                row[f"{FIXED_RATIO_MODE}_tokens_per_s_per_gpu"], row["disaggregated_tokens_per_s_per_gpu"]
-            )
-        rows.append(row)
-    columns = ["tokens_per_s_per_user", *(f"{m}_tokens_per_s_per_gpu" for m in curves)]
-    columns.append("disaggregated_over_aggregated")
-    if fixed_ratio is not None:
-        columns.append("fixed_ratio_over_dynamic")
-    return pd.DataFrame(rows, columns=columns)

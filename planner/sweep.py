@@ -69,7 +69,7 @@ import numpy as np
 import pandas as pd
 
 from planner import __version__
-from planner.compare import gain_curve, gain_summary, mode_rows
+from planner.compare import gain_curve, gain_summary, mode_rows, step_comparison
 from planner.errors import InfeasibleError, PlannerError, SpecError
 from planner.grid import Grid, GridCell
 from planner.perf.calibration import Calibration
@@ -515,35 +515,6 @@ def merge(
         else pd.DataFrame(columns=["cell", *axis_columns, "mode"])
     )
     return frontiers, pd.DataFrame(rows)
-
-
-def step_comparison(frame: pd.DataFrame) -> pd.DataFrame:
-    """Both modes' frontiers as step functions at every breakpoint, and their ratio (as comparison.csv).
-
-    At interactivity ``u`` a mode offers the best ``tokens_per_s_per_gpu`` of its rows with
-    ``tokens_per_s_per_user >= u``; NaN where it has no such row.
-    """
-    columns = [
-        "tokens_per_s_per_user",
-        "disaggregated_tokens_per_s_per_gpu",
-        "aggregated_tokens_per_s_per_gpu",
-        "disaggregated_over_aggregated",
-    ]
-    if frame.empty:
-        return pd.DataFrame(columns=columns)
-    levels = np.unique(frame["tokens_per_s_per_user"].to_numpy(dtype=float))
-    out = {"tokens_per_s_per_user": levels}
-    for mode in ("disaggregated", "aggregated"):
-        rows = frame[frame["mode"] == mode]
-        user = rows["tokens_per_s_per_user"].to_numpy(dtype=float)
-        gpu = rows["tokens_per_s_per_gpu"].to_numpy(dtype=float)
-        reach = user[None, :] >= levels[:, None] * (1 - 1e-9)
-        best = np.where(reach, gpu[None, :], -np.inf).max(axis=1, initial=-np.inf)
-        out[f"{mode}_tokens_per_s_per_gpu"] = np.where(np.isfinite(best), best, np.nan)
-    disagg, agg = out["disaggregated_tokens_per_s_per_gpu"], out["aggregated_tokens_per_s_per_gpu"]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out["disaggregated_over_aggregated"] = np.where(agg > 0, disagg / agg, np.nan)
-    return pd.DataFrame(out, columns=columns)
 
 
 def verdict(typical_gain: float, has_disaggregated: bool, has_aggregated: bool) -> str:

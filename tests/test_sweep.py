@@ -17,9 +17,10 @@ from click.testing import CliRunner, Result
 
 from planner import sweep
 from planner.cli import main
+from planner.compare import step_comparison
 from planner.grid import load_grid
 from planner.perf.calibration import load_calibration
-from planner.sweep import design_points, resolve_cells, run_sweep, step_comparison, summarize_frontier
+from planner.sweep import design_points, resolve_cells, run_sweep, summarize_frontier
 
 BASE = "llama-3.1-70b-h100-8k-1k"
 TINY = {
