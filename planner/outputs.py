@@ -24,6 +24,7 @@ from pathlib import Path
 import yaml
 
 from planner import __version__
+from planner.compare import gain_curve, gain_summary, mode_rows
 from planner.frontier import FIXED_RATIO_MODE, Frontier
 from planner.perf.calibration import Calibration
 from planner.problem import Problem
@@ -142,10 +143,12 @@ def frontier_summary(frontier: Frontier) -> str:
     comparison = frontier.comparison()
     ratio = comparison["disaggregated_over_aggregated"].dropna()
     if len(ratio):
-        at = comparison.loc[ratio.idxmax(), "tokens_per_s_per_user"]
+        frame = frontier.frame()
+        gains = gain_summary(gain_curve(mode_rows(frame, "disaggregated"), mode_rows(frame, "aggregated")))
         lines.append(
-            f"  disaggregated / aggregated: {ratio.min():.2f}x to {ratio.max():.2f}x "
-            f"(largest at {at:,.1f} tokens/s per user)"
+            f"  disaggregated / aggregated tokens/s per GPU: typically {gains['typical_gain']:.2f}x "
+            f"(geometric mean over the interactivity both reach), peak {gains['peak_gain']:.2f}x at "
+            f"{gains['peak_at_tokens_per_s_per_user']:,.1f} tokens/s per user"
         )
     if "fixed_ratio_over_dynamic" in comparison:
         share = comparison["fixed_ratio_over_dynamic"]
