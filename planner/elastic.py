@@ -56,7 +56,6 @@ from planner.problem import Problem
 from planner.trace import Trace
 
 MODE = "disaggregated"
-STRATEGIES = ("static", "fixed_ratio", "dynamic")
 RATIO_GRID_STEP = (1 + FIXED_RATIO_TOLERANCE) / (1 - FIXED_RATIO_TOLERANCE)
 """Consecutive grid ratios whose +-3% bands touch: the grid covers its range without holes."""
 RATIO_SEARCH_TIME_LIMIT_S = 15.0

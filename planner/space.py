@@ -457,11 +457,6 @@ def candidate_table(
     return frame
 
 
-def funnel_of(frame: pd.DataFrame) -> Funnel:
-    """The :class:`Funnel` counts recorded on a candidate table."""
-    return Funnel(**frame.attrs["funnel"])
-
-
 # --------------------------------------------------------------------------- infeasibility
 
 

@@ -15,7 +15,7 @@ flows rather than trusted from solver variables where an exact value exists:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -98,7 +98,6 @@ class Plan:
     mip_gap: float
     solve_time_s: float
     solves: int
-    stats: dict = field(default_factory=dict)
 
     @property
     def decode_pool(self) -> PoolPlan:
