@@ -94,7 +94,8 @@ def trace(optimizer: ModeOptimizer, objective: str) -> list[Plan]:
         if plan is None:
             break
         plans.append(plan)
-        above = points[points > plan.tokens_per_s_per_user]
+        # Strictly past the target too, so the trace always moves on (it ends where no plan is left).
+        above = points[points > max(plan.tokens_per_s_per_user, target)]
         if not len(above):
             break
         target = float(above[0])

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from planner.cli import main
 from planner.elastic import ElasticPlanner, plan_elastic
 from planner.errors import SpecError
-from planner.frontier import mode_optimizer, mode_tables
+from planner.frontier import mode_optimizer, mode_tables, solve_frontier
 from planner.problem import resolve
 from planner.specs import RequestClass, Traffic
 from planner.trace import load_trace
@@ -99,6 +99,24 @@ def test_a_mix_serves_every_class_in_its_share_at_its_floor() -> None:
     # Tokens/s per GPU uses the mix's mean output length.
     mean_osl = sum(c.share_fraction * c.osl_tokens for c in problem.request_classes)
     assert plan.output_tokens_per_s == pytest.approx(plan.requests_per_s * mean_osl)
+
+
+def test_mix_frontier_ends_where_some_class_can_no_longer_be_served() -> None:
+    """Above the fastest decode row of some class, serving nothing is the only 'plan': that is no plan.
+
+    (Once it was reported as a plan below its target, and the trace jumped back and forth forever.)
+    """
+    problem = resolve(MIX, overrides=SMALL)
+    optimizer = mode_optimizer(problem, "disaggregated", mode_tables(problem, "disaggregated", None))
+    table = optimizer.candidates.table
+    decode = table[table["pool"] == "decode"]
+    reach = decode.groupby("request_class")["tokens_per_s_per_user"].max()
+    assert optimizer.best_at(float(reach.min()) * 1.001) is None
+    frontier = solve_frontier(problem, modes=("disaggregated",))
+    rows = frontier.frame()
+    assert (rows["requests_per_s"] > 0).all()
+    assert np.all(np.diff(rows["tokens_per_s_per_user"]) > 0)
+    assert rows["tokens_per_s_per_user"].max() <= reach.min() * (1 + 1e-9)
 
 
 # --------------------------------------------------------------------------- traces

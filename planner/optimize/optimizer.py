@@ -112,6 +112,9 @@ class ModeOptimizer:
         ratio = self.objective == "max_tokens_per_s_per_gpu"
         if not (self._max_ratio() if ratio else self._min_resources()):
             return None
+        if self.solution.served_requests_per_s() <= 0:
+            # Feasible only by serving nothing: some class has no layout at this target.
+            return None
         return self.solution.plan(self.mode, min_tokens_per_s_per_user, self._results, self._main)
 
     def max_requests_per_s(self, min_tokens_per_s_per_user: float) -> float | None:
