@@ -122,5 +122,7 @@ for column in ("kv_gb_per_s_per_prefill_gpu", "csv_kv_gb_per_s_per_prefill_gpu")
     assert 0.3 <= per_gpu.median() <= 3, table
 assert (table["share_of_network_link"] <= 0.1).all(), table  # ... well within the network
 np.testing.assert_allclose(
-    table["csv_kv_gb_per_s_per_prefill_gpu"], table["kv_gb_per_s_per_prefill_gpu"], rtol=1e-6
+    table["csv_kv_gb_per_s_per_prefill_gpu"],
+    table["kv_gb_per_s_per_prefill_gpu"],
+    rtol=1e-4,  # flows carry the LP tolerance
 )

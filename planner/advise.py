@@ -101,6 +101,7 @@ def _why(problem: Problem, optimizer, target: float) -> str:
 
 def _layout(row) -> str:
     chunk = ", chunked prefill" if row.get("chunked_prefill", False) and row["pool"] == "aggregated" else ""
+    chunk += ", two-batch overlap + EPLB" if row.get("two_batch_overlap", False) else ""
     return (
         f"TP{row.tp} PP{row.pp} EP{row.ep} attention-DP{row.attention_dp}, batch {row.batch}{chunk} "
         f"({row.gpus} GPUs each)"
@@ -200,6 +201,8 @@ def plan_json(plan: Plan) -> dict:
                     "served_requests_per_s": float(r.served_requests_per_s),
                     "request_classes": str(r.classes).split(","),
                     "chunked_prefill": bool(r.chunked_prefill),
+                    "two_batch_overlap": bool(r.two_batch_overlap),
+                    "eplb": bool(r.eplb),
                 }
                 for _, r in pool.rows.iterrows()
             ],

@@ -12,7 +12,9 @@ What it holds
     lists the parallel layouts (TP x PP x attention-DP GPUs, EP over a stage) and
     batch sizes; :func:`candidate_table` prices them all in one vectorized call of
     :func:`planner.perf.evaluate` (two for ``aggregated``: with and without chunked
-    prefill), then drops, in this order and counting each step in
+    prefill; MoE layouts with EP > 1 once more in the wide-EP serving mode, two-batch
+    overlap and EPLB on, as SGLang and TensorRT-LLM deploy DeepSeek), then drops, in this
+    order and counting each step in
     ``frame.attrs["funnel"]``:
 
     1. rows that do not fit in usable HBM;
@@ -116,6 +118,8 @@ COLUMNS: tuple[str, ...] = (
     "attention_dp",
     "batch",
     "chunked_prefill",
+    "two_batch_overlap",
+    "eplb",
     "gpus",
     "ttft_ms",
     "tpot_ms",
@@ -267,31 +271,41 @@ def _price(
     """All enumerated rows of a phase priced by the performance model (one call per variant)."""
     layouts = enumerate_layouts(model, hardware, phase, max_gpus=max_gpus, isl_tokens=isl_tokens)
     variants = (True, False) if phase == "aggregated" else (False,)
+    wide_ep = layouts.ep > 1
     frames = []
     for chunked in variants:
-        frame = evaluate(
-            model,
-            hardware,
-            precision,
-            phase,
-            layouts,
-            isl_tokens,
-            osl_tokens,
-            calibration=calibration,
-            chunked_prefill=chunked,
-            kv_link_gb_per_s=kv_link_gb_per_s if phase == "prefill" else None,
-        )
-        frame["chunked_prefill"] = chunked
-        frames.append(frame)
+        for serving in (False, True) if wide_ep.any() else (False,):
+            rows = Layouts.of(*(a[wide_ep] for a in _fields(layouts))) if serving else layouts
+            frame = evaluate(
+                model,
+                hardware,
+                precision,
+                phase,
+                rows,
+                isl_tokens,
+                osl_tokens,
+                calibration=calibration,
+                chunked_prefill=chunked,
+                kv_link_gb_per_s=kv_link_gb_per_s if phase == "prefill" else None,
+                two_batch_overlap=serving,
+                eplb=serving,
+            )
+            frame["chunked_prefill"] = chunked
+            frame["two_batch_overlap"] = frame["eplb"] = serving
+            frames.append(frame)
     frame = pd.concat(frames, ignore_index=True)
     frame["phase"] = phase
     frame["requests_per_s_per_gpu"] = frame["requests_per_s"] / frame["gpus"]
     return frame
 
 
+def _fields(layouts: Layouts) -> tuple[np.ndarray, ...]:
+    return (layouts.tp, layouts.pp, layouts.ep, layouts.attention_dp, layouts.batch)
+
+
 def _sort_keys(phase: Phase) -> tuple[list[str], list[bool]]:
     """Phase-appropriate row order: prefill by GPUs then TTFT; decode-like by interactivity."""
-    layout = ["tp", "pp", "ep", "attention_dp", "batch", "chunked_prefill"]
+    layout = ["tp", "pp", "ep", "attention_dp", "batch", "chunked_prefill", "two_batch_overlap", "eplb"]
     if phase == "prefill":
         keys = ["gpus", "ttft_ms", "requests_per_s_per_gpu", *layout]
         ascending = [True, True, False] + [True] * len(layout)

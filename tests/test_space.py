@@ -179,7 +179,7 @@ def test_table_rows_are_feasible_and_non_dominated(tables, name: str, phase: str
         assert (table["ttft_ms"] <= inst.slo.ttft_ms_max).all()
 
     # Re-price every row independently: all fit and the numbers match.
-    for chunked, rows in table.groupby("chunked_prefill"):
+    for (chunked, serving), rows in table.groupby(["chunked_prefill", "two_batch_overlap"]):
         again = evaluate(
             model,
             hardware,
@@ -190,8 +190,12 @@ def test_table_rows_are_feasible_and_non_dominated(tables, name: str, phase: str
             int(table["osl_tokens"].iloc[0]),
             chunked_prefill=bool(chunked),
             kv_link_gb_per_s=table.attrs["kv_link_gb_per_s"],
+            two_batch_overlap=bool(serving),
+            eplb=bool(serving),
         )
         assert again["fits"].all()
+        assert (rows["eplb"] == rows["two_batch_overlap"]).all()  # priced together: the wide-EP serving mode
+        assert (rows["ep"] > 1).all() or not serving
         for column in ["requests_per_s", "memory_per_gpu_gb", "ttft_ms", "tokens_per_s_per_user"]:
             np.testing.assert_allclose(again[column].to_numpy(), rows[column].to_numpy(), rtol=1e-12)
 

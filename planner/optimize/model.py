@@ -39,7 +39,17 @@ MODE_POOLS: dict[str, tuple[str, ...]] = {
 }
 """The pools of each deployment mode; the last pool is the one interactivity is judged on."""
 
-LAYOUT_KEY = ("pool", "tp", "pp", "ep", "attention_dp", "batch", "chunked_prefill")
+LAYOUT_KEY = (
+    "pool",
+    "tp",
+    "pp",
+    "ep",
+    "attention_dp",
+    "batch",
+    "chunked_prefill",
+    "two_batch_overlap",
+    "eplb",
+)
 """What makes two candidate rows the same physical instance (one engine, any request class)."""
 
 ONE_SHAPE = "all"
@@ -165,6 +175,9 @@ def combine_classes(
         for pool, frame in tables[cls.name].items():
             frames.append(frame.assign(pool=pool, request_class=cls.name, class_index=k))
     rows = pd.concat(frames, ignore_index=True)
+    for option in ("two_batch_overlap", "eplb"):  # hand-made tables (tests, notebooks) may omit them
+        if option not in rows:
+            rows[option] = False
     if "kv_transfer_bytes_per_request" not in rows:  # hand-made tables (tests, notebooks) may omit it
         rows["kv_transfer_bytes_per_request"] = rows.get("kv_cache_bytes_per_request", 0.0)
     placement = rows["gpus"].map(geometry.placement)

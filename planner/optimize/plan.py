@@ -72,6 +72,7 @@ class PoolPlan:
         parts = []
         for _, r in self.rows.iterrows():
             chunk = " chunked" if self.pool == "aggregated" and bool(r.get("chunked_prefill", False)) else ""
+            chunk += " TBO+EPLB" if bool(r.get("two_batch_overlap", False)) else ""
             served = f" [{r.classes}]" if "," in str(r.classes) else ""
             parts.append(
                 f"{int(r.instances)} x TP{r.tp} PP{r.pp} EP{r.ep} DP{r.attention_dp} batch {r.batch}{chunk}"

@@ -149,6 +149,8 @@ class Solution:
                 {
                     **{key: lead[key] for key in ("pool", "tp", "pp", "ep", "attention_dp", "batch", "gpus")},
                     "chunked_prefill": bool(lead["chunked_prefill"]),
+                    "two_batch_overlap": bool(lead["two_batch_overlap"]),
+                    "eplb": bool(lead["eplb"]),
                     "candidate_id": int(lead["candidate_id"]),
                     "instances": int(lead["instances"]),
                     "requests_per_s": float(lead["requests_per_s"]) if one_class else float("nan"),
