@@ -270,7 +270,7 @@ def _price(
 ) -> pd.DataFrame:
     """All enumerated rows of a phase priced by the performance model (one call per variant)."""
     layouts = enumerate_layouts(model, hardware, phase, max_gpus=max_gpus, isl_tokens=isl_tokens)
-    variants = (True, False) if phase == "aggregated" else (False,)
+    variants = _variants(phase)
     wide_ep = layouts.ep > 1
     frames = []
     for chunked in variants:
@@ -297,6 +297,20 @@ def _price(
     frame["phase"] = phase
     frame["requests_per_s_per_gpu"] = frame["requests_per_s"] / frame["gpus"]
     return frame
+
+
+def _variants(phase: Phase) -> tuple[bool, ...]:
+    """Chunked-prefill settings a phase is priced with (aggregated: with and without)."""
+    return (True, False) if phase == "aggregated" else (False,)
+
+
+def priced_rows(
+    model: ModelSpec, hardware: HardwareSpec, phase: Phase, *, max_gpus: int, isl_tokens: int
+) -> int:
+    """How many rows :func:`candidate_table` will price for a phase, without pricing them (~ms)."""
+    layouts = enumerate_layouts(model, hardware, phase, max_gpus=max_gpus, isl_tokens=isl_tokens)
+    wide_ep = int((layouts.ep > 1).sum())
+    return (len(layouts.tp) + wide_ep) * len(_variants(phase))
 
 
 def _fields(layouts: Layouts) -> tuple[np.ndarray, ...]:

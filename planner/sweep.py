@@ -86,10 +86,6 @@ SCHEDULER_TIMEOUT_S = 10
 """Seconds to wait for a Dask scheduler before giving up."""
 POOLS = {"disaggregated": ("prefill", "decode"), "aggregated": ("aggregated",)}
 """The candidate tables a frontier builds per mode (as in :data:`planner.optimize.model.MODE_POOLS`)."""
-PRICING_VARIANTS = {"prefill": 1, "decode": 1, "aggregated": 2}
-"""Times :func:`planner.space.candidate_table` prices each layout (aggregated: with and without
-chunked prefill), so the design points of a pool are its enumerated layouts times this."""
-
 SUMMARY_COLUMNS = (
     "best_disaggregated_tokens_per_s_per_gpu",
     "best_aggregated_tokens_per_s_per_gpu",
@@ -184,21 +180,22 @@ def _axis_of(err: SpecError, grid: Grid) -> str:
 
 
 def design_points(problem: Problem) -> dict[str, int]:
-    """Rows the candidate tables of both modes will price, per pool, without pricing them (~ms)."""
-    from planner.space import enumerate_layouts
+    """Rows the candidate tables of both modes will price, per pool (all request classes), without pricing."""
+    from planner.space import priced_rows
 
-    inst = problem.instance
     counts = {}
     for pools in POOLS.values():
         for pool in pools:
-            layouts = enumerate_layouts(
-                problem.model,
-                problem.hardware,
-                pool,  # type: ignore[arg-type]
-                max_gpus=problem.max_gpus,
-                isl_tokens=inst.traffic.isl_tokens,
+            counts[pool] = sum(
+                priced_rows(
+                    problem.model,
+                    problem.hardware,
+                    pool,  # type: ignore[arg-type]
+                    max_gpus=problem.max_gpus,
+                    isl_tokens=cls.isl_tokens,
+                )
+                for cls in problem.request_classes
             )
-            counts[pool] = len(layouts.tp) * PRICING_VARIANTS[pool]
     return counts
 
 

@@ -24,6 +24,7 @@ from planner.space import (
     dominated_mask,
     enumerate_layouts,
     instance_max_gpus,
+    priced_rows,
 )
 from planner.specs import Instance
 
@@ -349,3 +350,14 @@ def test_cli_infeasible_instance_exits_1(tmp_path: Path) -> None:
     assert len(lines) == 1
     assert lines[0].startswith("error:")
     assert "at least" in lines[0]
+
+
+@pytest.mark.parametrize("phase", PHASES)
+def test_priced_rows_counts_what_the_table_prices(tables, phase: str) -> None:
+    # DeepSeek-R1 is MoE: layouts with EP > 1 are priced twice (plain and the wide-EP serving mode).
+    inst = load_instance("deepseek-r1-gb200-16k-2k")
+    model, hardware = load_model(inst.model), load_hardware(inst.hardware)
+    counted = priced_rows(
+        model, hardware, phase, max_gpus=instance_max_gpus(inst, hardware), isl_tokens=inst.traffic.isl_tokens
+    )
+    assert counted == tables["deepseek-r1-gb200-16k-2k", phase].attrs["funnel"]["evaluated"]
