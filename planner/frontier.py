@@ -24,12 +24,13 @@ import pandas as pd
 
 from planner.compare import FIXED_RATIO_MODE, step_comparison
 from planner.errors import InfeasibleError
-from planner.optimize.model import LAYOUT_KEY, MODE_POOLS, combine_classes
+from planner.optimize.model import MODE_POOLS, combine_classes
 from planner.optimize.optimizer import ModeOptimizer
 from planner.optimize.packing import geometry
 from planner.optimize.plan import Plan
 from planner.perf.calibration import Calibration
 from planner.problem import Problem
+from planner.space import LAYOUT_COLUMNS
 
 MODES = ("disaggregated", "aggregated")
 """The two deployment modes every frontier compares (``--fixed-ratio`` adds :data:`FIXED_RATIO_MODE`)."""
@@ -132,10 +133,10 @@ def mode_tables(
                 pruned = problem.candidate_table(pool, calibration, prune=prune, request_class=cls.name)
             except InfeasibleError as err:
                 raise InfeasibleError(f"request class '{cls.name}': {err}") from None
-            kept |= set(map(tuple, pruned[list(LAYOUT_KEY[1:])].to_numpy().tolist()))
+            kept |= set(map(tuple, pruned[list(LAYOUT_COLUMNS)].to_numpy().tolist()))
             full[cls.name] = problem.candidate_table(pool, calibration, prune=False, request_class=cls.name)
         for name, frame in full.items():
-            keys = map(tuple, frame[list(LAYOUT_KEY[1:])].to_numpy().tolist())
+            keys = map(tuple, frame[list(LAYOUT_COLUMNS)].to_numpy().tolist())
             tables[name][pool] = frame[[key in kept for key in keys]].reset_index(drop=True)
     return tables
 

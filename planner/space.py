@@ -109,9 +109,7 @@ micro-batches holds at least one request (every value >= 4 in the grid is a
 multiple of 4, so the micro-batches are even).
 """
 
-COLUMNS: tuple[str, ...] = (
-    "candidate_id",
-    "phase",
+LAYOUT_COLUMNS: tuple[str, ...] = (
     "tp",
     "pp",
     "ep",
@@ -120,6 +118,13 @@ COLUMNS: tuple[str, ...] = (
     "chunked_prefill",
     "two_batch_overlap",
     "eplb",
+)
+"""What defines one serving engine: its parallel layout, batch and serving options."""
+
+COLUMNS: tuple[str, ...] = (
+    "candidate_id",
+    "phase",
+    *LAYOUT_COLUMNS,
     "gpus",
     "ttft_ms",
     "tpot_ms",
@@ -319,7 +324,7 @@ def _fields(layouts: Layouts) -> tuple[np.ndarray, ...]:
 
 def _sort_keys(phase: Phase) -> tuple[list[str], list[bool]]:
     """Phase-appropriate row order: prefill by GPUs then TTFT; decode-like by interactivity."""
-    layout = ["tp", "pp", "ep", "attention_dp", "batch", "chunked_prefill", "two_batch_overlap", "eplb"]
+    layout = list(LAYOUT_COLUMNS)
     if phase == "prefill":
         keys = ["gpus", "ttft_ms", "requests_per_s_per_gpu", *layout]
         ascending = [True, True, False] + [True] * len(layout)

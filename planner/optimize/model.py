@@ -26,7 +26,7 @@ import pandas as pd
 import pyomo.environ as pyo
 
 from planner.optimize.packing import Geometry
-from planner.space import dominated_mask
+from planner.space import LAYOUT_COLUMNS, dominated_mask
 from planner.specs import RequestClass
 
 FIXED_RATIO_TOLERANCE = 0.03
@@ -39,17 +39,7 @@ MODE_POOLS: dict[str, tuple[str, ...]] = {
 }
 """The pools of each deployment mode; the last pool is the one interactivity is judged on."""
 
-LAYOUT_KEY = (
-    "pool",
-    "tp",
-    "pp",
-    "ep",
-    "attention_dp",
-    "batch",
-    "chunked_prefill",
-    "two_batch_overlap",
-    "eplb",
-)
+LAYOUT_KEY = ("pool", *LAYOUT_COLUMNS)
 """What makes two candidate rows the same physical instance (one engine, any request class)."""
 
 ONE_SHAPE = "all"
