@@ -10,8 +10,8 @@ Unit vocabulary used in field names (1 GB = 1e9 bytes, 1 TFLOP/s = 1e12 FLOP/s):
 ``num_*`` counts, ``*_dim`` tensor dimensions (elements), ``*_tokens``,
 ``*_gpus``, ``*_gb``, ``*_gb_per_s``, ``*_tflops_per_s``, ``*_ms``, ``*_us``,
 ``*_fraction`` (0..1), ``*_ratio`` (dimensionless, >= 1), ``*_usd_per_gpu_hour``,
-``*_w`` (watts), ``*_per_s`` (rates), ``*_per_s_per_user_min`` (interactivity floors),
-``*_nodes`` (node counts), and counts of a named
+``*_w`` (watts), ``*_percentile`` (0..100), ``*_per_s`` (rates),
+``*_per_s_per_user_min`` (interactivity floors), ``*_nodes`` (node counts), and counts of a named
 thing per container: ``gpus_per_node``, ``layouts_per_pool``.
 """
 
@@ -302,6 +302,9 @@ class Slo(SpecModel):
         default=None, min_length=1
     )
     """Interactivity targets (output tokens/s per user) to report; None traces the exact frontier."""
+    ttft_percentile: float | None = Field(default=None, ge=50, lt=100)
+    """Percentile of requests whose TTFT, queueing wait included, must fit ``ttft_ms_max`` (e.g. 99);
+    None: the no-queue TTFT of one request must fit (pools may run at full utilisation)."""
 
     @model_validator(mode="after")
     def _sorted_targets(self) -> Slo:
@@ -320,6 +323,8 @@ class Cluster(SpecModel):
     """Largest number of nodes the plan may use (GPUs per node come from the hardware)."""
     exclusive_nodes: bool = False
     """Give each pool whole nodes (prefill and decode never share a node)."""
+    target_utilization_fraction: float = Field(default=1.0, gt=0, le=1)
+    """Largest share of an instance's capacity the plan may load it with (headroom for bursts)."""
 
     @model_validator(mode="after")
     def _some_budget(self) -> Cluster:
