@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from planner.economics import counted_gpus, economics, fleet_gpus
 from planner.errors import InfeasibleError
 from planner.frontier import MODES, mode_optimizer, mode_tables, why_no_plan
 from planner.optimize.plan import LAYOUT_FIELDS, Plan
@@ -108,7 +109,14 @@ def _layout(row) -> str:
     )
 
 
-def plan_text(plan: Plan, *, price_usd_per_gpu_hour: float | None = None) -> list[str]:
+def plan_economics(plan: Plan, problem: Problem) -> dict[str, float]:
+    """A plan's GPUs billed (whole nodes, or the owned fleet) and its :data:`planner.economics.COLUMNS`."""
+    billed = counted_gpus(plan.nodes, plan.gpus_per_node, fleet_gpus(problem))
+    values = economics(billed, plan.output_tokens_per_s, problem.hardware)
+    return {"billed_gpus": int(billed), **{k: float(v) for k, v in values.items()}}
+
+
+def plan_text(plan: Plan, problem: Problem) -> list[str]:
     """A plan as indented lines a person can act on."""
     lines = []
     for pool in plan.pools.values():
@@ -140,11 +148,17 @@ def plan_text(plan: Plan, *, price_usd_per_gpu_hour: float | None = None) -> lis
             f"  KV transfer: {plan.kv_transfer_gb_per_s:,.2f} GB/s in total, "
             f"{plan.kv_transfer_gb_per_s_per_gpu:,.2f} GB/s per prefill GPU"
         )
-    if price_usd_per_gpu_hour is not None:
-        hourly = plan.nodes * plan.gpus_per_node * price_usd_per_gpu_hour
-        per_million = hourly / (plan.output_tokens_per_s * 3600 / 1e6)
+    money = plan_economics(plan, problem)
+    what = "the owned fleet" if fleet_gpus(problem) is not None else "whole nodes"
+    if problem.hardware.price_usd_per_gpu_hour is not None:
         lines.append(
-            f"  cost: ${hourly:,.2f} per hour for whole nodes, ${per_million:,.3f} per million output tokens"
+            f"  cost: ${money['cost_usd_per_h']:,.2f} per hour for {what} ({money['billed_gpus']} GPUs), "
+            f"${money['cost_usd_per_million_output_tokens']:,.3f} per million output tokens"
+        )
+    if problem.hardware.power_w is not None:
+        lines.append(
+            f"  power: {money['power_kw']:,.1f} kW of GPU board power for {what}, "
+            f"{money['output_tokens_per_joule']:,.3f} output tokens per joule"
         )
     return lines
 
@@ -163,12 +177,12 @@ def advice_text(advice: Advice) -> str:
         f"{problem.traffic_text}, TTFT <= {inst.slo.ttft_ms_max:g} ms, at "
         f">= {advice.target_tokens_per_s_per_user:g} tokens/s per user; objective: {goal}.",
         f"Deploy {best.mode}:",
-        *plan_text(best, price_usd_per_gpu_hour=problem.hardware.price_usd_per_gpu_hour),
+        *plan_text(best, problem),
     ]
     other = advice.alternative
     if other is not None:
         lines.append(f"Best {other.mode} alternative:")
-        lines.extend(plan_text(other, price_usd_per_gpu_hour=problem.hardware.price_usd_per_gpu_hour))
+        lines.extend(plan_text(other, problem))
     for mode, why in advice.reasons.items():
         lines.append(f"No {mode} plan: {why}")
     gain = advice.disaggregated_over_aggregated
@@ -181,9 +195,10 @@ def advice_text(advice: Advice) -> str:
     return "\n".join(lines)
 
 
-def plan_json(plan: Plan) -> dict:
-    """A plan as plain data: metrics, and each pool's layouts with instance counts."""
+def plan_json(plan: Plan, problem: Problem) -> dict:
+    """A plan as plain data: metrics, cost and power, and each pool's layouts with instance counts."""
     row = {k: v for k, v in plan.row().items() if not k.endswith("_layouts")}
+    row.update(plan_economics(plan, problem))
     row["pools"] = {
         pool.pool: {
             "instances": pool.instances,
@@ -220,7 +235,7 @@ def advice_json(advice: Advice) -> dict:
         "objective": advice.problem.instance.objective,
         "target_tokens_per_s_per_user": advice.target_tokens_per_s_per_user,
         "recommended_mode": advice.recommended.mode,
-        "plans": {mode: (plan_json(p) if p is not None else None) for mode, p in advice.plans.items()},
+        "plans": {mode: p and plan_json(p, advice.problem) for mode, p in advice.plans.items()},
         "no_plan_reasons": advice.reasons,
         "disaggregated_over_aggregated": advice.disaggregated_over_aggregated,
         "solver": advice.solver,

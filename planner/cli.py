@@ -9,7 +9,6 @@ written atomically by :mod:`planner.report`.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import sys
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ import pandas as pd
 from planner import __version__
 from planner.catalog import load_hardware, load_instance, load_model, names
 from planner.errors import InfeasibleError, PlannerError, SpecError
+from planner.jsonable import json_text
 from planner.perf import Layouts, evaluate
 from planner.perf.calibration import load_calibration
 from planner.problem import resolve
@@ -251,7 +251,7 @@ def evaluate_command(
             "calibration_block": row["calibration_block"],
         }
         if as_json:
-            click.echo(json.dumps(result, indent=2))
+            click.echo(json_text(result))
         else:
             click.echo(_evaluate_text(result))
 
@@ -578,7 +578,7 @@ def frontier_command(
     help="Interactivity every user must get, output tokens/s per user [default: the instance's "
     "slo.tokens_per_s_per_user_targets].",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (a list with several targets).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list with one answer per target.")
 @_solver
 @_time_limit
 @_scenario
@@ -617,7 +617,7 @@ def plan_command(
         answers = [advise(problem, t, calibration, solver=solver, time_limit_s=time_limit_s) for t in targets]
         if as_json:
             payload = [advice_json(a) for a in answers]
-            click.echo(json.dumps(payload[0] if len(payload) == 1 else payload, indent=2, default=_plain))
+            click.echo(json_text(payload))
         else:
             click.echo("\n\n".join(advice_text(a) for a in answers))
 

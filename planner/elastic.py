@@ -44,6 +44,7 @@ import numpy as np
 import pandas as pd
 import pyomo.environ as pyo
 
+from planner.economics import over_horizon
 from planner.errors import InfeasibleError, PlannerError
 from planner.frontier import mode_tables
 from planner.optimize.backends import SolveResult, TimeLimitError, make_backend
@@ -109,6 +110,7 @@ class ElasticResult:
         static = self.strategies.get("static")
         rows = []
         for name, r in self.strategies.items():
+            tokens = float((r.periods["output_tokens_per_s"] * r.periods["duration_h"]).sum() * 3600.0)
             rows.append(
                 {
                     "strategy": name,
@@ -126,6 +128,8 @@ class ElasticResult:
                     "solve_time_s": r.solve_time_s,
                     "solves": r.solves,
                     "note": r.note,
+                    "output_tokens": tokens,
+                    **over_horizon(r.gpu_hours, tokens, self.trace.hours, self.problem.hardware),
                 }
             )
         return pd.DataFrame(rows)

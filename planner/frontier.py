@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from planner.compare import FIXED_RATIO_MODE, step_comparison
+from planner.economics import fleet_gpus, step_economics, with_economics
 from planner.errors import InfeasibleError
 from planner.optimize.model import MODE_POOLS, combine_classes
 from planner.optimize.optimizer import ModeOptimizer
@@ -52,11 +53,12 @@ class Frontier:
     def frame(self) -> pd.DataFrame:
         """frontier.csv: one row per Pareto point and mode, interactivity ascending."""
         rows = [plan.row() for mode in (*MODES, FIXED_RATIO_MODE) for plan in self.plans.get(mode, [])]
-        return pd.DataFrame(rows)
+        return with_economics(pd.DataFrame(rows), self.problem.hardware, fleet_gpus(self.problem))
 
     def comparison(self) -> pd.DataFrame:
         """comparison.csv: every frontier as a step function, and the ratios, at every breakpoint."""
-        return step_comparison(self.frame())
+        frame = self.frame()
+        return step_economics(step_comparison(frame), frame, self.modes)
 
     @property
     def modes(self) -> tuple[str, ...]:
