@@ -10,10 +10,11 @@ plan exists it says which constraint binds and what would make it feasible.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from planner.economics import counted_gpus, economics, fleet_gpus
 from planner.errors import InfeasibleError
-from planner.frontier import MODES, mode_optimizer, mode_tables, why_no_plan
+from planner.frontier import MODES, lp_path, mode_optimizer, mode_tables, why_no_plan
 from planner.optimize.plan import LAYOUT_FIELDS, Plan
 from planner.perf.calibration import Calibration
 from planner.problem import Problem
@@ -62,8 +63,12 @@ def advise(
     *,
     solver: str = "highs",
     time_limit_s: float = 60.0,
+    write_lp: Path | None = None,
 ) -> Advice:
-    """Solve both modes at the target; raise InfeasibleError (with the fix) when neither has a plan."""
+    """Solve both modes at the target; raise InfeasibleError (with the fix) when neither has a plan.
+
+    ``write_lp``: also write each mode's model at the target (``planner.frontier.lp_path``).
+    """
     plans: dict[str, Plan | None] = {}
     reasons: dict[str, str] = {}
     for mode in MODES:
@@ -73,6 +78,8 @@ def advise(
         except InfeasibleError as err:
             plans[mode], reasons[mode] = None, str(err)
             continue
+        if write_lp is not None:
+            optimizer.write_lp(lp_path(write_lp, mode), min_tokens_per_s_per_user)
         plan = optimizer.best_at(min_tokens_per_s_per_user)
         plans[mode] = plan
         if plan is None:

@@ -517,6 +517,17 @@ _time_limit = click.option(
     help="Time limit per MIP solve, seconds; hitting it is an error (the frontier claims optimality).",
 )
 
+# --write-lp (issue 12): export the model each mode solves, to read or to hand to another solver.
+_write_lp = click.option(
+    "--write-lp",
+    "write_lp",
+    type=click.Path(dir_okay=False),
+    default=None,
+    metavar="FILE",
+    help="Also write each mode's MIP (CPLEX LP format) to FILE with _<mode> before its suffix "
+    "(model.lp -> model_disaggregated.lp, model_aggregated.lp), as set for its first solve.",
+)
+
 
 @main.command("frontier")
 @click.argument("instance")
@@ -531,6 +542,7 @@ _time_limit = click.option(
 )
 @_solver
 @_time_limit
+@_write_lp
 @_scenario
 @_calibration
 @_debug
@@ -540,6 +552,7 @@ def frontier_command(
     fixed_ratio: float | None,
     solver: str,
     time_limit_s: float,
+    write_lp: str | None,
     scenario: str | None,
     overrides: tuple[str, ...],
     calibration_path: str | None,
@@ -559,7 +572,12 @@ def frontier_command(
         problem = resolve(instance, scenario, parse_overrides(overrides))
         calibration = load_calibration(calibration_path)
         frontier = solve_frontier(
-            problem, calibration, solver=solver, fixed_ratio=fixed_ratio, time_limit_s=time_limit_s
+            problem,
+            calibration,
+            solver=solver,
+            fixed_ratio=fixed_ratio,
+            time_limit_s=time_limit_s,
+            write_lp=Path(write_lp) if write_lp else None,
         )
         files = render_frontier(frontier, calibration, command_line())
         paths = write_outputs(Path(out_dir), files)
@@ -581,6 +599,7 @@ def frontier_command(
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list with one answer per target.")
 @_solver
 @_time_limit
+@_write_lp
 @_scenario
 @_calibration
 @_debug
@@ -590,6 +609,7 @@ def plan_command(
     as_json: bool,
     solver: str,
     time_limit_s: float,
+    write_lp: str | None,
     scenario: str | None,
     overrides: tuple[str, ...],
     calibration_path: str | None,
@@ -614,7 +634,18 @@ def plan_command(
                 field="--min-tokens-per-s-per-user",
             )
         calibration = load_calibration(calibration_path)
-        answers = [advise(problem, t, calibration, solver=solver, time_limit_s=time_limit_s) for t in targets]
+        lp = Path(write_lp) if write_lp else None  # the first target's models
+        answers = [
+            advise(
+                problem,
+                t,
+                calibration,
+                solver=solver,
+                time_limit_s=time_limit_s,
+                write_lp=lp if i == 0 else None,
+            )
+            for i, t in enumerate(targets)
+        ]
         if as_json:
             payload = [advice_json(a) for a in answers]
             click.echo(json_text(payload))

@@ -18,6 +18,7 @@ disaggregated / aggregated comparison is like for like.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -208,6 +209,11 @@ def why_no_plan(problem: Problem, optimizer: ModeOptimizer) -> str:
     )
 
 
+def lp_path(path: Path, mode: str) -> Path:
+    """Where ``--write-lp FILE`` puts one mode's model: ``FILE`` with ``_<mode>`` before its suffix."""
+    return path.with_name(f"{path.stem}_{mode}{path.suffix or '.lp'}")
+
+
 def solve_frontier(
     problem: Problem,
     calibration: Calibration | None = None,
@@ -216,8 +222,12 @@ def solve_frontier(
     modes: tuple[str, ...] = MODES,
     fixed_ratio: float | None = None,
     time_limit_s: float = 60.0,
+    write_lp: Path | None = None,
 ) -> Frontier:
-    """Trace the exact frontier of every mode; raise InfeasibleError only if no mode has a plan."""
+    """Trace the exact frontier of every mode; raise InfeasibleError only if no mode has a plan.
+
+    ``write_lp``: also write each mode's model, as set for its first solve, to :func:`lp_path`.
+    """
     plans: dict[str, list[Plan]] = {}
     infeasible: dict[str, str] = {}
     funnels: dict[str, dict] = {}
@@ -243,6 +253,8 @@ def solve_frontier(
             infeasible[mode] = str(err)
             continue
         version = optimizer.backend.version
+        if write_lp is not None:
+            optimizer.write_lp(lp_path(write_lp, mode), optimizer.breakpoints[0])
         found = trace(optimizer, problem.instance.objective)
         if found:
             plans[mode] = found

@@ -14,8 +14,8 @@ from collections import defaultdict
 from functools import cache
 
 import numpy as np
-import pandas as pd
 import pytest
+from hand_tables import NAN, OSL, frame
 
 from planner.catalog import load_hardware
 from planner.errors import InfeasibleError
@@ -27,8 +27,6 @@ from planner.optimize.packing import Geometry, geometry, is_chain
 from planner.optimize.plan import Plan
 from planner.problem import resolve
 
-NAN = float("nan")
-OSL = 100
 EXACT = 1e-9
 """Relative tolerance for "the same number" (float noise only)."""
 TIE = 1e-7
@@ -36,32 +34,6 @@ TIE = 1e-7
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _frame(rows: list[tuple[int, float, float]]) -> pd.DataFrame:
-    """A candidate table from ``(gpus, requests_per_s, tokens_per_s_per_user)`` rows (one layout each)."""
-    return pd.DataFrame(
-        [
-            {
-                "candidate_id": i,
-                "tp": g,
-                "pp": 1,
-                "ep": 1,
-                "attention_dp": 1,
-                "batch": i + 1,
-                "chunked_prefill": False,
-                "gpus": g,
-                "requests_per_s": r,
-                "tokens_per_s_per_user": u,
-                "tpot_ms": 1000.0 / u if u == u else NAN,
-                "ttft_ms": 100.0,
-                "kv_cache_bytes_per_request": 0.0,
-                "osl_tokens": OSL,
-                "output_tokens_per_s": r * OSL,
-            }
-            for i, (g, r, u) in enumerate(rows)
-        ]
-    )
 
 
 def _hand(
@@ -79,9 +51,9 @@ def _hand(
     """The MIP and the referee of a hand-written instance (aggregated mode: ``decode`` = aggregated rows)."""
     hardware = load_hardware("h100-sxm").update({"gpus_per_node": node, "scale_up_domain_gpus": domain})
     if mode == "aggregated":
-        tables = {"aggregated": _frame(decode)}
+        tables = {"aggregated": frame(decode)}
     else:
-        tables = {"prefill": _frame(prefill), "decode": _frame(decode)}
+        tables = {"prefill": frame(prefill), "decode": frame(decode)}
     geo = geometry(hardware, budget, {int(g) for t in tables.values() for g in t["gpus"]})
     candidates = combine(tables, geo)
     common = {"layouts_per_pool": layouts, "exclusive_nodes": exclusive}

@@ -1,7 +1,9 @@
 """The planner's mixed-integer program: the best deployment of a mode, per target and per period.
 
 Modules: :mod:`~planner.optimize.packing` (nodes and domains), :mod:`~planner.optimize.model`
-(the Pyomo model), :mod:`~planner.optimize.backends` (persistent HiGHS and OR-Tools),
+(candidates), :mod:`~planner.optimize.formulation` (the Pyomo model, one ``define_*`` builder per
+block), :mod:`~planner.optimize.controls` (the only setters of its parameters and bounds),
+:mod:`~planner.optimize.backends` (persistent HiGHS and OR-Tools),
 :mod:`~planner.optimize.optimizer` (objectives and re-solves for one period),
 :mod:`~planner.optimize.solution` (reading a solved model back), :mod:`~planner.optimize.plan`
 (plans and their metrics), :mod:`~planner.optimize.brute_force` (the referee).
@@ -63,4 +65,42 @@ Objectives (one linear form ``a sum_t OSL_t lam[t] - sum_t theta_t GPUs_t - sum_
 Pruned candidates (dominated rows, :mod:`planner.space`) never change a one-shape optimum, and
 the frontier (:mod:`planner.frontier`) solves only at the ``u_r`` where the optimum can change.
 For a mix, a layout is kept when it is non-dominated for some class.
+
+Symbols and their names in the model
+------------------------------------
+Built by the ``define_*`` functions of :mod:`planner.optimize.formulation`; changed between
+solves only through :class:`planner.optimize.controls.Controls`. ::
+
+    ===================  =======================================  =================
+    symbol               code name (m.*)                          define_*
+    ===================  =======================================  =================
+    c, r, k, q, t, b     L, R, K, Q, T, B                         sets
+    x[c,b,t]             copies                                   variables
+    w[c,t]               spanning_copies                          variables
+    y[c] (y[c,t])        use                                      variables
+    f[r,t]               flow                                     variables
+    lam[t]               served_requests_per_s                    variables
+    e[t]                 unserved_requests_per_s                  variables
+    n[c,t], GPUs_t       instances, total_gpus                    variables
+    s[k,b,t], z[b,t]     shared_nodes, reserved                   packing
+    L_t, s_kt            load_requests_per_s, share               parameters
+    a, theta_t           tokens_weight, gpu_weight                parameters
+    kappa_t, pi_t        node_weight, unserved_weight             parameters
+    G, node cap          gpu_cap, node_cap                        parameters
+    tie-break floor      ratio_floor                              parameters
+    R, fixed ratio on    fixed_ratio, ratio_enforced              parameters
+    static, ramp, floor  static, ramp_gpus, min_pool_gpus         parameters
+    time-sharing         capacity                                 capacity
+    rate matching        rate_matching, serve_load                rate_matching
+    y-n links            only_if_used, used_runs                  layout_choice
+    1..L per pool        layouts_per_pool, pool_present           layout_choice
+    GPUs_t <= G          gpu_budget                               packing
+    shared nodes         sub_node_fill                            packing
+    bins, domains        bin_capacity, spanning_fit, node_budget  packing
+    tie-break            tokens_per_gpu_floor                     study_constraints
+    fixed ratio          ratio_high, ratio_low                    study_constraints
+    pool floor           pool_floor                               study_constraints
+    static, ramps        frozen_up/down, ramp_up/down             study_constraints
+    objective            objective                                objective
+    ===================  =======================================  =================
 """

@@ -1,6 +1,6 @@
 """Reading a solved model back: targets in, exact counts, served rates, nodes and plans out.
 
-Shared by every study that drives :func:`planner.optimize.model.build_model` (a
+Shared by every study that drives :func:`planner.optimize.formulation.build_model` (a
 frontier point is period 0; an elastic plan reads every period). Solver values
 carry feasibility tolerances (a GPU total of 51.99999999999977), so instance
 counts are rounded and, for one-shape traffic, the served rate is recomputed
@@ -37,23 +37,17 @@ class Solution:
         layout_pools = candidates.layouts["pool"].to_numpy()
         self._judged_layouts = layout_pools == pools[-1]
 
-    # ----------------------------------------------------------------- steering
+    # ----------------------------------------------------------------- targets
 
-    def set_target(self, min_tokens_per_s_per_user: float, floors: np.ndarray | None = None) -> None:
-        """Allow only what can be optimal at this target (``Candidates.at_target``): bounds, not a rebuild.
+    def at_target(
+        self, min_tokens_per_s_per_user: float, floors: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Rows allowed and layouts usable at a target (``Candidates.at_target``): ``Controls.set_target``.
 
         Rows below the target get no flow; layouts another dominates at this target are
         switched off, so the MIP sees a handful of layouts per pool instead of every batch.
         """
-        allowed, usable = self.candidates.at_target(
-            self.pools[-1], self.need(min_tokens_per_s_per_user, floors)
-        )
-        m = self.model
-        for r in m.R:
-            for t in m.T:
-                m.flow[r, t].setub(None if allowed[r] else 0.0)
-        for (layout, _period), var in m.use.items():
-            var.setub(1 if usable[layout] else 0)
+        return self.candidates.at_target(self.pools[-1], self.need(min_tokens_per_s_per_user, floors))
 
     def need(self, min_tokens_per_s_per_user: float, floors: np.ndarray | None = None) -> np.ndarray:
         """The interactivity each row must reach: the target, or its class's floor if higher."""
