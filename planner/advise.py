@@ -37,6 +37,8 @@ class Advice:
         objective = self.problem.instance.objective
         if objective == "max_tokens_per_s_per_gpu":
             return max(feasible, key=lambda p: (p.tokens_per_s_per_gpu, p.mode == "disaggregated"))
+        if objective == "max_throughput":
+            return max(feasible, key=lambda p: (p.output_tokens_per_s, -p.total_gpus, p.mode != "aggregated"))
         if objective == "min_gpus":
             return min(feasible, key=lambda p: (p.total_gpus, p.mode != "disaggregated"))
         return min(feasible, key=lambda p: (p.nodes, p.mode != "disaggregated"))
@@ -101,7 +103,7 @@ def _why(problem: Problem, optimizer, target: float) -> str:
             f"batch {fastest.batch}) reaches {fastest.tokens_per_s_per_user:.1f}: lower "
             f"--min-tokens-per-s-per-user to at most {int(fastest.tokens_per_s_per_user * 10) / 10:g}"
         )
-    return why_no_plan(problem, optimizer)
+    return why_no_plan(problem, optimizer, target)
 
 
 # --------------------------------------------------------------------------- rendering
@@ -175,7 +177,10 @@ def advice_text(advice: Advice) -> str:
     problem, inst = advice.problem, advice.problem.instance
     best = advice.recommended
     goal = {
-        "max_tokens_per_s_per_gpu": "the most output tokens/s per GPU",
+        "max_tokens_per_s_per_gpu": "the most output tokens/s per GPU used (efficiency: pay only for "
+        "the GPUs a plan uses)",
+        "max_throughput": f"the most requests/s the whole budget of {problem.max_gpus} GPUs serves (an "
+        "owned fleet: idle GPUs still cost)",
         "min_gpus": f"the fewest GPUs serving {inst.traffic.requests_per_s} requests/s",
         "min_cost": f"the cheapest whole nodes serving {inst.traffic.requests_per_s} requests/s",
     }[inst.objective]
@@ -193,7 +198,14 @@ def advice_text(advice: Advice) -> str:
     for mode, why in advice.reasons.items():
         lines.append(f"No {mode} plan: {why}")
     gain = advice.disaggregated_over_aggregated
-    if gain is not None:
+    dis, agg = advice.plans.get("disaggregated"), advice.plans.get("aggregated")
+    if inst.objective == "max_throughput" and dis is not None and agg is not None:
+        total = dis.output_tokens_per_s / agg.output_tokens_per_s
+        lines.append(
+            f"Disaggregated / aggregated output tokens/s on the fleet: {total:.3f} "
+            f"({(total - 1) * 100:+.1f}%)."
+        )
+    elif gain is not None:
         lines.append(f"Disaggregated / aggregated tokens/s per GPU: {gain:.3f} ({(gain - 1) * 100:+.1f}%).")
     lines.append(
         f"Solver {advice.solver}: {best.termination}, gap {best.mip_gap:.1e}, {best.solves} solves in "

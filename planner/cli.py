@@ -9,6 +9,7 @@ written atomically by :mod:`planner.report`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import sys
 from collections.abc import Iterator
@@ -529,6 +530,28 @@ _write_lp = click.option(
 )
 
 
+# --objective (issue 11): which question frontier and plan answer.
+def _objective(func):
+    """``--objective NAME``: the instance's objective for this run (an override applied after --set)."""
+    from typing import get_args
+
+    from planner.specs import Objective
+
+    @functools.wraps(func)
+    def run(*args, objective: str | None = None, overrides: tuple[str, ...] = (), **kwargs):
+        extra = (f"objective={objective}",) if objective else ()
+        return func(*args, overrides=(*overrides, *extra), **kwargs)
+
+    return click.option(
+        "--objective",
+        type=click.Choice(get_args(Objective)),
+        default=None,
+        help="What to optimize: max_tokens_per_s_per_gpu (efficiency of the GPUs used), max_throughput "
+        "(the most requests/s the whole budget serves: an owned fleet), min_gpus or min_cost (serve "
+        "traffic.requests_per_s) [default: the instance's objective].",
+    )(run)
+
+
 @main.command("frontier")
 @click.argument("instance")
 @click.option(
@@ -543,6 +566,7 @@ _write_lp = click.option(
 @_solver
 @_time_limit
 @_write_lp
+@_objective
 @_scenario
 @_calibration
 @_debug
@@ -558,7 +582,9 @@ def frontier_command(
     calibration_path: str | None,
     debug: bool,
 ) -> None:
-    """Trace the exact Pareto frontier (tokens/s per GPU vs tokens/s per user), both modes.
+    """Trace the exact Pareto frontier of throughput vs tokens/s per user, both modes.
+
+    Throughput is tokens/s per GPU, or total tokens/s on the budget with --objective max_throughput.
 
     Example: disagg frontier deepseek-r1-gb200-16k-2k --out out/r1
 
@@ -600,6 +626,7 @@ def frontier_command(
 @_solver
 @_time_limit
 @_write_lp
+@_objective
 @_scenario
 @_calibration
 @_debug
@@ -620,7 +647,8 @@ def plan_command(
     Example: disagg plan deepseek-r1-gb200-16k-2k --min-tokens-per-s-per-user 50
 
     For min_gpus / min_cost instances: the fewest GPUs (cheapest nodes) serving
-    traffic.requests_per_s at the target.
+    traffic.requests_per_s at the target; for max_throughput the most requests/s the
+    whole budget serves.
     """
     from planner.advise import advice_json, advice_text, advise
 

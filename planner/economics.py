@@ -67,23 +67,26 @@ def with_economics(frame: pd.DataFrame, hardware: HardwareSpec, fleet: int | Non
     return frame.assign(billed_gpus=counted.astype(int), **columns)
 
 
-def step_economics(comparison: pd.DataFrame, frame: pd.DataFrame, modes: tuple[str, ...]) -> pd.DataFrame:
-    """comparison.csv with each mode's :data:`COLUMNS` of the plan its step reading picks.
+def step_economics(
+    comparison: pd.DataFrame, frame: pd.DataFrame, modes: tuple[str, ...], by: str = "tokens_per_s_per_gpu"
+) -> pd.DataFrame:
+    """comparison.csv with each mode's output tokens/s and :data:`COLUMNS` of the plan its step reading picks.
 
-    At interactivity ``u`` a mode's step reading is its best-tokens/s-per-GPU row with
-    ``tokens_per_s_per_user >= u`` (:func:`planner.compare.step_comparison`); this adds that
-    row's cost, power and energy as ``<mode>_<column>`` (NaN where the mode has no row).
+    At interactivity ``u`` a mode's step reading is its best row by ``by`` (tokens/s per GPU, as
+    :func:`planner.compare.step_comparison`; total output tokens/s for an owned fleet) with
+    ``tokens_per_s_per_user >= u``; this adds that row's ``output_tokens_per_s``, cost, power and
+    energy as ``<mode>_<column>`` (NaN where the mode has no row).
     """
     out = comparison.copy()
     levels = out["tokens_per_s_per_user"].to_numpy(dtype=float)
     for mode in modes:
         rows = frame[frame["mode"] == mode]
         user = rows["tokens_per_s_per_user"].to_numpy(dtype=float)
-        gpu = rows["tokens_per_s_per_gpu"].to_numpy(dtype=float)
+        gpu = rows[by].to_numpy(dtype=float)
         reach = user[None, :] >= levels[:, None] * (1 - 1e-9)
         picked = np.where(reach, gpu[None, :], -np.inf).argmax(axis=1) if len(rows) else None
         found = reach.any(axis=1)
-        for column in COLUMNS:
+        for column in ("output_tokens_per_s", *COLUMNS):
             values = np.full(len(levels), np.nan)
             if picked is not None:
                 values[found] = rows[column].to_numpy(dtype=float)[picked[found]]

@@ -33,6 +33,7 @@ from planner.optimize.plan import Plan
 from planner.perf.calibration import Calibration
 from planner.problem import Problem
 from planner.space import LAYOUT_COLUMNS
+from planner.specs import LOAD_OBJECTIVES
 
 MODES = ("disaggregated", "aggregated")
 """The two deployment modes every frontier compares (``--fixed-ratio`` adds :data:`FIXED_RATIO_MODE`)."""
@@ -59,7 +60,10 @@ class Frontier:
     def comparison(self) -> pd.DataFrame:
         """comparison.csv: every frontier as a step function, and the ratios, at every breakpoint."""
         frame = self.frame()
-        return step_economics(step_comparison(frame), frame, self.modes)
+        fleet = self.problem.instance.objective == "max_throughput"
+        by = "output_tokens_per_s" if fleet else "tokens_per_s_per_gpu"
+        modes = tuple(dict.fromkeys((*MODES, *self.modes)))
+        return step_economics(step_comparison(frame), frame, modes, by)
 
     @property
     def modes(self) -> tuple[str, ...]:
@@ -68,9 +72,11 @@ class Frontier:
 
 
 def score(plan: Plan, objective: str) -> float:
-    """Higher is better: tokens/s per GPU, or fewer GPUs, or lower cost (whole nodes)."""
+    """Higher is better: tokens/s per GPU, total tokens/s, or fewer GPUs, or lower cost (whole nodes)."""
     if objective == "max_tokens_per_s_per_gpu":
         return plan.tokens_per_s_per_gpu
+    if objective == "max_throughput":
+        return plan.output_tokens_per_s
     if objective == "min_gpus":
         return -plan.total_gpus
     return -plan.nodes
@@ -183,8 +189,11 @@ def mode_optimizer(
     )
 
 
-def why_no_plan(problem: Problem, optimizer: ModeOptimizer) -> str:
-    """Explain an empty mode: the budget cannot hold one instance per pool, or the load is too high."""
+def why_no_plan(problem: Problem, optimizer: ModeOptimizer, target: float | None = None) -> str:
+    """Explain an empty mode: the budget cannot hold one instance per pool, or the load is too high.
+
+    ``target`` is the interactivity asked (default: the lowest any layout offers).
+    """
     table = optimizer.candidates.table
     smallest = {pool: int(table.loc[table["pool"] == pool, "gpus"].min()) for pool in optimizer.pools}
     need = sum(smallest.values())
@@ -196,17 +205,19 @@ def why_no_plan(problem: Problem, optimizer: ModeOptimizer) -> str:
             f"{problem.max_gpus}; raise cluster.max_gpus (or max_nodes) to at least {need}"
         )
     load = problem.instance.traffic.requests_per_s
-    if problem.instance.objective != "max_tokens_per_s_per_gpu" and load is not None:
-        capacity = optimizer.max_requests_per_s(optimizer.breakpoints[0])
+    cluster = problem.instance.cluster
+    budget = " or ".join(f"cluster.{f}" for f in ("max_gpus", "max_nodes") if getattr(cluster, f) is not None)
+    if problem.instance.objective in LOAD_OBJECTIVES and load is not None:
+        at = optimizer.breakpoints[0] if target is None else target
+        capacity = optimizer.max_requests_per_s(at)
         if capacity is not None and capacity < load:
             return (
-                f"{where}: traffic.requests_per_s = {load:g} exceeds the most this budget can serve, "
-                f"{capacity:.4g} requests/s; lower the load or raise cluster.max_gpus (or max_nodes)"
+                f"{where}: traffic.requests_per_s = {load:g} exceeds the most this budget can serve at "
+                f"{at:g} tokens/s per user, {capacity:.4g} requests/s; lower the load, or raise {budget} "
+                "(objective max_throughput answers how much the budget serves)"
             )
-    return (
-        f"{where} within the budget and packing rules; raise cluster.max_gpus or relax "
-        "cluster.exclusive_nodes"
-    )
+    fixes = [f"raise {budget}"] + (["set cluster.exclusive_nodes: false"] if cluster.exclusive_nodes else [])
+    return f"{where} within the budget and packing rules; {' or '.join(fixes)}"
 
 
 def lp_path(path: Path, mode: str) -> Path:

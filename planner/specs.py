@@ -32,8 +32,13 @@ PRECISIONS: tuple[Precision, ...] = ("bf16", "fp8", "fp4")
 Phase = Literal["prefill", "decode", "aggregated"]
 """Which work one serving instance does."""
 
-Objective = Literal["max_tokens_per_s_per_gpu", "min_gpus", "min_cost"]
-"""What the planner optimizes for an instance."""
+Objective = Literal["max_tokens_per_s_per_gpu", "max_throughput", "min_gpus", "min_cost"]
+"""What the planner optimizes for an instance: the most output tokens/s per GPU used; the most
+requests/s the whole budget serves (the owned-fleet question); the fewest GPUs or the cheapest
+whole nodes serving ``traffic.requests_per_s``."""
+
+LOAD_OBJECTIVES: tuple[str, ...] = ("min_gpus", "min_cost")
+"""Objectives that serve a given load (``traffic.requests_per_s``)."""
 
 
 class SpecModel(BaseModel):

@@ -12,6 +12,9 @@ changes variable bounds and mutable parameters.
   with the previous frontier point's ratio.
 - ``min_gpus`` minimizes GPUs and ``min_cost`` the price of the whole nodes the
   plan occupies, both serving ``traffic.requests_per_s``.
+- ``max_throughput`` maximizes the requests/s served (output tokens/s at the
+  traffic's mix) within the budget: the owned-fleet question. Its tie-break keeps
+  that rate as the load to serve and minimizes GPUs.
 
 Then a tie-break solve fixes the optimum as a constraint and maximizes output
 tokens/s, so the plan reported is the largest one at the optimal value: unique
@@ -33,6 +36,7 @@ from planner.optimize.model import MODE_POOLS, Candidates
 from planner.optimize.packing import Geometry
 from planner.optimize.plan import Plan
 from planner.optimize.solution import Solution
+from planner.specs import LOAD_OBJECTIVES
 
 RATIO_TOLERANCE = 1e-9
 """Dinkelbach stops when ``tokens - theta x gpus`` is within this fraction of the tokens (exact
@@ -89,7 +93,7 @@ class ModeOptimizer:
             fixed_ratio=fixed_ratio,
         )
         self.controls = Controls(self.model)
-        if objective != "max_tokens_per_s_per_gpu":
+        if objective in LOAD_OBJECTIVES:
             if load_requests_per_s is None:
                 raise PlannerError(f"objective {objective} needs traffic.requests_per_s (the load to serve)")
             self.controls.set_load(load_requests_per_s)
@@ -114,8 +118,8 @@ class ModeOptimizer:
         """The optimal plan whose every decode-like instance meets the target, or None if none does."""
         self.controls.set_target(*self.solution.at_target(min_tokens_per_s_per_user, self.class_floors))
         self._results = []
-        ratio = self.objective == "max_tokens_per_s_per_gpu"
-        if not (self._max_ratio() if ratio else self._min_resources()):
+        solve = {"max_tokens_per_s_per_gpu": self._max_ratio, "max_throughput": self._max_throughput}
+        if not solve.get(self.objective, self._min_resources)():
             return None
         if self.solution.served_requests_per_s() <= 0:
             # Feasible only by serving nothing: some class has no layout at this target.
@@ -140,6 +144,8 @@ class ModeOptimizer:
         self.controls.set_target(*self.solution.at_target(min_tokens_per_s_per_user, self.class_floors))
         if self.objective == "max_tokens_per_s_per_gpu":
             self.controls.set_weights(tokens=1.0, gpu=self._theta_hint)
+        elif self.objective == "max_throughput":
+            self.controls.set_weights(tokens=1.0)
         else:
             self._resource_weights()
         from pyomo.opt import ProblemFormat
@@ -216,6 +222,27 @@ class ModeOptimizer:
     def _restore(values: list) -> None:
         for var, value in values:
             var.set_value(value, skip_validation=True)
+
+    def _max_throughput(self) -> bool:
+        """The most requests/s the budget serves, then the fewest GPUs serving that many."""
+        self.controls.set_weights(tokens=1.0)
+        result = self._solve()
+        if result.termination == Termination.INFEASIBLE:
+            return False
+        self._main = result
+        served = self.solution.served_requests_per_s()
+        optimum = self._snapshot()
+        self.controls.set_load(served * (1 - TIE_BREAK_SLACK))
+        self.controls.set_weights(gpu=1.0)
+        try:
+            result = self._solve()
+        finally:
+            self.controls.set_load(0.0)
+        if result.termination != Termination.OPTIMAL or self.solution.served_requests_per_s() < served * (
+            1 - TIE_BREAK_SLACK
+        ):
+            self._restore(optimum)
+        return True
 
     def _resource_weights(self) -> None:
         if self.objective == "min_gpus":
