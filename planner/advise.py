@@ -253,6 +253,20 @@ def advice_json(advice: Advice) -> dict:
         "scenario": advice.problem.scenario,
         "objective": advice.problem.instance.objective,
         "target_tokens_per_s_per_user": advice.target_tokens_per_s_per_user,
+        "model": advice.problem.model.name,
+        "model_source": advice.problem.model.source,
+        "hardware": advice.problem.hardware.name,
+        "gpus_per_node": advice.problem.hardware.gpus_per_node,
+        "precision": advice.problem.instance.precision,
+        "request_classes": [
+            {
+                "name": c.name,
+                "isl_tokens": c.isl_tokens,
+                "osl_tokens": c.osl_tokens,
+                "share_fraction": c.share_fraction,
+            }
+            for c in advice.problem.request_classes
+        ],
         "recommended_mode": advice.recommended.mode,
         "plans": {mode: p and plan_json(p, advice.problem) for mode, p in advice.plans.items()},
         "no_plan_reasons": advice.reasons,

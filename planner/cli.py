@@ -681,6 +681,122 @@ def plan_command(
             click.echo("\n\n".join(advice_text(a) for a in answers))
 
 
+# --------------------------------------------------------------------------- export (issue 11)
+
+
+@main.command("export")
+@click.argument("source", metavar="PLAN_JSON|INSTANCE")
+@click.option(
+    "--out", "out_dir", type=click.Path(file_okay=False), required=True, help="Folder for the files."
+)
+@click.option(
+    "--min-tokens-per-s-per-user",
+    "target",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="With an INSTANCE: the interactivity to plan at [default: its first slo target].",
+)
+@click.option("--answer", type=click.IntRange(min=0), default=0, show_default=True,
+              help="With a PLAN_JSON of several targets: which one (0-based).")  # fmt: skip
+@click.option("--mode", type=click.Choice(["disaggregated", "aggregated"]), default=None,
+              help="Export this mode's plan [default: the recommended one].")  # fmt: skip
+@click.option(
+    "--model-path", default=None, help="Hugging Face repository to serve [default: from the model spec]."
+)
+@click.option("--image", default=None, help="Container image of the Dynamo workers.")
+@click.option("--name", default=None, help="Name of the Dynamo deployment [default: from the instance].")
+@_solver
+@_time_limit
+@_objective
+@_scenario
+@_calibration
+@_debug
+def export_command(
+    source: str,
+    out_dir: str,
+    target: float | None,
+    answer: int,
+    mode: str | None,
+    model_path: str | None,
+    image: str | None,
+    name: str | None,
+    solver: str,
+    time_limit_s: float,
+    scenario: str | None,
+    overrides: tuple[str, ...],
+    calibration_path: str | None,
+    debug: bool,
+) -> None:
+    """Turn a plan into engine launch commands (vLLM, SGLang, TensorRT-LLM) and a Dynamo deployment.
+
+    Example: disagg plan llama-3.1-70b-h100-8k-1k --min-tokens-per-s-per-user 60 --json > plan.json;
+    disagg export plan.json --out deploy/
+
+    or directly: disagg export llama-3.1-70b-h100-8k-1k --min-tokens-per-s-per-user 60 --out deploy/
+
+    Writes OUT/vllm.sh, sglang.sh, trtllm.sh, trtllm-<pool>.yaml, dynamo.yaml and deployment.json.
+    """
+    from planner.export import DYNAMO_IMAGE, deployment_from_answer, render_export
+    from planner.outputs import write_outputs
+
+    with format_errors(debug):
+        chosen = _export_answer(
+            source, answer, target, solver, time_limit_s, scenario, overrides, calibration_path
+        )
+        deployment = deployment_from_answer(chosen, mode=mode, model_path=model_path)
+        label = name or str(chosen.get("instance") or "deployment")
+        safe = "".join(c if c.isalnum() else "-" for c in label.lower()).strip("-")[:63] or "deployment"
+        files = render_export(deployment, name=safe, image=image or DYNAMO_IMAGE)
+        paths = write_outputs(Path(out_dir), files)
+        click.echo(
+            f"{deployment.source}: {deployment.mode}, "
+            + ", ".join(f"{e.name} {e.instances} x {e.gpus_per_instance} GPUs" for e in deployment.engines)
+        )
+        click.echo(f"wrote {', '.join(str(p) for p in paths)}")
+
+
+def _export_answer(
+    source, answer, target, solver, time_limit_s, scenario, overrides, calibration_path
+) -> dict:
+    """One answer of ``plan --json``: read from a file, or planned now for an instance."""
+    import json as json_module
+
+    from planner.advise import advice_json, advise
+
+    path = Path(source)
+    if path.suffix == ".json" or path.is_file() and not source.endswith((".yaml", ".yml")):
+        if scenario or overrides or target is not None:
+            raise SpecError(
+                "--scenario, --set and --min-tokens-per-s-per-user apply to an INSTANCE, not a plan JSON"
+            )
+        try:
+            payload = json_module.loads(path.read_text())
+        except OSError as err:
+            raise SpecError(f"cannot read the plan ({err.strerror})", path=source) from None
+        except ValueError as err:
+            raise SpecError(
+                f"not JSON ({err}); write it with `disagg plan INSTANCE --json`", path=source
+            ) from None
+        if not isinstance(payload, list) or not payload or not all(isinstance(a, dict) for a in payload):
+            raise SpecError("expected the list `disagg plan --json` prints", path=source)
+        if answer >= len(payload):
+            last = len(payload) - 1
+            raise SpecError(
+                f"--answer {answer}: the file has answers 0..{last}", path=source, field="--answer"
+            )
+        return payload[answer]
+    problem = resolve(source, scenario, parse_overrides(overrides))
+    targets = problem.instance.slo.tokens_per_s_per_user_targets
+    if target is None and not targets:
+        raise SpecError(
+            "give --min-tokens-per-s-per-user X, or list slo.tokens_per_s_per_user_targets in the instance",
+            field="--min-tokens-per-s-per-user",
+        )
+    chosen = target if target is not None else targets[0]
+    calibration = load_calibration(calibration_path)
+    return advice_json(advise(problem, chosen, calibration, solver=solver, time_limit_s=time_limit_s))
+
+
 # --------------------------------------------------------------------------- sweep
 
 
