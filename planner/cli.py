@@ -684,6 +684,17 @@ def plan_command(
 # --------------------------------------------------------------------------- export (issue 11)
 
 
+def interactivity_targets(problem, given: list[float]) -> list[float]:
+    """The targets asked on the command line, else the instance's ``slo.tokens_per_s_per_user_targets``."""
+    targets = list(given) or list(problem.instance.slo.tokens_per_s_per_user_targets or [])
+    if not targets:
+        raise SpecError(
+            "give --min-tokens-per-s-per-user X, or list slo.tokens_per_s_per_user_targets in the instance",
+            field="--min-tokens-per-s-per-user",
+        )
+    return targets
+
+
 @main.command("export")
 @click.argument("source", metavar="PLAN_JSON|INSTANCE")
 @click.option(
@@ -786,15 +797,86 @@ def _export_answer(
             )
         return payload[answer]
     problem = resolve(source, scenario, parse_overrides(overrides))
-    targets = problem.instance.slo.tokens_per_s_per_user_targets
-    if target is None and not targets:
-        raise SpecError(
-            "give --min-tokens-per-s-per-user X, or list slo.tokens_per_s_per_user_targets in the instance",
-            field="--min-tokens-per-s-per-user",
-        )
-    chosen = target if target is not None else targets[0]
+    chosen = interactivity_targets(problem, [] if target is None else [target])[0]
     calibration = load_calibration(calibration_path)
     return advice_json(advise(problem, chosen, calibration, solver=solver, time_limit_s=time_limit_s))
+
+
+# --------------------------------------------------------------------------- capacity (issue 11)
+
+
+@main.command("capacity")
+@click.argument("instance")
+@click.option(
+    "--out", "out_dir", type=click.Path(file_okay=False), required=True, help="Folder for the table."
+)
+@click.option(
+    "--load",
+    "loads",
+    multiple=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Offered load, requests/s; repeatable [default: traffic.requests_per_s].",
+)
+@click.option(
+    "--min-tokens-per-s-per-user",
+    "targets",
+    multiple=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Interactivity target, tokens/s per user; repeatable [default: slo.tokens_per_s_per_user_targets].",
+)
+@click.option("--xlsx", is_flag=True, help="Also write capacity.xlsx.")
+@_solver
+@_time_limit
+@_scenario
+@_calibration
+@_debug
+def capacity_command(
+    instance: str,
+    out_dir: str,
+    loads: tuple[float, ...],
+    targets: tuple[float, ...],
+    xlsx: bool,
+    solver: str,
+    time_limit_s: float,
+    scenario: str | None,
+    overrides: tuple[str, ...],
+    calibration_path: str | None,
+    debug: bool,
+) -> None:
+    """A capacity table: offered load x interactivity -> GPUs, nodes, layouts, $/h, $/Mtoken, kW.
+
+    Example: disagg capacity llama-3.1-70b-h100-8k-1k --load 1 --load 2 --load 4
+    --min-tokens-per-s-per-user 30 --min-tokens-per-s-per-user 60 --out out/capacity --xlsx
+
+    Each cell is the fewest GPUs (min_cost instances: the cheapest nodes) serving that load at
+    that interactivity within the instance's budget, both modes; each mode's model is built
+    once and re-solved. Writes OUT/capacity.csv (and capacity.xlsx).
+    """
+    from planner.capacity import capacity_table, render_capacity
+    from planner.outputs import write_outputs
+
+    with format_errors(debug):
+        problem = resolve(instance, scenario, parse_overrides(overrides))
+        load_list = list(loads) or (
+            [problem.instance.traffic.requests_per_s] if problem.instance.traffic.requests_per_s else []
+        )
+        if not load_list:
+            raise SpecError(
+                "give --load REQUESTS_PER_S (repeatable) or set traffic.requests_per_s", field="--load"
+            )
+        target_list = interactivity_targets(problem, list(targets))
+        frame = capacity_table(
+            problem, load_list, target_list, load_calibration(calibration_path), solver=solver,
+            time_limit_s=time_limit_s,
+        )  # fmt: skip
+        paths = write_outputs(Path(out_dir), render_capacity(frame, xlsx=xlsx))
+        best = frame[frame["recommended"]]
+        click.echo(
+            f"{problem.label}: {len(load_list)} loads x {len(target_list)} targets, "
+            f"{int(frame['feasible'].sum())} of {len(frame)} mode cells feasible, "
+            f"{len(best)} cells with a recommended plan"
+        )
+        click.echo(f"wrote {', '.join(str(p) for p in paths)}")
 
 
 # --------------------------------------------------------------------------- sweep
