@@ -172,11 +172,10 @@ def plan_text(plan: Plan, problem: Problem) -> list[str]:
     return lines
 
 
-def advice_text(advice: Advice) -> str:
-    """The answer of ``disagg plan`` for a terminal."""
-    problem, inst = advice.problem, advice.problem.instance
-    best = advice.recommended
-    goal = {
+def objective_question(problem: Problem) -> str:
+    """Which question the instance's objective answers, in words (plan and frontier output)."""
+    inst = problem.instance
+    return {
         "max_tokens_per_s_per_gpu": "the most output tokens/s per GPU used (efficiency: pay only for "
         "the GPUs a plan uses)",
         "max_throughput": f"the most requests/s the whole budget of {problem.max_gpus} GPUs serves (an "
@@ -184,10 +183,32 @@ def advice_text(advice: Advice) -> str:
         "min_gpus": f"the fewest GPUs serving {inst.traffic.requests_per_s} requests/s",
         "min_cost": f"the cheapest whole nodes serving {inst.traffic.requests_per_s} requests/s",
     }[inst.objective]
+
+
+def headroom_text(problem: Problem) -> str | None:
+    """How the pools were sized for queueing (``slo.ttft_percentile``, target utilisation), if at all."""
+    slo, cluster = problem.instance.slo, problem.instance.cluster
+    parts = []
+    if slo.ttft_percentile is not None:
+        parts.append(
+            f"prefill capacity derated so the p{slo.ttft_percentile:g} TTFT, queueing included, fits "
+            f"{slo.ttft_ms_max:g} ms (M/D/1 per instance, Poisson arrivals, random routing)"
+        )
+    if cluster.target_utilization_fraction < 1:
+        parts.append(f"every instance loaded to at most {cluster.target_utilization_fraction:.0%}")
+    return "Headroom: " + "; ".join(parts) + "." if parts else None
+
+
+def advice_text(advice: Advice) -> str:
+    """The answer of ``disagg plan`` for a terminal."""
+    problem, inst = advice.problem, advice.problem.instance
+    best = advice.recommended
+    goal = objective_question(problem)
     lines = [
         f"{problem.label}: {inst.model} on {problem.hardware.name} ({inst.precision}), "
         f"{problem.traffic_text}, TTFT <= {inst.slo.ttft_ms_max:g} ms, at "
         f">= {advice.target_tokens_per_s_per_user:g} tokens/s per user; objective: {goal}.",
+        *filter(None, [headroom_text(problem)]),
         f"Deploy {best.mode}:",
         *plan_text(best, problem),
     ]

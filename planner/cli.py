@@ -607,7 +607,11 @@ def frontier_command(
         )
         files = render_frontier(frontier, calibration, command_line())
         paths = write_outputs(Path(out_dir), files)
-        click.echo(f"{problem.label}: exact frontier with {solver}")
+        from planner.advise import headroom_text, objective_question
+
+        click.echo(f"{problem.label}: exact frontier with {solver}; objective: {objective_question(problem)}")
+        if headroom_text(problem):
+            click.echo(headroom_text(problem))
         click.echo(frontier_summary(frontier))
         click.echo(f"wrote {', '.join(str(p) for p in paths)}")
 
