@@ -82,21 +82,28 @@ class Controls:
 
     @contextmanager
     def capped(
-        self, *, gpus: float | None = None, nodes: float | None = None, ratio_floor: float | None = None
+        self,
+        *,
+        gpus: float | None = None,
+        nodes: float | None = None,
+        ratio_floor: float | None = None,
+        tokens_floor: float | None = None,
     ) -> Iterator[None]:
-        """In the block: at most ``gpus`` GPUs, ``nodes`` nodes; at least ``ratio_floor`` tokens/s per GPU."""
+        """In the block: at most ``gpus`` GPUs and ``nodes`` nodes, at least ``ratio_floor`` tokens/s per GPU.
+
+        ``tokens_floor``: at least that many output tokens/s (an optimum a later tie-break keeps).
+        """
         m = self.model
-        saved = (m.gpu_cap.value, m.node_cap.value, m.ratio_floor.value)
-        if gpus is not None:
-            m.gpu_cap.value = float(gpus)
-        if nodes is not None:
-            m.node_cap.value = float(nodes)
-        if ratio_floor is not None:
-            m.ratio_floor.value = float(ratio_floor)
+        params = (m.gpu_cap, m.node_cap, m.ratio_floor, m.tokens_floor)
+        saved = [p.value for p in params]
+        for param, value in zip(params, (gpus, nodes, ratio_floor, tokens_floor), strict=True):
+            if value is not None:
+                param.value = float(value)
         try:
             yield
         finally:
-            m.gpu_cap.value, m.node_cap.value, m.ratio_floor.value = saved
+            for param, value in zip(params, saved, strict=True):
+                param.value = value
 
     # ----------------------------------------------------------------- study
 

@@ -18,7 +18,7 @@ import numpy as np
 import pyomo.environ as pyo
 
 from planner.optimize.model import FIXED_RATIO_TOLERANCE, MODE_POOLS, Candidates, sub_node_groups
-from planner.optimize.packing import Geometry
+from planner.optimize.packing import Geometry, node_patterns
 
 
 @dataclass(frozen=True)
@@ -125,6 +125,7 @@ def define_parameters(m: pyo.ConcreteModel, shape: Shape) -> None:
     m.gpu_cap = pyo.Param(initialize=float(geo.max_gpus), **mutable)
     m.node_cap = pyo.Param(initialize=float(geo.nodes), **mutable)
     m.ratio_floor = pyo.Param(initialize=0.0, **mutable)
+    m.tokens_floor = pyo.Param(initialize=0.0, **mutable)
     if shape.pools == MODE_POOLS["disaggregated"]:
         # Off (ratio_enforced = 0) unless a study holds prefill:decode GPUs at fixed_ratio.
         m.fixed_ratio = pyo.Param(initialize=float(shape.fixed_ratio or 1.0), **mutable)
@@ -220,14 +221,23 @@ def define_layout_choice(m: pyo.ConcreteModel, shape: Shape) -> None:
 
 
 def define_packing(m: pyo.ConcreteModel, shape: Shape) -> None:
-    """GPU budget; instances into nodes, nodes into bins, domain-spanning instances into whole domains."""
-    geo, gpus, placement = shape.geometry, shape.gpus, shape.placement
-    node, domain = geo.gpus_per_node, geo.domain_gpus
+    """GPU budget; instances into nodes, nodes into domains (:mod:`~planner.optimize.packing`)."""
+    geo = shape.geometry
     m.gpu_budget = pyo.Constraint(m.T, rule=lambda _, t: m.total_gpus[t] <= m.gpu_cap)
-
     groups = sub_node_groups(shape.candidates.layouts, geo, shape.exclusive_nodes)
     m.GBT = pyo.Set(initialize=[(k, b, t) for k in sorted(groups) for b in m.B for t in m.T], dimen=3)
     m.shared_nodes = pyo.Var(m.GBT, domain=pyo.NonNegativeIntegers, bounds=(0, geo.nodes))
+    if geo.sub_node_patterns:
+        _define_node_patterns(m, shape, groups)
+    else:
+        _define_node_fill(m, shape, groups)
+    _define_bins(m, shape, groups)
+
+
+def _define_node_fill(m: pyo.ConcreteModel, shape: Shape, groups: dict[str, list[int]]) -> None:
+    """Sub-node instances fill shared nodes by GPU count (chained sizes), or one size per node."""
+    geo, gpus = shape.geometry, shape.gpus
+    node = geo.gpus_per_node
 
     def group_fill(_, key, b, t):
         members = groups[key]
@@ -239,6 +249,44 @@ def define_packing(m: pyo.ConcreteModel, shape: Shape) -> None:
 
     m.sub_node_fill = pyo.Constraint(m.GBT, rule=group_fill)
 
+
+def _define_node_patterns(m: pyo.ConcreteModel, shape: Shape, groups: dict[str, list[int]]) -> None:
+    """Sizes that do not chain: shared nodes are counted by maximal fillings (exact cutting-stock rows)."""
+    geo, gpus = shape.geometry, shape.gpus
+    sizes = {key: sorted({int(gpus[c]) for c in members}) for key, members in groups.items()}
+    patterns = {key: node_patterns(sizes[key], geo.gpus_per_node) for key in groups}
+    m.GPBT = pyo.Set(
+        initialize=[
+            (k, p, b, t) for k in sorted(groups) for p in range(len(patterns[k])) for b in m.B for t in m.T
+        ],
+        dimen=4,
+    )
+    m.pattern_nodes = pyo.Var(m.GPBT, domain=pyo.NonNegativeIntegers, bounds=(0, geo.nodes))
+    m.GSBT = pyo.Set(
+        initialize=[
+            (k, i, b, t) for k in sorted(groups) for i in range(len(sizes[k])) for b in m.B for t in m.T
+        ],
+        dimen=4,
+    )
+    m.sub_node_fill = pyo.Constraint(
+        m.GSBT,
+        rule=lambda _, k, i, b, t: (
+            sum(m.copies[c, b, t] for c in groups[k] if int(gpus[c]) == sizes[k][i])
+            <= sum(pattern[i] * m.pattern_nodes[k, p, b, t] for p, pattern in enumerate(patterns[k]))
+        ),
+    )
+    m.patterns_fit = pyo.Constraint(
+        m.GBT,
+        rule=lambda _, k, b, t: (
+            sum(m.pattern_nodes[k, p, b, t] for p in range(len(patterns[k]))) <= m.shared_nodes[k, b, t]
+        ),
+    )
+
+
+def _define_bins(m: pyo.ConcreteModel, shape: Shape, groups: dict[str, list[int]]) -> None:
+    """Whole-node instances and shared nodes into bins; domain-spanning instances into whole domains."""
+    geo, gpus, placement = shape.geometry, shape.gpus, shape.placement
+    node, domain = geo.gpus_per_node, geo.domain_gpus
     whole = [c for c in m.L if placement[c] == "whole_nodes"]
     m.bin_nodes = pyo.Expression(
         m.B,
@@ -248,7 +296,58 @@ def define_packing(m: pyo.ConcreteModel, shape: Shape) -> None:
             + sum(m.shared_nodes[key, b, t] for key in sorted(groups))
         ),
     )
-    full_bins = [b for b in m.B if geo.bin_nodes[b] * node >= domain]
+    m.spanned_domains = pyo.Expression(
+        m.T, rule=lambda _, t: sum(int(gpus[c]) // domain * m.spanning_copies[c, t] for c in m.S)
+    )
+    if geo.bins_are_domains:
+        _define_domain_bins(m, shape)
+    else:
+        _define_one_bin(m, shape, whole, groups)
+    m.nodes_used = pyo.Expression(
+        m.T,
+        rule=lambda _, t: (
+            sum(m.bin_nodes[b, t] for b in m.B)
+            + sum(int(gpus[c]) // node * m.spanning_copies[c, t] for c in m.S)
+        ),
+    )
+    m.node_budget = pyo.Constraint(m.T, rule=lambda _, t: m.nodes_used[t] <= m.node_cap)
+
+
+def _define_one_bin(
+    m: pyo.ConcreteModel, shape: Shape, whole: list[int], groups: dict[str, list[int]]
+) -> None:
+    """One bin for the cluster: node count, whole domains for spanning instances, prefix-capacity rows.
+
+    With instance sizes in nodes s_1 | s_2 | ... (1 for a shared node), a placement into
+    domains of M_d nodes exists iff ``sum_{i>=j} s_i n_i <= sum_d floor(M_d/s_j) s_j`` for
+    every j (``docs/formulation.md``); spanning instances first take whole full domains.
+    """
+    geo, gpus = shape.geometry, shape.gpus
+    node = geo.gpus_per_node
+    per_domain = geo.domain_gpus // node
+    m.bin_capacity = pyo.Constraint(
+        m.B,
+        m.T,
+        rule=lambda _, b, t: m.bin_nodes[b, t] + per_domain * m.spanned_domains[t] <= geo.bin_nodes[b],
+    )
+    if len(m.S):
+        m.spanning_fit = pyo.Constraint(m.T, rule=lambda _, t: m.spanned_domains[t] <= geo.full_domains)
+    if not geo.prefix_levels:
+        return
+
+    def prefix(_, level, t):
+        larger = sum(int(gpus[c]) // node * m.copies[c, 0, t] for c in whole if int(gpus[c]) // node >= level)
+        shared = sum(m.shared_nodes[key, 0, t] for key in sorted(groups)) if level == 1 else 0
+        fit = per_domain // level * level
+        return larger + shared + fit * m.spanned_domains[t] <= geo.level_capacity(level)
+
+    m.prefix_capacity = pyo.Constraint(list(geo.prefix_levels), m.T, rule=prefix)
+
+
+def _define_domain_bins(m: pyo.ConcreteModel, shape: Shape) -> None:
+    """The exact fallback: one bin per domain, spanning instances reserve whole bins, bins ordered."""
+    geo = shape.geometry
+    full_bins = [b for b in m.B if geo.bin_nodes[b] * geo.gpus_per_node >= geo.domain_gpus]
     if len(m.S):
         m.reserved = pyo.Var(m.B, m.T, domain=pyo.Binary)
         for b in m.B:
@@ -259,11 +358,7 @@ def define_packing(m: pyo.ConcreteModel, shape: Shape) -> None:
             m.B, m.T, rule=lambda _, b, t: m.bin_nodes[b, t] <= geo.bin_nodes[b] * (1 - m.reserved[b, t])
         )
         m.spanning_fit = pyo.Constraint(
-            m.T,
-            rule=lambda _, t: (
-                sum(int(gpus[c]) // domain * m.spanning_copies[c, t] for c in m.S)
-                <= sum(m.reserved[b, t] for b in m.B)
-            ),
+            m.T, rule=lambda _, t: m.spanned_domains[t] <= sum(m.reserved[b, t] for b in m.B)
         )
         m.reserved_last = pyo.Constraint(
             range(len(full_bins) - 1),
@@ -279,14 +374,6 @@ def define_packing(m: pyo.ConcreteModel, shape: Shape) -> None:
             m.T,
             rule=lambda _, i, t: m.bin_nodes[full_bins[i], t] >= m.bin_nodes[full_bins[i + 1], t],
         )
-    m.nodes_used = pyo.Expression(
-        m.T,
-        rule=lambda _, t: (
-            sum(m.bin_nodes[b, t] for b in m.B)
-            + sum(int(gpus[c]) // node * m.spanning_copies[c, t] for c in m.S)
-        ),
-    )
-    m.node_budget = pyo.Constraint(m.T, rule=lambda _, t: m.nodes_used[t] <= m.node_cap)
 
 
 def define_study_constraints(m: pyo.ConcreteModel, shape: Shape) -> None:
@@ -298,6 +385,7 @@ def define_study_constraints(m: pyo.ConcreteModel, shape: Shape) -> None:
     m.tokens_per_gpu_floor = pyo.Constraint(
         m.T, rule=lambda _, t: m.output_tokens_per_s[t] >= m.ratio_floor * m.total_gpus[t]
     )
+    m.tokens_floor_row = pyo.Constraint(m.T, rule=lambda _, t: m.output_tokens_per_s[t] >= m.tokens_floor)
     if shape.pools == MODE_POOLS["disaggregated"]:
         slack = lambda: budget * (1 - m.ratio_enforced)  # noqa: E731 - reads as the big-M it is
         m.ratio_high = pyo.Constraint(

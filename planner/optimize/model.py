@@ -179,7 +179,7 @@ def sub_node_groups(layouts: pd.DataFrame, geometry: Geometry, exclusive_nodes: 
         if row["placement"] != "sub_node":
             continue
         parts = [row["pool"]] if exclusive_nodes else ["shared"]
-        if not geometry.sub_node_chain:
+        if not (geometry.sub_node_chain or geometry.sub_node_patterns):
             parts.append(f"{int(row['gpus'])}gpu")
         groups.setdefault("/".join(parts), []).append(int(c))
     return groups
