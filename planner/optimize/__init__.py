@@ -63,6 +63,8 @@ Objectives (one linear form ``a sum_t OSL_t lam[t] - sum_t theta_t GPUs_t - sum_
   (repeat: maximize ``OSL lam - theta GPUs``, set ``theta`` to the ratio found, until
   the optimum is 0);
 - ``min_gpus``: minimize GPUs; ``min_cost``: minimize ``price x N x nodes used``;
+- ``max_throughput`` (an owned fleet): maximize ``OSL lam`` with load 0, then keep that rate as
+  the load ``L`` and minimize GPUs (its own tie-break);
 - then a tie-break: keep the optimum as a constraint, maximize ``OSL lam`` (``min_cost``: then,
   keeping that too, minimize GPUs);
 - elastic studies: minimize GPU-hours (``theta_t`` = period hours), after minimizing
