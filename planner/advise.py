@@ -191,8 +191,9 @@ def headroom_text(problem: Problem) -> str | None:
     parts = []
     if slo.ttft_percentile is not None:
         parts.append(
-            f"prefill capacity derated so the p{slo.ttft_percentile:g} TTFT, queueing included, fits "
-            f"{slo.ttft_ms_max:g} ms (M/D/1 per instance, Poisson arrivals, random routing)"
+            f"prefill and co-located capacity derated so the p{slo.ttft_percentile:g} TTFT, queueing "
+            f"included, fits {slo.ttft_ms_max:g} ms (Poisson arrivals, random routing; M/D/1 prefill "
+            "instances, M/D/c co-located batch slots)"
         )
     if cluster.target_utilization_fraction < 1:
         parts.append(f"every instance loaded to at most {cluster.target_utilization_fraction:.0%}")

@@ -9,8 +9,10 @@ from planner.problem import resolve
 from planner.queueing import (
     _tail_exponent,
     derate_candidates,
+    erlang_c_fraction,
     max_utilization_fraction,
     md1_wait_quantile_s,
+    mdc_wait_quantile_s,
     simulate_ttft_s,
 )
 
@@ -90,3 +92,63 @@ def test_target_utilization_caps_every_pool_and_defaults_change_nothing():
     assert frame is plain
     capped = _case(**{"cluster.target_utilization_fraction": 0.8}).candidate_table("decode", prune=False)
     np.testing.assert_allclose(capped["requests_per_s"], 0.8 * plain["requests_per_s"])
+
+
+# --------------------------------------------------------------------------- co-located: M/D/c slots
+
+SLOTS = 8
+HOLD_S = 15.0  # a slot held for 1024 tokens at ~15 ms each
+AGG_BASE_S = 1.08
+
+
+@pytest.mark.parametrize("utilization", [0.8, 0.9, 0.95])
+def test_slot_queue_p99_ttft_within_10_percent_of_simulation(utilization):
+    rate = utilization * 2 * SLOTS / HOLD_S
+    pool = simulate_ttft_s(rate, 2, HOLD_S, AGG_BASE_S, servers=SLOTS, requests=2_000_000)
+    simulated = np.percentile(pool, 99)
+    predicted = mdc_wait_quantile_s(utilization, SLOTS, HOLD_S, 0.99) + AGG_BASE_S
+    assert predicted == pytest.approx(simulated, rel=0.10)
+
+
+def test_erlang_c_matches_its_recursion():
+    # Erlang B by its textbook recursion, then C = B / (1 - rho (1 - B)).
+    for servers, rho in ((4, 0.5), (16, 0.8), (64, 0.95)):
+        blocking = 1.0
+        for k in range(1, servers + 1):
+            blocking = servers * rho * blocking / (k + servers * rho * blocking)
+        expected = blocking / (1 - rho * (1 - blocking))
+        assert float(erlang_c_fraction(rho, servers)) == pytest.approx(expected, rel=1e-9)
+    # One server: a request waits exactly when the server is busy.
+    assert float(erlang_c_fraction(0.6, 1)) == pytest.approx(0.6)
+
+
+@pytest.mark.parametrize(("limit_s", "servers"), [(2.0, 8), (6.0, 8), (3.0, 64)])
+def test_derated_slot_pool_meets_its_limit_in_simulation(limit_s, servers):
+    rho = float(max_utilization_fraction(HOLD_S, AGG_BASE_S, limit_s, 0.99, servers=servers))
+    assert 0.1 < rho < 0.95
+    pool = simulate_ttft_s(
+        rho * 4 * servers / HOLD_S, 4, HOLD_S, AGG_BASE_S, servers=servers, requests=600_000
+    )
+    assert np.percentile(pool, 99) == pytest.approx(limit_s, rel=0.10)
+
+
+def test_aggregated_candidates_are_derated_by_their_slot_queue():
+    plain = _case().candidate_table("aggregated", prune=False)
+    derated = _case(**{"slo.ttft_percentile": 99}).candidate_table("aggregated", prune=False)
+    keys = ["tp", "pp", "ep", "attention_dp", "batch", "chunked_prefill", "two_batch_overlap"]
+    merged = plain.merge(derated, on=keys, suffixes=("", "_p99"))
+    assert len(merged) > 0
+    rate = merged["requests_per_s"].to_numpy()
+    expected = max_utilization_fraction(
+        merged["batch"].to_numpy() / rate,
+        merged["ttft_ms"].to_numpy() / 1e3,
+        2.0,
+        0.99,
+        servers=np.maximum(1, merged["batch"].to_numpy() // merged["attention_dp"].to_numpy()),
+    )
+    np.testing.assert_allclose(merged["requests_per_s_p99"] / rate, expected, rtol=1e-9)
+    # Decode rows of a disaggregated plan wait for a slot after their first token: untouched.
+    decode = _case(**{"slo.ttft_percentile": 99}).candidate_table("decode", prune=False)
+    np.testing.assert_allclose(
+        decode["requests_per_s"], _case().candidate_table("decode", prune=False)["requests_per_s"]
+    )
