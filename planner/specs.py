@@ -186,6 +186,9 @@ class HardwareSpec(SpecModel):
     """Scale-up (NVLink / Infinity Fabric) bandwidth per GPU, one direction, GB/s."""
     scale_up_domain_gpus: int = Field(gt=0, le=100_000)
     """GPUs that share one scale-up domain (8 on an HGX board, 72 in an NVL72 rack)."""
+    scale_up_in_network_reduction: bool = False
+    """Whether the scale-up switch reduces in the network (NVLink SHARP / NVLS on NVSwitch
+    gen 3+: HGX H100/H200, HGX B200, GB200 NVL72), so an all-reduce moves each byte about once."""
     scale_out_bandwidth_gb_per_s: float = Field(gt=0, le=100_000)
     """Scale-out (InfiniBand / Ethernet) bandwidth per GPU, one direction, GB/s."""
     gpus_per_node: int = Field(gt=0, le=1024)

@@ -42,6 +42,9 @@ def _qwen_ctx(collective_efficiency: float) -> PerfContext:
         memory_efficiency_fraction=1.0,
         collective_efficiency_fraction=collective_efficiency,
         collective_latency_us=0.5,
+        ep_normal_latency_us=0.5,
+        grouped_gemm_efficiency_fraction=1.0,
+        grouped_gemm_half_saturation_tokens=1.0,
         step_overhead_ms=0.0,
         moe_load_imbalance_ratio=1.0,
     )
@@ -54,13 +57,15 @@ def _by_hand(tokens_per_rank: float, collective_efficiency: float) -> tuple[floa
     m = tokens_per_rank
     pairs_per_gpu = 8 * m * 8 / 8  # 8 ranks x m tokens x 8 experts each, over 8 GPUs
     imbalance = 1 + Z_MAX_OF_8 * math.sqrt((1 - 1 / 8) / pairs_per_gpu)  # routing a finite batch
-    expert_rows = 8 * m * 8 * imbalance / 128  # rows per expert GEMM on the busiest GPU
+    # Rows per expert GEMM on the busiest GPU: 8m tokens hit every one of the 128 experts.
+    expert_rows = 8 * m * 8 * imbalance / 128
     dense_s = 2 * m * QWEN_NON_EXPERT / (H200_FP8_FLOPS_PER_S * m / (m + 1))
     expert_s = (
         2 * pairs_per_gpu * QWEN_EXPERT * imbalance / (H200_FP8_FLOPS_PER_S * expert_rows / (expert_rows + 1))
     )
     # Each token goes to 7/8 of its 8 experts off-GPU: fp8 out (1 byte) and bf16 back (2 bytes) per element.
     bytes_out = m * imbalance * 8 * (7 / 8) * 4096 * (1 + 2)
+    # Normal mode (far above the low-latency kernels' token limit): one latency each for dispatch and combine.
     a2a_s = bytes_out / (NVLINK_BYTES_PER_S * collective_efficiency) + 2 * 0.5e-6
     return QWEN_LAYERS * (dense_s + expert_s), QWEN_LAYERS * a2a_s
 
