@@ -100,7 +100,7 @@ class Problem:
         return candidate_table(
             self.model,
             self.hardware,
-            self.instance.precision,
+            self.instance.quantization_spec,
             phase,
             isl_tokens=cls.isl_tokens,
             osl_tokens=cls.osl_tokens,

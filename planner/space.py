@@ -76,7 +76,8 @@ import pandas as pd
 from planner.errors import InfeasibleError
 from planner.perf import Layouts, evaluate, layout_problems
 from planner.perf.calibration import Calibration
-from planner.specs import HardwareSpec, Instance, ModelSpec, Phase, Precision
+from planner.perf.quantization import resolve
+from planner.specs import HardwareSpec, Instance, ModelSpec, Phase, Precision, QuantizationSpec
 
 PHASES: tuple[Phase, ...] = ("prefill", "decode", "aggregated")
 
@@ -205,8 +206,12 @@ def enumerate_layouts(
     *,
     max_gpus: int,
     isl_tokens: int | None = None,
+    quantization: QuantizationSpec | None = None,
 ) -> Layouts:
     """Every layout x batch worth pricing for one phase, all runnable (``layout_problems`` accepts them).
+
+    With a block-scaled weight format (``quantization``) layouts whose shards would
+    cut a scale block are left out.
 
     - **TP**: the divisors of the attention heads up to the scale-up domain (TP across
       domains would put two all-reduces per layer on the slow network); the KV-head
@@ -252,7 +257,8 @@ def enumerate_layouts(
                         rows.append((tp, pp, ep, dp, per_rank * dp))
     table = np.array(rows, dtype=np.int64).reshape(-1, 5)
     layouts = Layouts.of(*table.T)
-    ok = np.array([p is None for p in layout_problems(model, hardware, layouts)], dtype=bool)
+    problems = layout_problems(model, hardware, layouts, quantization=quantization)
+    ok = np.array([p is None for p in problems], dtype=bool)
     return Layouts.of(
         *(a[ok] for a in (layouts.tp, layouts.pp, layouts.ep, layouts.attention_dp, layouts.batch))
     )
@@ -264,7 +270,7 @@ def enumerate_layouts(
 def _price(
     model: ModelSpec,
     hardware: HardwareSpec,
-    precision: Precision,
+    precision: Precision | QuantizationSpec,
     phase: Phase,
     *,
     isl_tokens: int,
@@ -274,7 +280,9 @@ def _price(
     calibration: Calibration | None,
 ) -> pd.DataFrame:
     """All enumerated rows of a phase priced by the performance model (one call per variant)."""
-    layouts = enumerate_layouts(model, hardware, phase, max_gpus=max_gpus, isl_tokens=isl_tokens)
+    layouts = enumerate_layouts(
+        model, hardware, phase, max_gpus=max_gpus, isl_tokens=isl_tokens, quantization=resolve(precision)
+    )
     variants = _variants(phase)
     wide_ep = layouts.ep > 1
     frames = []
@@ -310,10 +318,18 @@ def _variants(phase: Phase) -> tuple[bool, ...]:
 
 
 def priced_rows(
-    model: ModelSpec, hardware: HardwareSpec, phase: Phase, *, max_gpus: int, isl_tokens: int
+    model: ModelSpec,
+    hardware: HardwareSpec,
+    phase: Phase,
+    *,
+    max_gpus: int,
+    isl_tokens: int,
+    quantization: QuantizationSpec | None = None,
 ) -> int:
     """How many rows :func:`candidate_table` will price for a phase, without pricing them (~ms)."""
-    layouts = enumerate_layouts(model, hardware, phase, max_gpus=max_gpus, isl_tokens=isl_tokens)
+    layouts = enumerate_layouts(
+        model, hardware, phase, max_gpus=max_gpus, isl_tokens=isl_tokens, quantization=quantization
+    )
     wide_ep = int((layouts.ep > 1).sum())
     return (len(layouts.tp) + wide_ep) * len(_variants(phase))
 
@@ -396,7 +412,7 @@ def dominated_mask(x: np.ndarray, y: np.ndarray, gpus: np.ndarray) -> np.ndarray
 def candidate_table(
     model: ModelSpec,
     hardware: HardwareSpec,
-    precision: Precision,
+    precision: Precision | QuantizationSpec,
     phase: Phase,
     *,
     isl_tokens: int,
@@ -409,7 +425,9 @@ def candidate_table(
     """The pruned candidate instances of one phase: one row each, ``candidate_id`` 0..n-1.
 
     ``prune=False`` keeps the dominated rows (the whole feasible cloud, e.g. for plots);
-    the MIP wants the default.
+    the MIP wants the default. ``precision`` is a precision word or a
+    :class:`~planner.specs.QuantizationSpec` (a block-scaled weight format removes the
+    layouts whose shards would cut a block).
 
     Columns are :data:`COLUMNS`; ``frame.attrs["funnel"]`` holds the :class:`Funnel`
     counts as a dict, and ``frame.attrs`` also records the question (model,
@@ -428,7 +446,7 @@ def candidate_table(
     question = {
         "model": model.name,
         "hardware": hardware.name,
-        "precision": precision,
+        "precision": resolve(precision).activations,
         "phase": phase,
         "isl_tokens": isl_tokens,
         "osl_tokens": osl_tokens,

@@ -22,7 +22,7 @@ from planner.perf.context import PerfContext
 from planner.perf.layout import Layouts, check_layout, layout_problems
 from planner.perf.phases import PhaseMetrics, aggregated, decode, prefill
 from planner.perf.serving import ServingOptions
-from planner.specs import HardwareSpec, ModelSpec, Phase, Precision
+from planner.specs import HardwareSpec, ModelSpec, Phase, Precision, QuantizationSpec
 
 __all__ = [
     "Architecture",
@@ -45,7 +45,7 @@ __all__ = [
 def evaluate(
     model: ModelSpec,
     hardware: HardwareSpec,
-    precision: Precision,
+    precision: Precision | QuantizationSpec,
     phase: Phase,
     layouts: Layouts,
     isl_tokens: ArrayLike,
@@ -59,6 +59,8 @@ def evaluate(
 ) -> pd.DataFrame:
     """Predict what one instance of each layout does; one row per layout.
 
+    ``precision`` is a precision word (its default formats) or a
+    :class:`~planner.specs.QuantizationSpec` (weight format, GEMM precision, KV dtype).
     ``two_batch_overlap`` and ``eplb`` (scalars or one per layout, off by default) are
     the serving options of :mod:`~planner.perf.serving`.
     Layouts that break a model or hardware rule raise :class:`~planner.errors.LayoutError`;
@@ -66,7 +68,7 @@ def evaluate(
     """
     ctx = PerfContext.build(model, hardware, precision, calibration)
     options = ServingOptions.of(len(layouts), two_batch_overlap, eplb)
-    check_layout(model, hardware, layouts, eplb=options.eplb)
+    check_layout(model, hardware, layouts, eplb=options.eplb, quantization=ctx.quantization)
     if phase == "prefill":
         link = kv_link_gb_per_s * 1e9 if kv_link_gb_per_s else None
         metrics = prefill(ctx, layouts, isl_tokens, osl_tokens, kv_link_bytes_per_s=link, options=options)
