@@ -108,6 +108,7 @@ class Problem:
             max_gpus=self.max_gpus,
             calibration=calibration,
             prune=prune,
+            inter_token_gap_ms_max=self.instance.slo.inter_token_gap_ms_max,
         )
 
     @property

@@ -76,6 +76,7 @@ import pandas as pd
 from planner.errors import InfeasibleError
 from planner.perf import Layouts, evaluate, layout_problems
 from planner.perf.calibration import Calibration
+from planner.perf.phases import PREFILL_CHUNK_TOKENS
 from planner.perf.quantization import resolve
 from planner.specs import HardwareSpec, Instance, ModelSpec, Phase, Precision, QuantizationSpec
 
@@ -110,6 +111,14 @@ micro-batches holds at least one request (every value >= 4 in the grid is a
 multiple of 4, so the micro-batches are even).
 """
 
+PIPELINE_CHUNK_TOKENS: tuple[int, ...] = (1024, 2048, 4096, 8192)
+"""Chunk sizes tried for chunked pipeline prefill (PP > 1): smaller chunks fill a deep
+pipeline sooner (first token earlier) but run smaller, less efficient GEMMs."""
+
+PIGGYBACK_CHUNK_TOKENS: tuple[int, ...] = (512, 2048, 8192)
+"""Prompt tokens per rank and step tried for chunked-prefill piggybacking: smaller chunks
+shorten the worst inter-token gap but spread a prompt over more steps."""
+
 LAYOUT_COLUMNS: tuple[str, ...] = (
     "tp",
     "pp",
@@ -117,6 +126,7 @@ LAYOUT_COLUMNS: tuple[str, ...] = (
     "attention_dp",
     "batch",
     "chunked_prefill",
+    "prefill_chunk_tokens",
     "two_batch_overlap",
     "eplb",
 )
@@ -130,6 +140,7 @@ COLUMNS: tuple[str, ...] = (
     "ttft_ms",
     "tpot_ms",
     "tokens_per_s_per_user",
+    "worst_inter_token_gap_ms",
     "requests_per_s",
     "requests_per_s_per_gpu",
     "output_tokens_per_s",
@@ -159,7 +170,8 @@ class Funnel:
     fit_memory: int
     """Rows whose busiest GPU fits in usable HBM."""
     meet_ttft: int
-    """Fitting rows that also meet the TTFT limit (decode: same as ``fit_memory``)."""
+    """Fitting rows that also meet the TTFT limit (decode: same as ``fit_memory``) and, when one
+    is set, the inter-token gap limit."""
     non_dominated: int
     """Rows left after dominance pruning: the table (equal to ``meet_ttft`` with ``prune=False``)."""
 
@@ -289,6 +301,7 @@ def _price(
     for chunked in variants:
         for serving in (False, True) if wide_ep.any() else (False,):
             rows = Layouts.of(*(a[wide_ep] for a in _fields(layouts))) if serving else layouts
+            rows, chunk_tokens = _with_chunk_sizes(phase, chunked, rows)
             frame = evaluate(
                 model,
                 hardware,
@@ -302,6 +315,7 @@ def _price(
                 kv_link_gb_per_s=kv_link_gb_per_s if phase == "prefill" else None,
                 two_batch_overlap=serving,
                 eplb=serving,
+                prefill_chunk_tokens=chunk_tokens,
             )
             frame["chunked_prefill"] = chunked
             frame["two_batch_overlap"] = frame["eplb"] = serving
@@ -310,6 +324,23 @@ def _price(
     frame["phase"] = phase
     frame["requests_per_s_per_gpu"] = frame["requests_per_s"] / frame["gpus"]
     return frame
+
+
+def chunk_sizes(phase: Phase, chunked_prefill: bool, pp: int) -> tuple[int, ...]:
+    """Prompt chunk sizes a layout is priced at: only where the chunk changes the answer."""
+    if phase == "prefill" and pp > 1:
+        return PIPELINE_CHUNK_TOKENS
+    if phase == "aggregated" and chunked_prefill:
+        return PIGGYBACK_CHUNK_TOKENS
+    return (PREFILL_CHUNK_TOKENS,)
+
+
+def _with_chunk_sizes(phase: Phase, chunked_prefill: bool, layouts: Layouts) -> tuple[Layouts, np.ndarray]:
+    """Each layout repeated once per chunk size it is priced at, with the chunk of each row."""
+    sizes = [chunk_sizes(phase, chunked_prefill, int(pp)) for pp in layouts.pp]
+    repeat = np.array([len(c) for c in sizes], dtype=np.int64)
+    chunks = np.array([c for row in sizes for c in row], dtype=np.int64)
+    return Layouts.of(*(np.repeat(a, repeat) for a in _fields(layouts))), chunks
 
 
 def _variants(phase: Phase) -> tuple[bool, ...]:
@@ -330,8 +361,14 @@ def priced_rows(
     layouts = enumerate_layouts(
         model, hardware, phase, max_gpus=max_gpus, isl_tokens=isl_tokens, quantization=quantization
     )
-    wide_ep = int((layouts.ep > 1).sum())
-    return (len(layouts.tp) + wide_ep) * len(_variants(phase))
+    wide_ep = layouts.ep > 1
+    rows = 0
+    for chunked in _variants(phase):
+        per_layout = np.array(
+            [len(chunk_sizes(phase, chunked, int(pp))) for pp in layouts.pp], dtype=np.int64
+        )
+        rows += int(per_layout.sum() + per_layout[wide_ep].sum())
+    return rows
 
 
 def _fields(layouts: Layouts) -> tuple[np.ndarray, ...]:
@@ -421,8 +458,14 @@ def candidate_table(
     max_gpus: int,
     calibration: Calibration | None = None,
     prune: bool = True,
+    inter_token_gap_ms_max: float | None = None,
 ) -> pd.DataFrame:
     """The pruned candidate instances of one phase: one row each, ``candidate_id`` 0..n-1.
+
+    ``inter_token_gap_ms_max`` (optional) drops decode and aggregated rows whose worst
+    inter-token gap (``worst_inter_token_gap_ms``: a co-located step carrying a prompt
+    chunk, or stalled by a prefill) exceeds it; like the TTFT limit it is applied
+    before pruning, so the table is exact for its own limits.
 
     ``prune=False`` keeps the dominated rows (the whole feasible cloud, e.g. for plots);
     the MIP wants the default. ``precision`` is a precision word or a
@@ -481,6 +524,16 @@ def candidate_table(
         if not meets.any():
             raise InfeasibleError(_ttft_message(question, frame, largest, price))
         frame = frame[meets]
+    if inter_token_gap_ms_max is not None and phase != "prefill":
+        gaps = frame["worst_inter_token_gap_ms"].to_numpy(dtype=float)
+        if not (gaps <= inter_token_gap_ms_max).any():
+            raise InfeasibleError(
+                f"no {phase} layout of {model.name} on {hardware.name} with up to {_gpus(max_gpus)} keeps "
+                f"every inter-token gap within slo.inter_token_gap_ms_max = {inter_token_gap_ms_max:g} ms: "
+                f"the smallest worst gap is {gaps.min():.2f} ms; raise the limit to at least "
+                f"{np.ceil(gaps.min() * 10) / 10:g}"
+            )
+        frame = frame[gaps <= inter_token_gap_ms_max]
     meet_ttft = len(frame)
 
     x, y, gpus = dominance_criteria(frame, phase)

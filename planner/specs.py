@@ -309,6 +309,9 @@ class Slo(SpecModel):
 
     ttft_ms_max: float = Field(default=10_000.0, gt=0, le=1e8)
     """Largest acceptable time to first token, ms (prefill plus KV transfer)."""
+    inter_token_gap_ms_max: float | None = Field(default=None, gt=0, le=1e8)
+    """Largest acceptable gap between two output tokens of a request, ms: in co-located
+    serving a decode step that carries a prompt chunk or waits for a prefill; None: no limit."""
     tokens_per_s_per_user_targets: list[Annotated[float, Field(gt=0, le=1e6)]] | None = Field(
         default=None, min_length=1
     )

@@ -193,6 +193,7 @@ def test_table_rows_are_feasible_and_non_dominated(tables, name: str, phase: str
             kv_link_gb_per_s=table.attrs["kv_link_gb_per_s"],
             two_batch_overlap=bool(serving),
             eplb=bool(serving),
+            prefill_chunk_tokens=rows["prefill_chunk_tokens"].to_numpy(),
         )
         assert again["fits"].all()
         assert (rows["eplb"] == rows["two_batch_overlap"]).all()  # priced together: the wide-EP serving mode
