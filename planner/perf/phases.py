@@ -26,7 +26,7 @@ from planner.perf.context import GB, PerfContext
 from planner.perf.layout import Layouts
 from planner.perf.memory import MemoryUse, kv_bytes_per_token_per_gpu_layer, memory_use
 from planner.perf.serving import ServingOptions
-from planner.perf.step import StepCost, stage_step_cost
+from planner.perf.step import StepCost, attention_dp_imbalance, stage_step_cost
 
 PREFILL_CHUNK_TOKENS = 8192
 """Prompt tokens per chunk in chunked pipeline-parallel prefill (large enough to keep GEMMs efficient)."""
@@ -252,8 +252,10 @@ def _decode_step(
     per_microbatch = layouts.batch / (dp * pp)
     mean_context = arch.kv_context_tokens(isl + (osl + 1) / 2)
     kv_token_bytes = kv_bytes_per_token_per_gpu_layer(ctx, layouts)
-    attention = per_microbatch * mean_context * arch.decode_attention_flops_per_pair
-    kv_reads = per_microbatch * mean_context * kv_token_bytes
+    # The step waits for the attention-DP rank whose requests hold the most context.
+    busiest = attention_dp_imbalance(dp, per_microbatch, isl, osl)
+    attention = per_microbatch * mean_context * arch.decode_attention_flops_per_pair * busiest
+    kv_reads = per_microbatch * mean_context * kv_token_bytes * busiest
     chunk = np.asarray(prompt_tokens_per_microbatch, dtype=float)
     redo = 0.0
     if np.any(chunk > 0):

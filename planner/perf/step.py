@@ -78,6 +78,27 @@ def active_expert_fraction(experts: int, experts_per_token: int, tokens: np.ndar
     return 1.0 - (1.0 - experts_per_token / experts) ** np.asarray(tokens, dtype=float)
 
 
+def expected_max_of_normals(n) -> np.ndarray:
+    """Expected largest of ``n`` standard normal draws (Blom: Phi^-1((n - 3/8) / (n + 1/4)))."""
+    n = np.asarray(n, dtype=float)
+    return ndtri((n - 0.375) / (n + 0.25))
+
+
+def attention_dp_imbalance(dp, requests_per_rank, isl, osl) -> np.ndarray:
+    """Busiest attention-DP rank's decode attention work (KV reads) over the mean (1 = even).
+
+    Each rank holds its own requests, each somewhere in its answer, so a request's
+    context is uniform on [ISL, ISL + OSL] (standard deviation OSL / sqrt(12)); a
+    rank's total over its requests has relative spread that / mean / sqrt(requests),
+    and the step waits for the busiest of DP ranks (expected maximum of DP normal draws).
+    """
+    dp = np.asarray(dp, dtype=float)
+    isl = np.asarray(isl, dtype=float)
+    osl = np.asarray(osl, dtype=float)
+    relative = osl / np.sqrt(12.0) / (isl + osl / 2) / np.sqrt(np.maximum(requests_per_rank, 1.0))
+    return np.where(dp > 1, 1.0 + expected_max_of_normals(dp) * relative, 1.0)
+
+
 def moe_load_imbalance(
     ctx: PerfContext, ep: np.ndarray, pairs_per_stage: np.ndarray, eplb: np.ndarray
 ) -> np.ndarray:
@@ -93,8 +114,7 @@ def moe_load_imbalance(
     ep = np.asarray(ep, dtype=float)
     static = np.where(eplb, 0.0, ctx.efficiency.moe_load_imbalance_ratio - 1.0)
     mean_pairs = np.maximum(np.asarray(pairs_per_stage, dtype=float) / ep, 1e-9)
-    z = ndtri((ep - 0.375) / (ep + 0.25))
-    sampling = z * np.sqrt((1.0 - 1.0 / ep) / mean_pairs)
+    sampling = expected_max_of_normals(ep) * np.sqrt((1.0 - 1.0 / ep) / mean_pairs)
     imbalance = np.minimum(1.0 + np.sqrt(static**2 + sampling**2), ep)
     return np.where(ep > 1, imbalance, 1.0)
 
