@@ -237,7 +237,11 @@ def enumerate_layouts(
       ranks avoid replicating the latent KV cache over TP.
     - **stage**: TP x attention-DP stays inside one scale-up domain, so TP
       all-reduces and the EP all-to-all stay on scale-up links; PP stages may span
-      domains (the hand-off is one point-to-point send per micro-batch).
+      domains (the hand-off is one point-to-point send per micro-batch). The one
+      exception is **wide expert parallelism** (MoE only): TP1, PP1 and attention-DP =
+      EP over 2, 4, ... whole domains (DeepSeek's and SGLang's multi-node
+      deployments), when EP divides the experts; the EP all-to-all then crosses the
+      network (:func:`~planner.perf.collectives.ep_all_to_all_s`).
     - **EP** (MoE only): every divisor of the experts that divides TP x attention-DP,
       from 1 (experts split by tensor parallelism) to the whole stage.
     - **GPUs**: TP x PP x attention-DP <= ``max_gpus``.
@@ -267,6 +271,12 @@ def enumerate_layouts(
                 for ep in eps:
                     for per_rank in _batches_per_rank(phase, pp, isl_tokens):
                         rows.append((tp, pp, ep, dp, per_rank * dp))
+    if model.is_moe:
+        for dp in _powers_of_two(max_gpus):
+            if dp > domain and dp % domain == 0 and experts % dp == 0:
+                rows.extend(
+                    (1, 1, dp, dp, per_rank * dp) for per_rank in _batches_per_rank(phase, 1, isl_tokens)
+                )
     table = np.array(rows, dtype=np.int64).reshape(-1, 5)
     layouts = Layouts.of(*table.T)
     problems = layout_problems(model, hardware, layouts, quantization=quantization)
