@@ -81,3 +81,26 @@ def test_candidate_tables_search_the_chunk_and_honour_the_gap_limit() -> None:
     assert (capped["worst_inter_token_gap_ms"] <= limit).all()
     with pytest.raises(InfeasibleError, match="slo.inter_token_gap_ms_max"):
         candidate_table(LLAMA_70B, H100, "fp8", "aggregated", **kwargs, inter_token_gap_ms_max=0.01)
+
+
+def test_layer_overhead_adds_a_fixed_time_per_layer_by_hand() -> None:
+    """10 us per layer: a decode token passes all 80 layers of Llama-3.1-70B, with or without PP."""
+    from planner.perf import Calibration, EfficiencyBlock
+
+    def tpot(layer_us: float, pp: int) -> float:
+        block = EfficiencyBlock(layer_overhead_us=layer_us)
+        calibration = Calibration(source="hand check", default=block, blocks={})
+        frame = evaluate(
+            LLAMA_70B,
+            H100,
+            "fp8",
+            "decode",
+            Layouts.of(tp=4, pp=pp, batch=8),
+            1024,
+            256,
+            calibration=calibration,
+        )
+        return float(frame["tpot_ms"].iloc[0])
+
+    for pp in (1, 2):
+        assert tpot(10.0, pp) - tpot(0.0, pp) == pytest.approx(80 * 10e-3, rel=1e-9)

@@ -57,6 +57,11 @@ class EfficiencyBlock(SpecModel):
     default: one scale-out step (``scale_out_latency_us``), not fitted (no public timing)."""
     step_overhead_ms: float = Field(default=3.0, ge=0.0, le=100.0)
     """Fixed cost of one forward step (scheduling, launches, sampling), milliseconds."""
+    layer_overhead_us: float = Field(default=0.0, ge=0.0, le=1000.0)
+    """Fixed time per transformer layer per forward pass (kernel launch gaps and minimum kernel
+    durations that no roofline sees), microseconds; what keeps batch-1 decode of a deep model
+    above its bytes over bandwidth. Default 0 (not modelled) until ``disagg calibrate`` fits it
+    to latency rows (TPOT at small batch)."""
     grouped_gemm_efficiency_fraction: float = Field(default=0.7, ge=0.1, le=1.0)
     """Fraction of peak FLOP/s a grouped (per-expert) GEMM reaches with many rows per expert;
     default: the dense GEMM default, until ``disagg calibrate`` fits it to MoE rows."""

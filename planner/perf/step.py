@@ -272,6 +272,9 @@ def _pass_parts(
     attn_flops = (attention_flops_per_rank_layer + extra_attention_gemm_flops_per_rank_layer) / tp
     add(*_roofline(attn_flops, attn_rate, kv_read_bytes_per_gpu_layer, mem_rate), dense_layers + moe_layers)
 
+    # Fixed per-layer kernel time (launch gaps, minimum kernel durations), counted as compute.
+    compute = compute + eff.layer_overhead_us * 1e-6 * (dense_layers + moe_layers)
+
     # Two TP all-reduces per layer of the rank's activations.
     tp_comm = 2 * all_reduce_s(ctx, m * hidden * ACTIVATION_BYTES, tp) * (dense_layers + moe_layers)
 
