@@ -34,9 +34,10 @@ NVLINK_BYTES_PER_S = 450e9
 Z_MAX_OF_8 = 1.4342  # Blom's expected maximum of 8 standard normal draws: Phi^-1(7.625 / 8.25)
 
 
-def _qwen_ctx(collective_efficiency: float) -> PerfContext:
+def _qwen_ctx(collective_efficiency: float, sm_slowdown: float = 1.0) -> PerfContext:
     """Every efficiency at its limit, no fixed costs, equally popular experts (imbalance ratio 1)."""
     block = EfficiencyBlock(
+        ep_normal_compute_slowdown_ratio=sm_slowdown,
         gemm_efficiency_fraction=1.0,
         gemm_half_saturation_tokens=1.0,
         memory_efficiency_fraction=1.0,
@@ -109,6 +110,19 @@ def test_two_batch_overlap_hides_ep_communication(collective_efficiency: float) 
         assert overlapped.communication_s[0] == 0.0
     else:
         assert half_a2a_s > half_compute_s  # link-bound: the compute hides under the all-to-all
+
+
+def test_normal_mode_kernels_slow_the_overlapped_compute() -> None:
+    """65536 tokens per rank use normal-mode EP kernels, whose SMs slow the other half's compute 1.25x."""
+    m = 65536
+    half_compute_s, half_a2a_s = _by_hand(m / 2, 1.0)
+    overlapped = _pass(_qwen_ctx(1.0, sm_slowdown=1.25), m, overlap=True)
+    assert overlapped.compute_s[0] == pytest.approx(2 * 1.25 * half_compute_s, rel=1e-6)
+    assert overlapped.body_s[0] == pytest.approx(2 * max(1.25 * half_compute_s, half_a2a_s), rel=1e-6)
+    # A decode-sized pass (64 tokens per rank) uses low-latency kernels: no slowdown.
+    small = _pass(_qwen_ctx(1.0, sm_slowdown=1.25), 64, overlap=True)
+    plain = _pass(_qwen_ctx(1.0), 64, overlap=True)
+    assert small.compute_s[0] == pytest.approx(plain.compute_s[0], rel=1e-12)
 
 
 def test_two_batch_overlap_needs_expert_parallelism() -> None:

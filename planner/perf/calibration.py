@@ -62,6 +62,10 @@ class EfficiencyBlock(SpecModel):
     durations that no roofline sees), microseconds; what keeps batch-1 decode of a deep model
     above its bytes over bandwidth. Default 0 (not modelled) until ``disagg calibrate`` fits it
     to latency rows (TPOT at small batch)."""
+    ep_normal_compute_slowdown_ratio: float = Field(default=132 / (132 - 24), ge=1.0, le=4.0)
+    """How much longer compute takes while normal-mode EP kernels run beside it under two-batch
+    overlap, because they occupy SMs; default: DeepEP's example reserves 24 of an H800's 132 SMs
+    for them (132 / 108). Low-latency kernels receive through hooks and occupy none."""
     grouped_gemm_efficiency_fraction: float = Field(default=0.7, ge=0.1, le=1.0)
     """Fraction of peak FLOP/s a grouped (per-expert) GEMM reaches with many rows per expert;
     default: the dense GEMM default, until ``disagg calibrate`` fits it to MoE rows."""

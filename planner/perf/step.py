@@ -25,7 +25,7 @@ import numpy as np
 from scipy.special import ndtri
 
 from planner.perf.architecture import ACTIVATION_BYTES, DISPATCH_BYTES_PER_ELEMENT, EMBEDDING_BYTES_PER_PARAM
-from planner.perf.collectives import all_reduce_s, ep_all_to_all_s
+from planner.perf.collectives import LOW_LATENCY_MAX_TOKENS_PER_RANK, all_reduce_s, ep_all_to_all_s
 from planner.perf.context import PerfContext
 from planner.perf.layout import Layouts
 from planner.perf.serving import ServingOptions, expert_slots_per_gpu
@@ -151,7 +151,9 @@ def stage_step_cost(
     pass runs as two half micro-batches, each with its own weight reads and smaller
     GEMMs: the compute stream is busy 2 x (compute + memory + TP all-reduce) of a half,
     the links 2 x (EP dispatch/combine) of a half, and the slower of the two sets the
-    time (the one-layer fill and drain of this two-stage pipeline is neglected).
+    time (the one-layer fill and drain of this two-stage pipeline is neglected). Normal-mode
+    EP kernels occupy SMs while they run, so the compute beside them is slower
+    (``ep_normal_compute_slowdown_ratio``).
     """
     n = len(layouts)
     options = options or ServingOptions.of(n)
@@ -178,10 +180,15 @@ def stage_step_cost(
     if not np.any(overlap):
         return step
     half = _pass_parts(ctx, layouts, options, tokens / 2, attention / 2, kv_reads / 2, extra / 2, head_tokens)
-    busy = half.compute_s + half.memory_s + half.tp_comm_s
+    # Normal-mode EP kernels (above the low-latency token limit) take SMs from the other half's compute.
+    normal_mode = tokens / 2 / layouts.tp > LOW_LATENCY_MAX_TOKENS_PER_RANK
+    half_compute = half.compute_s * np.where(
+        normal_mode, ctx.efficiency.ep_normal_compute_slowdown_ratio, 1.0
+    )
+    busy = half_compute + half.memory_s + half.tp_comm_s
     exposed = np.maximum(half.ep_comm_s - busy, 0.0)
     return StepCost(
-        np.where(overlap, 2 * half.compute_s, step.compute_s),
+        np.where(overlap, 2 * half_compute, step.compute_s),
         np.where(overlap, 2 * half.memory_s, step.memory_s),
         np.where(overlap, 2 * (half.tp_comm_s + exposed), step.communication_s),
         step.head_s,
