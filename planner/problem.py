@@ -108,7 +108,7 @@ class Problem:
         return candidate_table(
             self.model,
             self.hardware,
-            self.instance.precision,
+            self.instance.quantization_spec,
             phase,
             isl_tokens=cls.isl_tokens,
             osl_tokens=cls.osl_tokens,
@@ -117,6 +117,7 @@ class Problem:
             calibration=calibration,
             prune=prune,
             derate=derate,
+            inter_token_gap_ms_max=self.instance.slo.inter_token_gap_ms_max,
         )
 
     @property
