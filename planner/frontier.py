@@ -17,6 +17,7 @@ disaggregated / aggregated comparison is like for like.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,6 +32,8 @@ from planner.optimize.plan import Plan
 from planner.perf.calibration import Calibration
 from planner.problem import Problem
 from planner.space import LAYOUT_COLUMNS
+
+log = logging.getLogger(__name__)
 
 MODES = ("disaggregated", "aggregated")
 """The two deployment modes every frontier compares (``--fixed-ratio`` adds :data:`FIXED_RATIO_MODE`)."""
@@ -95,6 +98,13 @@ def trace(optimizer: ModeOptimizer, objective: str) -> list[Plan]:
         if plan is None:
             break
         plans.append(plan)
+        log.info(
+            "%s: point %d: %s tokens/s per GPU at %.1f tokens/s per user",
+            optimizer.mode,
+            len(plans),
+            f"{plan.tokens_per_s_per_gpu:,.1f}",
+            plan.tokens_per_s_per_user,
+        )
         # Strictly past the target too, so the trace always moves on (it ends where no plan is left).
         above = points[points > max(plan.tokens_per_s_per_user, target)]
         if not len(above):
@@ -223,6 +233,7 @@ def solve_frontier(
     if fixed_ratio is not None:
         modes = (*modes, FIXED_RATIO_MODE)
     for mode in modes:
+        log.info("%s: pricing the candidate layouts of %s", mode, problem.label)
         try:
             tables = mode_tables(problem, mode, calibration)
             single = len(tables) == 1
@@ -241,6 +252,12 @@ def solve_frontier(
             infeasible[mode] = str(err)
             continue
         version = optimizer.backend.version
+        log.info(
+            "%s: %d candidates, %d interactivity breakpoints; tracing the exact frontier",
+            mode,
+            len(optimizer.candidates.table),
+            len(optimizer.breakpoints),
+        )
         found = trace(optimizer, problem.instance.objective)
         if found:
             plans[mode] = found

@@ -57,12 +57,7 @@ def frontier_png(frontier: Frontier) -> bytes:
     top.set_ylim(bottom=0)
     top.grid(alpha=0.3)
     top.legend(loc="upper right")
-    inst = frontier.problem.instance
-    top.set_title(
-        f"{frontier.problem.label}: {inst.model} on {frontier.problem.hardware.name}, "
-        f"{frontier.problem.traffic_text}, TTFT <= {inst.slo.ttft_ms_max:g} ms",
-        fontsize=9,
-    )
+    top.set_title(f"{frontier.problem.label}: {frontier.problem.question_text}", fontsize=9)
     comparison = frontier.comparison()
     ratio = comparison["disaggregated_over_aggregated"]
     bottom.step(comparison["tokens_per_s_per_user"], ratio, where="pre", color="black")

@@ -308,10 +308,9 @@ def record_frame(record: dict[str, Any]) -> pd.DataFrame:
 def open_executor(workers: int, scheduler: str | None) -> Iterator[tuple[cf.Executor, str]]:
     """A local process pool of ``workers``, or a Dask cluster's executor; yields it and a description."""
     if scheduler:
-        try:
-            from distributed import Client
-        except ImportError:  # pragma: no cover - a dependency
-            raise SpecError("--scheduler needs dask[distributed]; pip install 'dask[distributed]'") from None
+        from planner.extras import require
+
+        Client = require("distributed", "dask", "--scheduler (a Dask cluster)").Client  # noqa: N806
         try:
             client = Client(scheduler, timeout=f"{SCHEDULER_TIMEOUT_S}s")
         except (OSError, TimeoutError, ValueError) as err:
