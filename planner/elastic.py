@@ -1,4 +1,4 @@
-"""Elastic plans: size the prefill and decode pools period by period over a traffic trace (DESIGN.md §5).
+"""Elastic plans: size the prefill and decode pools period by period over a traffic trace (docs/DESIGN.md §5).
 
 Why it exists
     Load follows the day and the request mix shifts (prompt-heavy by day,

@@ -1,4 +1,4 @@
-"""The exact Pareto frontier of throughput per GPU against interactivity, both modes (DESIGN.md §4-5).
+"""The exact Pareto frontier of throughput per GPU against interactivity, both modes (docs/DESIGN.md §4-5).
 
 Why it is exact with one solve per point
     The best plan at target ``T`` may use only decode-like candidates with

@@ -1,4 +1,4 @@
-"""README and help stay true: every command in the table, every option explained, the spec reference current."""
+"""README and help stay true: every command in the table, every option explained, the schema current."""
 
 from __future__ import annotations
 
