@@ -29,7 +29,14 @@
 # %%
 import matplotlib.pyplot as plt
 import pandas as pd
-from frontier_gain import disaggregation_gain, gain_summary, log_axis, mode_rows, plot_frontier
+from frontier_gain import (
+    SUMMARY_COLUMNS,
+    disaggregation_gain,
+    gain_summary,
+    log_axis,
+    mode_rows,
+    plot_frontier,
+)
 
 from planner.frontier import solve_frontier
 from planner.problem import resolve
@@ -40,13 +47,6 @@ SHAPES = {  # label: (ISL, OSL)
     "1k/32k (generation-heavy)": (1024, 32768),
     "2k/16k (generation-heavy)": (2048, 16384),
 }
-COLUMNS = [
-    "typical_gain",
-    "min_gain",
-    "peak_gain",
-    "peak_gain_at_tokens_per_s_per_user",
-    "decision_range_high_tokens_per_s_per_user",
-]
 
 # %%
 frontiers, curves, rows = {}, {}, []
@@ -56,7 +56,7 @@ for label, (isl, osl) in SHAPES.items():
     curves[label] = disaggregation_gain(frontiers[label])
     rows.append({"traffic": label, **gain_summary(curves[label])})
 summary = pd.DataFrame(rows).set_index("traffic")
-print(summary[COLUMNS].round(2).to_string())
+print(summary[SUMMARY_COLUMNS].round(2).to_string())
 
 # %%
 fig, axes = plt.subplots(1, len(SHAPES) + 1, figsize=(5 * (len(SHAPES) + 1), 4))

@@ -29,7 +29,14 @@
 # %%
 import matplotlib.pyplot as plt
 import pandas as pd
-from frontier_gain import disaggregation_gain, gain_summary, log_axis, mode_rows, plot_frontier
+from frontier_gain import (
+    SUMMARY_COLUMNS,
+    disaggregation_gain,
+    gain_summary,
+    log_axis,
+    mode_rows,
+    plot_frontier,
+)
 
 from planner.frontier import solve_frontier
 from planner.problem import resolve
@@ -39,13 +46,6 @@ INSTANCES = {
     "Llama-3.1-70B": "llama-3.1-70b-gb200-4k-256",
     "Llama-3.1-405B": "llama-3.1-405b-gb200-4k-256",
 }
-COLUMNS = [
-    "typical_gain",
-    "min_gain",
-    "peak_gain",
-    "peak_gain_at_tokens_per_s_per_user",
-    "decision_range_high_tokens_per_s_per_user",
-]
 
 # %%
 frontiers = {label: solve_frontier(resolve(name)) for label, name in INSTANCES.items()}
@@ -53,7 +53,7 @@ curves = {label: disaggregation_gain(f) for label, f in frontiers.items()}
 summary = pd.DataFrame([{"model": label, **gain_summary(c)} for label, c in curves.items()]).set_index(
     "model"
 )
-print(summary[COLUMNS].round(2).to_string())
+print(summary[SUMMARY_COLUMNS].round(2).to_string())
 
 # %%
 fig, axes = plt.subplots(1, len(INSTANCES) + 1, figsize=(5 * (len(INSTANCES) + 1), 4))

@@ -16,6 +16,15 @@ from planner.compare import (  # noqa: F401  (re-exported for the notebooks)
     read_step,
 )
 
+SUMMARY_COLUMNS = [
+    "typical_gain",
+    "min_gain",
+    "peak_gain",
+    "peak_gain_at_tokens_per_s_per_user",
+    "decision_range_high_tokens_per_s_per_user",
+]
+"""The gain summary's columns the notebooks print (:func:`planner.compare.gain_summary`)."""
+
 
 def log_axis(ax, axis: str = "x") -> None:
     """A log scale labelled with plain numbers at 1, 2 and 5 of every decade (0.5, 1, 2, 5, 10, 20 ...).
