@@ -889,11 +889,14 @@ def elastic_command(
         click.echo(elastic_summary(result))
         click.echo(f"wrote {', '.join(str(p) for p in paths)}")
         if result.unserved_periods:
+            from planner.humanize import plural
+
             first = result.unserved_periods[0]
             raise InfeasibleError(
                 f"{trace.path}: row {first + 2} (period {trace.start[first].isoformat()}) and "
-                f"{len(result.unserved_periods) - 1} other period(s) cannot be served within the budget of "
-                f"{problem.max_gpus} GPUs; raise cluster.max_gpus, lower --load-scale, or relax the SLO"
+                f"{plural(len(result.unserved_periods) - 1, 'other period')} cannot be served within the "
+                f"budget of {problem.max_gpus} GPUs; raise cluster.max_gpus, lower --load-scale, or relax "
+                "the SLO"
             )
 
 

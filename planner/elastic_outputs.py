@@ -100,7 +100,7 @@ def elastic_summary(result: ElasticResult) -> str:
         ratio = f", ratio {row.fixed_ratio:.3g}" if row.fixed_ratio == row.fixed_ratio else ""
         saved = f", {row.savings_vs_static_fraction:.1%} less than static" if row.strategy != "static" else ""
         unserved = (
-            f"; does NOT serve {row.periods_unserved} period(s) at the SLO within the budget"
+            f"; does NOT serve {plural(int(row.periods_unserved), 'period')} at the SLO within the budget"
             if row.periods_unserved
             else ""
         )
