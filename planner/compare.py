@@ -61,10 +61,10 @@ def mode_rows(frontier, mode: str) -> pd.DataFrame:
     return rows.reset_index(drop=True)
 
 
-def read_step(rows: pd.DataFrame, u) -> np.ndarray:
-    """Tokens/s per GPU of the best plan at least ``u`` interactive (exact); NaN beyond the last point."""
+def read_step(rows: pd.DataFrame, u, column: str = "tokens_per_s_per_gpu") -> np.ndarray:
+    """``column`` (tokens/s per GPU) of the best plan at least ``u`` interactive; NaN beyond the last row."""
     x = rows["tokens_per_s_per_user"].to_numpy(dtype=float)
-    y = rows["tokens_per_s_per_gpu"].to_numpy(dtype=float)
+    y = rows[column].to_numpy(dtype=float)
     u = np.atleast_1d(np.asarray(u, dtype=float))
     reach = x[None, :] >= u[:, None] * (1 - 1e-9)
     best = np.where(reach, y[None, :], -np.inf).max(axis=1, initial=-np.inf)
@@ -75,14 +75,16 @@ FIXED_RATIO_MODE = "disaggregated_fixed_ratio"
 """The ``--fixed-ratio`` mode's name in frontier.csv."""
 
 
-def step_comparison(frame: pd.DataFrame) -> pd.DataFrame:
+def step_comparison(frame: pd.DataFrame, by: str = "tokens_per_s_per_gpu") -> pd.DataFrame:
     """comparison.csv: every mode's frontier as a step function at every breakpoint, and the gain.
 
     At interactivity ``u`` a mode offers the best ``tokens_per_s_per_gpu`` of its rows with
     ``tokens_per_s_per_user >= u`` (NaN where it has no such row);
     ``disaggregated_over_aggregated`` is the gain, and ``in_decision_range`` marks the rows
-    the summaries read (module docstring). With a fixed-ratio curve in the frame, its
-    share of the dynamic disaggregated optimum is added.
+    the summaries read (module docstring). ``by="output_tokens_per_s"`` (an owned fleet,
+    objective ``max_throughput``) reads the gain and the decision range on total output
+    tokens/s instead. With a fixed-ratio curve in the frame, its share of the dynamic
+    disaggregated optimum is added.
     """
     modes = ["disaggregated", "aggregated"]
     fixed = len(frame) > 0 and (frame["mode"] == FIXED_RATIO_MODE).any()
@@ -98,10 +100,13 @@ def step_comparison(frame: pd.DataFrame) -> pd.DataFrame:
     for mode in modes:
         out[f"{mode}_tokens_per_s_per_gpu"] = read_step(frame[frame["mode"] == mode], levels)
     dis, agg = out["disaggregated_tokens_per_s_per_gpu"], out["aggregated_tokens_per_s_per_gpu"]
+    if by != "tokens_per_s_per_gpu":
+        dis, agg = (read_step(frame[frame["mode"] == m], levels, by) for m in ("disaggregated", "aggregated"))
     out["disaggregated_over_aggregated"] = _ratio(dis, agg)
     out["in_decision_range"] = _decision_range(dis, agg)
     if fixed:
-        out["fixed_ratio_over_dynamic"] = _ratio(out[f"{FIXED_RATIO_MODE}_tokens_per_s_per_gpu"], dis)
+        dynamic = out["disaggregated_tokens_per_s_per_gpu"]
+        out["fixed_ratio_over_dynamic"] = _ratio(out[f"{FIXED_RATIO_MODE}_tokens_per_s_per_gpu"], dynamic)
     return pd.DataFrame(out, columns=columns)
 
 
@@ -123,9 +128,9 @@ def gain_summary(comparison: pd.DataFrame, targets=()) -> dict[str, float]:
 
     Keys: ``typical_gain`` (geometric mean over the range, weighted by log-interactivity),
     ``peak_gain`` and ``peak_gain_at_tokens_per_s_per_user``, ``min_gain``, the range's
-    ends ``decision_range_low_tokens_per_s_per_user`` / ``..._high_...``, the floor in
-    tokens/s per GPU that ends it, and ``gain_at_target`` (geometric mean of the gain at
-    the ``targets`` both modes reach; NaN without). All NaN when the modes share no range.
+    ends ``decision_range_low_tokens_per_s_per_user`` / ``..._high_...``, and
+    ``gain_at_target`` (geometric mean of the gain at the ``targets`` both modes reach;
+    NaN without). All NaN when the modes share no range.
     """
     nan = float("nan")
     out = dict.fromkeys(GAIN_KEYS, nan)
@@ -134,8 +139,6 @@ def gain_summary(comparison: pd.DataFrame, targets=()) -> dict[str, float]:
     u = comparison["tokens_per_s_per_user"].to_numpy(dtype=float)
     gain = comparison["disaggregated_over_aggregated"].to_numpy(dtype=float)
     inside = comparison["in_decision_range"].to_numpy(dtype=bool)
-    dis = comparison["disaggregated_tokens_per_s_per_gpu"].to_numpy(dtype=float)
-    agg = comparison["aggregated_tokens_per_s_per_gpu"].to_numpy(dtype=float)
     if inside.any():
         ur, gr = u[inside], gain[inside]
         peak = int(np.argmax(gr))
@@ -146,9 +149,6 @@ def gain_summary(comparison: pd.DataFrame, targets=()) -> dict[str, float]:
             min_gain=float(gr.min()),
             decision_range_low_tokens_per_s_per_user=float(ur[0]),
             decision_range_high_tokens_per_s_per_user=float(ur[-1]),
-            decision_floor_tokens_per_s_per_gpu=float(
-                DECISION_FLOOR_FRACTION * np.nanmax(np.concatenate([dis, agg]))
-            ),
         )
     out["gain_at_target"] = _gain_at(comparison, targets)
     return out
@@ -183,7 +183,6 @@ GAIN_KEYS = (
     "min_gain",
     "decision_range_low_tokens_per_s_per_user",
     "decision_range_high_tokens_per_s_per_user",
-    "decision_floor_tokens_per_s_per_gpu",
     "gain_at_target",
 )
 """What :func:`gain_summary` returns (the sweep summary's gain columns)."""
@@ -195,21 +194,20 @@ def _gain_at(comparison: pd.DataFrame, targets) -> float:
 
 
 def gains_at(comparison: pd.DataFrame, targets) -> dict[float, float]:
-    """The gain at each interactivity target (step reading of both modes; NaN where one has no plan)."""
+    """The gain at each interactivity target; NaN where a mode has no plan that interactive.
+
+    Exact from the table alone: at a target the best plans are those of the first breakpoint
+    at or above it (no row of either mode lies in between).
+    """
     if comparison.empty or not len(targets):
         return {}
-    rows = {
-        mode: pd.DataFrame(
-            {
-                "tokens_per_s_per_user": comparison["tokens_per_s_per_user"],
-                "tokens_per_s_per_gpu": comparison[f"{mode}_tokens_per_s_per_gpu"],
-            }
-        ).dropna()
-        for mode in ("disaggregated", "aggregated")
-    }
-    dis = read_step(rows["disaggregated"], targets)
-    agg = read_step(rows["aggregated"], targets)
-    return {float(t): float(g) for t, g in zip(targets, _ratio(dis, agg), strict=True)}
+    u = comparison["tokens_per_s_per_user"].to_numpy(dtype=float)
+    gain = comparison["disaggregated_over_aggregated"].to_numpy(dtype=float)
+    out = {}
+    for target in targets:
+        at = int(np.searchsorted(u, float(target) * (1 - 1e-9)))
+        out[float(target)] = float(gain[at]) if at < len(u) else float("nan")
+    return out
 
 
 def verdict_gain(summary: dict[str, float]) -> tuple[float, str]:

@@ -48,13 +48,15 @@ def frontier_png(frontier: Frontier) -> bytes:
     fig, (top, bottom) = plt.subplots(
         2, 1, figsize=(8, 7), sharex=True, gridspec_kw={"height_ratios": [3, 1.3]}, constrained_layout=True
     )
+    fleet = frontier.problem.instance.objective == "max_throughput"
     for mode, plans in frontier.plans.items():
         color, marker, label = MODE_STYLE[mode]
         x = [p.tokens_per_s_per_user for p in plans]
-        y = [p.tokens_per_s_per_gpu for p in plans]
+        y = [p.output_tokens_per_s if fleet else p.tokens_per_s_per_gpu for p in plans]
         top.step(x, y, where="pre", color=color, alpha=0.6)
         top.plot(x, y, marker=marker, linestyle="none", color=color, label=label)
-    top.set_ylabel("output tokens/s per GPU")
+    fleet_label = f"output tokens/s on {frontier.problem.max_gpus} GPUs"
+    top.set_ylabel(fleet_label if fleet else "output tokens/s per GPU")
     top.set_ylim(bottom=0)
     top.grid(alpha=0.3)
     top.legend(loc="upper right")
@@ -135,17 +137,23 @@ def write_outputs(out_dir: Path, files: dict[str, bytes]) -> list[Path]:
 def frontier_summary(frontier: Frontier) -> str:
     """A few lines for the terminal: points per mode, best values, the largest gain."""
     lines = []
+    fleet = frontier.problem.instance.objective == "max_throughput"
     for mode, plans in frontier.plans.items():
         best = max(plans, key=lambda p: p.tokens_per_s_per_gpu)
+        most = max(plans, key=lambda p: p.output_tokens_per_s)
+        value = (
+            f"most {most.output_tokens_per_s:,.0f} output tokens/s on {frontier.problem.max_gpus} GPUs"
+            if fleet
+            else f"best {best.tokens_per_s_per_gpu:,.1f} tokens/s per GPU"
+        )
         lines.append(
             f"  {mode}: {len(plans)} Pareto points, interactivity {plans[0].tokens_per_s_per_user:,.1f}"
-            f"-{plans[-1].tokens_per_s_per_user:,.1f} tokens/s per user, best "
-            f"{best.tokens_per_s_per_gpu:,.1f} tokens/s per GPU"
+            f"-{plans[-1].tokens_per_s_per_user:,.1f} tokens/s per user, {value}"
         )
     for mode, why in frontier.infeasible.items():
         lines.append(f"  {mode}: no plan ({why})")
     comparison = frontier.comparison()
-    lines += gain_lines(comparison, _targets(frontier))
+    lines += gain_lines(comparison, _targets(frontier), _gain_measure(frontier))
     if "fixed_ratio_over_dynamic" in comparison:
         share = comparison["fixed_ratio_over_dynamic"]
         if share.notna().any():
@@ -162,15 +170,22 @@ def _targets(frontier: Frontier) -> list[float]:
     return list(frontier.problem.instance.slo.tokens_per_s_per_user_targets or [])
 
 
-def gain_lines(comparison, targets) -> list[str]:
-    """The gain as a user reads it: over the decision range, and at the instance's targets."""
+def _gain_measure(frontier: Frontier) -> str:
+    """What the gain divides: tokens/s per GPU, or total tokens/s on an owned fleet (max_throughput)."""
+    if frontier.problem.instance.objective == "max_throughput":
+        return f"output tokens/s on {frontier.problem.max_gpus} GPUs"
+    return "tokens/s per GPU"
+
+
+def gain_lines(comparison, targets, measure: str = "tokens/s per GPU") -> list[str]:
+    """The gain as a user reads it: at the instance's targets, and over the decision range."""
     gains = gain_summary(comparison, targets)
     if not math.isfinite(gains["typical_gain"]):
         return []
     low = gains["decision_range_low_tokens_per_s_per_user"]
     high = gains["decision_range_high_tokens_per_s_per_user"]
     lines = [
-        "  gain = disaggregated / aggregated tokens/s per GPU, the best plan of each at the same "
+        f"  gain = disaggregated / aggregated {measure}, the best plan of each at the same "
         "interactivity target (comparison.csv, the lower panel of frontier.png):"
     ]
     for target, gain in gains_at(comparison, targets).items():
@@ -183,9 +198,8 @@ def gain_lines(comparison, targets) -> list[str]:
     )
     if high < comparison["tokens_per_s_per_user"].max():
         lines.append(
-            f"    beyond {high:,.1f} tokens/s per user neither mode keeps "
-            f"{gains['decision_floor_tokens_per_s_per_gpu']:,.0f} tokens/s per GPU (a quarter of the best); "
-            "the gain there is not summarized"
+            f"    beyond {high:,.1f} tokens/s per user neither mode keeps a quarter of the best "
+            "throughput; the gain there is not summarized"
         )
     return lines
 

@@ -71,6 +71,8 @@ import pandas as pd
 
 from planner import __version__
 from planner.compare import gain_summary, step_comparison, verdict_gain
+from planner.economics import COLUMNS as ECONOMICS_COLUMNS
+from planner.economics import best_point_economics
 from planner.errors import InfeasibleError, PlannerError, SpecError
 from planner.grid import Grid, GridCell
 from planner.perf.calibration import Calibration
@@ -107,6 +109,7 @@ SUMMARY_COLUMNS = (
     "aggregated_max_tokens_per_s_per_user",
     "disaggregated_points",
     "aggregated_points",
+    *(f"best_{mode}_{column}" for mode in ("disaggregated", "aggregated") for column in ECONOMICS_COLUMNS),
 )
 """Per-cell columns computed from the cell's frontier by :func:`summarize_frontier`."""
 
@@ -501,7 +504,13 @@ def merge(
                 "cell": sc.cell.index,
                 **axes,
                 "instance": record.get("label", sc.problem.label),
-                **summarize_frontier(frame, sc.problem.instance.slo.tokens_per_s_per_user_targets),
+                **summarize_frontier(
+                    frame,
+                    sc.problem.instance.slo.tokens_per_s_per_user_targets,
+                    "output_tokens_per_s"
+                    if sc.problem.instance.objective == "max_throughput"
+                    else "tokens_per_s_per_gpu",
+                ),
                 "design_points_evaluated": record.get("design_points", 0),
                 "cell_wall_time_s": record.get("elapsed_s", float("nan")),
                 "modes_without_plan": "; ".join(f"{m}: {why}" for m, why in without.items()),
@@ -533,11 +542,12 @@ def verdict(gain: float, has_disaggregated: bool, has_aggregated: bool) -> str:
     return "either"
 
 
-def summarize_frontier(frame: pd.DataFrame, targets=None) -> dict[str, Any]:
+def summarize_frontier(frame: pd.DataFrame, targets=None, by: str = "tokens_per_s_per_gpu") -> dict[str, Any]:
     """One cell's summary columns (:data:`SUMMARY_COLUMNS`) from its frontier rows.
 
     ``targets``: the instance's ``slo.tokens_per_s_per_user_targets``; the verdict reads the
-    gain there when both modes reach one of them (``verdict_reads`` = ``target``).
+    gain there when both modes reach one of them (``verdict_reads`` = ``target``). ``by``: what
+    the gain divides (``output_tokens_per_s`` for an owned fleet), as ``comparison.csv``.
     """
     nan = float("nan")
     targets = list(targets or [])
@@ -550,6 +560,7 @@ def summarize_frontier(frame: pd.DataFrame, targets=None) -> dict[str, Any]:
     modes = {m: frame[frame["mode"] == m] for m in ("disaggregated", "aggregated")}
     for mode, rows in modes.items():
         out[f"{mode}_points"] = len(rows)
+        out.update(best_point_economics(rows, f"best_{mode}"))
         if len(rows):
             out[f"best_{mode}_tokens_per_s_per_gpu"] = float(rows["tokens_per_s_per_gpu"].max())
             out[f"{mode}_max_tokens_per_s_per_user"] = float(rows["tokens_per_s_per_user"].max())
@@ -558,7 +569,7 @@ def summarize_frontier(frame: pd.DataFrame, targets=None) -> dict[str, Any]:
         ratio = disagg["prefill_decode_gpu_ratio"].astype(float)
         out["prefill_decode_gpu_ratio_min"] = float(ratio.min())
         out["prefill_decode_gpu_ratio_max"] = float(ratio.max())
-    comparison = step_comparison(frame)
+    comparison = step_comparison(frame, by)
     ratio = comparison["disaggregated_over_aggregated"].dropna()
     if len(ratio):
         at = ratio.idxmax()

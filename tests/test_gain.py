@@ -51,7 +51,6 @@ def test_hand_checked_gain_summary() -> None:
     assert gains["peak_gain_at_tokens_per_s_per_user"] == 20
     assert gains["min_gain"] == pytest.approx(1.0)
     assert gains["decision_range_high_tokens_per_s_per_user"] == 20
-    assert gains["decision_floor_tokens_per_s_per_gpu"] == pytest.approx(25.0)
     # At 15 tokens/s per user: 80 / 40; at 50 no plan reaches: only the reachable target counts.
     assert gains_at(comparison, [15.0, 50.0]) == {
         15.0: pytest.approx(2.0),
@@ -111,7 +110,8 @@ def test_summary_csv_plot_and_sweep_read_the_same_gain(frontier_run, monkeypatch
     gains = gain_summary(csv, [TARGET])
 
     # 1. comparison.csv is the step comparison of frontier.csv, with the decision range marked.
-    pd.testing.assert_frame_equal(csv, step_comparison(frame), check_dtype=False)
+    expected = step_comparison(frame)
+    pd.testing.assert_frame_equal(csv[expected.columns], expected, check_dtype=False)
 
     # 2. stdout prints that gain: typical, range, peak and the target's.
     text = result.stdout
@@ -197,3 +197,15 @@ def test_sweep_summary_reads_each_cells_target(tmp_path) -> None:
     csv = step_comparison(sweep.record_frame(records[cells[1].key]))
     assert targeted["gain_at_target"] == pytest.approx(gains_at(csv, [TARGET])[TARGET])
     assert free["typical_gain"] == pytest.approx(targeted["typical_gain"])
+
+
+def test_an_owned_fleet_reads_the_gain_on_total_tokens_per_s() -> None:
+    # max_throughput: on a fixed budget the plans are compared by what the whole fleet delivers.
+    frame = _frame(("disaggregated", 10, 100), ("aggregated", 10, 100))
+    frame["output_tokens_per_s"] = [600.0, 800.0]  # disaggregation leaves GPUs idle on this budget
+    per_gpu = step_comparison(frame)
+    fleet = step_comparison(frame, by="output_tokens_per_s")
+    assert per_gpu["disaggregated_over_aggregated"].tolist() == [1.0]
+    assert fleet["disaggregated_over_aggregated"].tolist() == [0.75]
+    assert fleet["disaggregated_tokens_per_s_per_gpu"].tolist() == [100.0]  # the columns keep their meaning
+    assert summarize_frontier(frame, by="output_tokens_per_s")["verdict"] == "co-locate"

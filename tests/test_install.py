@@ -70,7 +70,7 @@ def _third_party_imports(folder: Path) -> set[str]:
                 found |= {a.name.split(".")[0] for a in node.names}
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 found.add(node.module.split(".")[0])
-    local = {"planner", "frontier_gain", "conftest"}
+    local = {"planner"} | {p.stem for p in folder.glob("*.py")}  # the package and the folder's own helpers
     return {m for m in found if m not in sys.stdlib_module_names and m not in local}
 
 
