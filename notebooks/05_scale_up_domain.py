@@ -62,13 +62,13 @@ for label, name in CASES.items():
         }
     )
 summary = pd.DataFrame(rows).set_index("case")
-summary.round(3)
+print(summary.round(3).to_string())
 
 # %%
-tables["DeepSeek-R1 16k/2k"].round(2)
+print(tables["DeepSeek-R1 16k/2k"].round(2).to_string())
 
 # %%
-tables["Llama-3.1-405B 4k/256"].round(2)
+print(tables["Llama-3.1-405B 4k/256"].round(2).to_string())
 
 # %%
 fig, axes = plt.subplots(1, len(CASES) + 1, figsize=(5.5 * (len(CASES) + 1), 4.5))

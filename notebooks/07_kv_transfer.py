@@ -72,7 +72,7 @@ table["kv_gb_per_s_total"] = table["requests_per_s"] * unique_bytes / 1e9
 table["kv_gb_per_s_per_prefill_gpu"] = table["kv_gb_per_s_total"] / table["prefill_gpus"]
 table["kv_gb_per_s_per_gpu_of_plan"] = table["kv_gb_per_s_total"] / table["total_gpus"]
 table["share_of_network_link"] = table["kv_gb_per_s_per_prefill_gpu"] / network_gb_per_s
-table.round(3)
+print(table.round(3).to_string())
 
 # %% [markdown]
 # `csv_*` columns are what `frontier.csv` reports (`kv_transfer_gb_per_s_per_gpu`); the others recompute

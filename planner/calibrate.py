@@ -10,6 +10,7 @@ error a user should expect on a configuration that was not in the data.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +20,8 @@ from scipy.optimize import least_squares
 from planner.catalog import load_hardware
 from planner.measurements import predict_row
 from planner.perf.calibration import Calibration, EfficiencyBlock
+
+log = logging.getLogger(__name__)
 
 FITTED_FIELDS = (
     "gemm_efficiency_fraction",
@@ -109,6 +112,7 @@ def fit_calibration(measurements: pd.DataFrame, start: Calibration, *, source: s
     for key in sorted(keys.unique()):
         rows = _expressible(measurements[keys == key], start)
         if len(rows):
+            log.info("fitting block %s on %d rows", key, len(rows))
             fitted = _with_block(fitted, key, fit_block(rows, fitted, key).block)
             support[key] = len(rows)
     if support:
@@ -131,7 +135,10 @@ def leave_one_out(measurements: pd.DataFrame, fitted: Calibration, *, max_evalua
     out = pd.Series(np.nan, index=measurements.index, dtype=float)
     for key in sorted(keys.unique()):
         rows = _expressible(measurements[keys == key], fitted)
-        for index in rows.index:
+        for number, index in enumerate(rows.index, 1):
+            # One line per refit: leave-one-out on the shipped file takes minutes.
+            row_id = rows.loc[index, "id"]
+            log.info("leave-one-out %s: refit %d of %d (without %s)", key, number, len(rows), row_id)
             rest = rows.drop(index)
             if not len(rest):
                 continue

@@ -35,7 +35,7 @@ def catalog_dir(kind: str) -> Path:
     return Path(__file__).resolve().parent.parent / kind
 
 
-def _format_validation_error(err: ValidationError, cls: type[SpecModel]) -> tuple[str, str]:
+def format_validation_error(err: ValidationError, cls: type[SpecModel]) -> tuple[str, str]:
     """Turn pydantic's error list into (field, message-with-fix) for the first problem."""
     problems = []
     first_field = ""
@@ -46,10 +46,12 @@ def _format_validation_error(err: ValidationError, cls: type[SpecModel]) -> tupl
             leaf = str(item["loc"][-1])
             allowed = _allowed_fields(cls, item["loc"][:-1])
             close = difflib.get_close_matches(leaf, allowed, n=1)
-            hint = f"did you mean '{close[0]}'?" if close else f"allowed: {', '.join(allowed)}"
+            hint = (f"did you mean '{close[0]}'? " if close else "") + f"allowed: {', '.join(allowed)}"
             msg = f"unknown field; remove it ({hint})"
         elif kind == "missing":
             msg = "missing required field; add it"
+        elif not item["loc"]:  # a check across fields: the message names them, the input is the whole spec
+            msg = item["msg"].removeprefix("Value error, ")
         else:
             msg = f"{item['msg']} (got {item.get('input')!r})"
         first_field = first_field or loc
@@ -85,7 +87,7 @@ def parse_spec(data: object, cls: type[S], path: str | Path) -> S:
     try:
         return cls.model_validate(data)
     except ValidationError as err:
-        field, message = _format_validation_error(err, cls)
+        field, message = format_validation_error(err, cls)
         raise SpecError(f"invalid {cls.__name__}: {message}", path=path, field=field or None) from None
 
 

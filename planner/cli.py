@@ -26,6 +26,7 @@ from planner.jsonable import json_text
 from planner.perf import Layouts, evaluate
 from planner.perf.calibration import load_calibration
 from planner.problem import resolve
+from planner.progress import reporting
 from planner.report import write_text_atomic
 
 _PRECISIONS = click.Choice(["bf16", "fp8", "fp4"])
@@ -51,6 +52,28 @@ _calibration = click.option(
     default=None,
     help="Efficiency calibration YAML (from `disagg calibrate`); default: the shipped fit.",
 )
+
+
+def _verbosity(func):
+    """``--quiet`` / ``-v``: how much progress a long command reports on stderr (planner.progress)."""
+    func = click.option(
+        "-v",
+        "--verbose",
+        "verbose",
+        is_flag=True,
+        help="Also show every MIP solve and the solver's own log on stderr.",
+    )(func)
+    return click.option(
+        "-q", "--quiet", is_flag=True, help="No progress lines on stderr (results and errors only)."
+    )(func)
+
+
+def _level(quiet: bool, verbose: bool) -> int:
+    from planner.progress import NORMAL, QUIET, VERBOSE
+
+    if quiet and verbose:
+        raise SpecError("--quiet and --verbose contradict each other; drop one", field="--quiet")
+    return QUIET if quiet else VERBOSE if verbose else NORMAL
 
 
 def _scenario(func):
@@ -107,6 +130,7 @@ def list_command(kind: str, debug: bool) -> None:
 
 
 def _summary(kind: str, name: str) -> str:
+    from planner.humanize import memory_text
     from planner.perf.architecture import Architecture
 
     if kind == "models":
@@ -120,7 +144,7 @@ def _summary(kind: str, name: str) -> str:
     if kind == "hardware":
         hw = load_hardware(name)
         return (
-            f"{hw.hbm_capacity_gb:.0f} GB at {hw.hbm_bandwidth_gb_per_s / 1000:.1f} TB/s, "
+            f"{memory_text(hw.hbm_capacity_gb)} at {hw.hbm_bandwidth_gb_per_s / 1000:.2f} TB/s, "
             f"{'/'.join(hw.supported_precisions)}, scale-up domain {hw.scale_up_domain_gpus} GPUs"
         )
     inst = load_instance(name)
@@ -161,11 +185,23 @@ _EVALUATE_KEYS = (
 @click.option("--model", default=None, help="Catalog model name or path to a model YAML.")
 @click.option("--hardware", default=None, help="Catalog hardware name or path to a hardware YAML.")
 @click.option("--precision", type=_PRECISIONS, default=None, help="Weight precision [default: fp8].")
-@click.option("--phase", type=click.Choice(["prefill", "decode", "aggregated"]), required=True)
+@click.option(
+    "--phase",
+    type=click.Choice(["prefill", "decode", "aggregated"]),
+    required=True,
+    help="The work the instance does: a prefill or decode pool's, or co-located (both).",
+)
 @click.option("--tp", type=click.IntRange(min=1), required=True, help="Tensor-parallel size.")
 @click.option("--pp", type=click.IntRange(min=1), default=1, show_default=True, help="Pipeline stages.")
 @click.option("--ep", type=click.IntRange(min=1), default=1, show_default=True, help="Expert-parallel size.")
-@click.option("--attention-dp", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option(
+    "--attention-dp",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Attention data-parallel ranks: copies of the attention (and its KV cache) per stage, each "
+    "serving its own requests; GPUs = TP x PP x attention-DP.",
+)
 @click.option("--batch", type=click.IntRange(min=1), required=True, help="Requests in flight per instance.")
 @click.option("--isl", type=click.IntRange(min=1), default=None, help="Input tokens per request.")
 @click.option("--osl", type=click.IntRange(min=1), default=None, help="Output tokens per request.")
@@ -269,8 +305,13 @@ def _plain(value: object) -> object:
 
 
 def _evaluate_text(r: dict) -> str:
+    from planner.humanize import bytes_text
+
     def num(v: object, fmt: str = ",.1f") -> str:
         return "n/a" if v is None else format(v, fmt)
+
+    kv = r["kv_cache_bytes_per_request"]
+    kv_bytes = "n/a" if kv is None else f"{bytes_text(kv)} ({kv:,.0f} bytes)"
 
     fits = "yes" if r["fits"] else "NO (exceeds usable HBM; lower the batch or add GPUs)"
     lines = [
@@ -295,7 +336,7 @@ def _evaluate_text(r: dict) -> str:
         f"  output_tokens_per_s_per_gpu {num(r['output_tokens_per_s_per_gpu'])}",
         f"  input_tokens_per_s_per_gpu  {num(r['input_tokens_per_s_per_gpu'])}",
         f"  requests_per_s              {num(r['requests_per_s'], ',.3f')}",
-        f"  kv_cache_bytes_per_request  {num(r['kv_cache_bytes_per_request'], ',.0f')}",
+        f"  KV cache per request        {kv_bytes}",
         "  where the time goes (ms):   "
         f"compute {num(r['compute_ms'], ',.2f')}, memory {num(r['memory_ms'], ',.2f')}, "
         f"communication {num(r['communication_ms'], ',.2f')}, overhead {num(r['overhead_ms'], ',.2f')}",
@@ -391,9 +432,16 @@ def _validation_text(table: pd.DataFrame) -> str:
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="Calibration YAML to write.")
 @click.option("--no-loo", is_flag=True, help="Skip the leave-one-out generalization estimate.")
 @_calibration
+@_verbosity
 @_debug
 def calibrate_command(
-    measurements: str, out: str, no_loo: bool, calibration_path: str | None, debug: bool
+    measurements: str,
+    out: str,
+    no_loo: bool,
+    calibration_path: str | None,
+    quiet: bool,
+    verbose: bool,
+    debug: bool,
 ) -> None:
     """Fit the efficiency blocks to measurements; print in-sample and leave-one-out error.
 
@@ -404,7 +452,7 @@ def calibrate_command(
     from planner.calibrate import fit_calibration, leave_one_out
     from planner.measurements import load_measurements, validate
 
-    with format_errors(debug):
+    with format_errors(debug), reporting(_level(quiet, verbose)):
         frame = load_measurements(measurements)
         start = load_calibration(calibration_path)
         fitted = fit_calibration(frame, start, source=f"disagg calibrate on {Path(measurements).name}")
@@ -515,7 +563,8 @@ _time_limit = click.option(
     type=click.FloatRange(min=0.1),
     default=60.0,
     show_default=True,
-    help="Time limit per MIP solve, seconds; hitting it is an error (the frontier claims optimality).",
+    help="Seconds each MIP solve may take. Every reported plan is proven optimal, so a solve that "
+    "hits the limit stops the command with an error (exit 2) saying what to change.",
 )
 
 # --write-lp (issue 12): export the model each mode solves, to read or to hand to another solver.
@@ -569,6 +618,7 @@ def _objective(func):
 @_objective
 @_scenario
 @_calibration
+@_verbosity
 @_debug
 def frontier_command(
     instance: str,
@@ -580,6 +630,8 @@ def frontier_command(
     scenario: str | None,
     overrides: tuple[str, ...],
     calibration_path: str | None,
+    quiet: bool,
+    verbose: bool,
     debug: bool,
 ) -> None:
     """Trace the exact Pareto frontier of throughput vs tokens/s per user, both modes.
@@ -594,7 +646,7 @@ def frontier_command(
     from planner.frontier import solve_frontier
     from planner.outputs import command_line, frontier_summary, render_frontier, write_outputs
 
-    with format_errors(debug):
+    with format_errors(debug), reporting(_level(quiet, verbose)):
         problem = resolve(instance, scenario, parse_overrides(overrides))
         calibration = load_calibration(calibration_path)
         frontier = solve_frontier(
@@ -609,7 +661,10 @@ def frontier_command(
         paths = write_outputs(Path(out_dir), files)
         from planner.advise import headroom_text, objective_question
 
-        click.echo(f"{problem.label}: exact frontier with {solver}; objective: {objective_question(problem)}")
+        click.echo(
+            f"{problem.label}: {problem.question_text}; exact frontier with {solver}; "
+            f"objective: {objective_question(problem)}"
+        )
         if headroom_text(problem):
             click.echo(headroom_text(problem))
         click.echo(frontier_summary(frontier))
@@ -914,6 +969,7 @@ def capacity_command(
 @_solver
 @_time_limit
 @_calibration
+@_verbosity
 @_debug
 def sweep_command(
     grid_path: str,
@@ -926,6 +982,8 @@ def sweep_command(
     solver: str,
     time_limit_s: float,
     calibration_path: str | None,
+    quiet: bool,
+    verbose: bool,
     debug: bool,
 ) -> None:
     """Trace the frontier of every cell of a GRID of what-if questions (format: README, Sweeps).
@@ -943,6 +1001,7 @@ def sweep_command(
     from planner.sweep import SweepIncompleteError, dry_run_text, resolve_cells, run_sweep, sweep_summary_text
 
     with format_errors(debug):
+        progress = progress and not _level(quiet, verbose) < 0
         if scheduler and workers:
             raise SpecError(
                 "--workers sizes the local pool; with --scheduler the Dask cluster's workers run the "
@@ -951,6 +1010,10 @@ def sweep_command(
             )
         if out_dir is None and not dry_run:
             raise SpecError("missing --out DIR, the folder for the results (or --dry-run to only count)")
+        if scheduler:
+            from planner.extras import require
+
+            require("distributed", "dask", "--scheduler (a Dask cluster)")
         grid = load_grid(grid_path)
         calibration = load_calibration(calibration_path)
         cells = resolve_cells(grid, calibration, solver)
@@ -1030,10 +1093,14 @@ def sweep_command(
     type=click.FloatRange(min=0.1),
     default=120.0,
     show_default=True,
-    help="Time limit per MIP solve, seconds.",
+    help="Seconds each MIP solve may take. The static and dynamic plans must be proven optimal: "
+    "hitting the limit there is an error (exit 2). The best-fixed-ratio search gives each candidate "
+    "ratio min(this, 15) s and keeps the best plan found; the summary says how many were not proven "
+    "optimal.",
 )
 @_scenario
 @_calibration
+@_verbosity
 @_debug
 def elastic_command(
     instance: str,
@@ -1047,6 +1114,8 @@ def elastic_command(
     scenario: str | None,
     overrides: tuple[str, ...],
     calibration_path: str | None,
+    quiet: bool,
+    verbose: bool,
     debug: bool,
 ) -> None:
     """Plan pools period by period over a traffic trace: static, fixed-ratio and dynamic.
@@ -1062,7 +1131,7 @@ def elastic_command(
     from planner.outputs import command_line, write_outputs
     from planner.trace import load_trace
 
-    with format_errors(debug):
+    with format_errors(debug), reporting(_level(quiet, verbose)):
         problem = resolve(instance, scenario, parse_overrides(overrides))
         trace = load_trace(trace_path, problem.request_classes)
         calibration = load_calibration(calibration_path)
@@ -1077,16 +1146,49 @@ def elastic_command(
             time_limit_s=time_limit_s,
         )
         paths = write_outputs(Path(out_dir), render_elastic(result, calibration, command_line()))
-        click.echo(f"{problem.label}: {trace.periods} periods, {trace.hours:g} h, with {solver}")
+        click.echo(
+            f"{problem.label}: {problem.question_text}; {trace.periods} periods, {trace.hours:g} h, "
+            f"with {solver}"
+        )
         click.echo(elastic_summary(result))
         click.echo(f"wrote {', '.join(str(p) for p in paths)}")
         if result.unserved_periods:
+            from planner.humanize import plural
+
             first = result.unserved_periods[0]
             raise InfeasibleError(
                 f"{trace.path}: row {first + 2} (period {trace.start[first].isoformat()}) and "
-                f"{len(result.unserved_periods) - 1} other period(s) cannot be served within the budget of "
-                f"{problem.max_gpus} GPUs; raise cluster.max_gpus, lower --load-scale, or relax the SLO"
+                f"{plural(len(result.unserved_periods) - 1, 'other period')} cannot be served within the "
+                f"budget of {problem.max_gpus} GPUs; raise cluster.max_gpus, lower --load-scale, or relax "
+                "the SLO"
             )
+
+
+# --------------------------------------------------------------------------- schema
+
+
+@main.command("schema")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write the reference here (the repository keeps it in docs/schema.md); default: print it.",
+)
+@_debug
+def schema_command(out: str | None, debug: bool) -> None:
+    """The reference of every instance, model and hardware field, generated from the specs.
+
+    Example: disagg schema --out docs/schema.md
+    """
+    from planner.schema import schema_markdown
+
+    with format_errors(debug):
+        text = schema_markdown()
+        if out is None:
+            click.echo(text, nl=False)
+            return
+        write_text_atomic(Path(out), text)
+        click.echo(f"wrote {out}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -127,7 +127,7 @@ def _parse_flags(frame: pd.DataFrame, column: str, path: Path) -> pd.Series:
     """An optional true/false column as bools; absent or empty means off."""
     if column not in frame.columns:
         return pd.Series(False, index=frame.index, dtype=bool)
-    text = frame[column].fillna("").astype(str).str.strip().str.lower()
+    text = frame[column].astype(object).fillna("").astype(str).str.strip().str.lower()
     bad = frame.index[~text.isin(_TRUE + _FALSE)]
     if len(bad):
         raise SpecError(

@@ -1,4 +1,4 @@
-"""The candidate table: every serving instance the optimizer may use, priced and pruned (DESIGN.md §3).
+"""The candidate table: every serving instance the optimizer may use, priced and pruned (docs/DESIGN.md §3).
 
 Why it exists
     The MIP in :mod:`planner.optimize` never sees hardware or model numbers: it

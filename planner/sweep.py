@@ -1,4 +1,4 @@
-"""Sweeps: the exact frontier of every cell of a grid, on a process pool or a Dask cluster (DESIGN.md §5).
+"""Sweeps: the exact frontier of every grid cell, on a process pool or a Dask cluster (docs/DESIGN.md §5).
 
 Why it exists
     A study such as "does disaggregation pay off, per model x prompt shape x NVLink
@@ -27,21 +27,22 @@ Failure isolation
     the cell again.
 
 Summary verdict (one row per cell, see :func:`summarize_frontier`)
-    The verdict reads the *typical gain* of :mod:`planner.compare`: disaggregated
-    over aggregated tokens/s per GPU, both frontiers read as lines between their
-    Pareto points, geometric mean over the interactivity range from the lowest either
-    mode reaches to the highest both reach (every factor of interactivity weighs the
-    same). With margin :data:`VERDICT_MARGIN` = 5%:
+    The verdict reads the gain of :mod:`planner.compare` (disaggregated over
+    aggregated tokens/s per GPU, the best plan of each at the same interactivity
+    target, exact): at the instance's ``slo.tokens_per_s_per_user_targets`` when it has
+    any that both modes reach (geometric mean over them), else the *typical* gain over
+    the decision range (where the better mode keeps at least a quarter of the best
+    tokens/s per GPU). ``verdict_reads`` says which. With margin
+    :data:`VERDICT_MARGIN` = 5%:
 
-    - ``disaggregate``: typical gain at least 1.05, or only the disaggregated mode has a plan;
-    - ``co-locate``: typical gain at most 1 / 1.05, or only the aggregated mode has a plan;
+    - ``disaggregate``: gain at least 1.05, or only the disaggregated mode has a plan;
+    - ``co-locate``: gain at most 1 / 1.05, or only the aggregated mode has a plan;
     - ``either``: in between;
     - empty when the cell failed.
 
-    Not the largest step-function ratio (``comparison.csv``): that peaks wherever one
-    mode's breakpoint sits just above the other's, typically at the aggregated
-    frontier's most interactive point, and called every cell ``disaggregate``. The
-    peak is still reported (``peak_gain``, and the step ratios' min and max).
+    The step ratios' extremes over the whole comparison, tail included, are still
+    reported (``max_``/``min_disaggregated_over_aggregated``); ``peak_gain`` is the
+    largest gain within the decision range.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ import numpy as np
 import pandas as pd
 
 from planner import __version__
-from planner.compare import gain_curve, gain_summary, mode_rows, step_comparison
+from planner.compare import gain_summary, step_comparison, verdict_gain
 from planner.economics import COLUMNS as ECONOMICS_COLUMNS
 from planner.economics import best_point_economics
 from planner.errors import InfeasibleError, PlannerError, SpecError
@@ -97,7 +98,11 @@ SUMMARY_COLUMNS = (
     "typical_gain",
     "peak_gain",
     "peak_gain_at_tokens_per_s_per_user",
+    "decision_range_high_tokens_per_s_per_user",
+    "target_tokens_per_s_per_user",
+    "gain_at_target",
     "verdict",
+    "verdict_reads",
     "prefill_decode_gpu_ratio_min",
     "prefill_decode_gpu_ratio_max",
     "disaggregated_max_tokens_per_s_per_user",
@@ -311,10 +316,9 @@ def record_frame(record: dict[str, Any]) -> pd.DataFrame:
 def open_executor(workers: int, scheduler: str | None) -> Iterator[tuple[cf.Executor, str]]:
     """A local process pool of ``workers``, or a Dask cluster's executor; yields it and a description."""
     if scheduler:
-        try:
-            from distributed import Client
-        except ImportError:  # pragma: no cover - a dependency
-            raise SpecError("--scheduler needs dask[distributed]; pip install 'dask[distributed]'") from None
+        from planner.extras import require
+
+        Client = require("distributed", "dask", "--scheduler (a Dask cluster)").Client  # noqa: N806
         try:
             client = Client(scheduler, timeout=f"{SCHEDULER_TIMEOUT_S}s")
         except (OSError, TimeoutError, ValueError) as err:
@@ -500,7 +504,13 @@ def merge(
                 "cell": sc.cell.index,
                 **axes,
                 "instance": record.get("label", sc.problem.label),
-                **summarize_frontier(frame),
+                **summarize_frontier(
+                    frame,
+                    sc.problem.instance.slo.tokens_per_s_per_user_targets,
+                    "output_tokens_per_s"
+                    if sc.problem.instance.objective == "max_throughput"
+                    else "tokens_per_s_per_gpu",
+                ),
                 "design_points_evaluated": record.get("design_points", 0),
                 "cell_wall_time_s": record.get("elapsed_s", float("nan")),
                 "modes_without_plan": "; ".join(f"{m}: {why}" for m, why in without.items()),
@@ -517,7 +527,7 @@ def merge(
     return frontiers, pd.DataFrame(rows)
 
 
-def verdict(typical_gain: float, has_disaggregated: bool, has_aggregated: bool) -> str:
+def verdict(gain: float, has_disaggregated: bool, has_aggregated: bool) -> str:
     """``disaggregate``, ``co-locate`` or ``either`` (module docstring); empty with no plan at all."""
     if not (has_disaggregated or has_aggregated):
         return ""
@@ -525,18 +535,25 @@ def verdict(typical_gain: float, has_disaggregated: bool, has_aggregated: bool) 
         return "disaggregate"
     if not has_disaggregated:
         return "co-locate"
-    if typical_gain >= 1 + VERDICT_MARGIN:
+    if gain >= 1 + VERDICT_MARGIN:
         return "disaggregate"
-    if typical_gain <= 1 / (1 + VERDICT_MARGIN):
+    if gain <= 1 / (1 + VERDICT_MARGIN):
         return "co-locate"
     return "either"
 
 
-def summarize_frontier(frame: pd.DataFrame) -> dict[str, Any]:
-    """One cell's summary columns (:data:`SUMMARY_COLUMNS`) from its frontier rows."""
+def summarize_frontier(frame: pd.DataFrame, targets=None, by: str = "tokens_per_s_per_gpu") -> dict[str, Any]:
+    """One cell's summary columns (:data:`SUMMARY_COLUMNS`) from its frontier rows.
+
+    ``targets``: the instance's ``slo.tokens_per_s_per_user_targets``; the verdict reads the
+    gain there when both modes reach one of them (``verdict_reads`` = ``target``). ``by``: what
+    the gain divides (``output_tokens_per_s`` for an owned fleet), as ``comparison.csv``.
+    """
     nan = float("nan")
+    targets = list(targets or [])
     out: dict[str, Any] = dict.fromkeys(SUMMARY_COLUMNS, nan)
-    out["verdict"] = ""
+    out["verdict"] = out["verdict_reads"] = ""
+    out["target_tokens_per_s_per_user"] = ", ".join(f"{t:g}" for t in targets)
     out["disaggregated_points"] = out["aggregated_points"] = 0
     if frame.empty:
         return out
@@ -552,19 +569,24 @@ def summarize_frontier(frame: pd.DataFrame) -> dict[str, Any]:
         ratio = disagg["prefill_decode_gpu_ratio"].astype(float)
         out["prefill_decode_gpu_ratio_min"] = float(ratio.min())
         out["prefill_decode_gpu_ratio_max"] = float(ratio.max())
-    comparison = step_comparison(frame)
+    comparison = step_comparison(frame, by)
     ratio = comparison["disaggregated_over_aggregated"].dropna()
     if len(ratio):
         at = ratio.idxmax()
         out["max_disaggregated_over_aggregated"] = float(ratio.max())
         out["max_ratio_at_tokens_per_s_per_user"] = float(comparison.loc[at, "tokens_per_s_per_user"])
         out["min_disaggregated_over_aggregated"] = float(ratio.min())
+    gain = nan
     if len(disagg) and len(modes["aggregated"]):
-        gains = gain_summary(gain_curve(mode_rows(frame, "disaggregated"), mode_rows(frame, "aggregated")))
-        out["typical_gain"] = gains["typical_gain"]
-        out["peak_gain"] = gains["peak_gain"]
-        out["peak_gain_at_tokens_per_s_per_user"] = gains["peak_at_tokens_per_s_per_user"]
-    out["verdict"] = verdict(out["typical_gain"], bool(len(disagg)), bool(len(modes["aggregated"])))
+        gains = gain_summary(comparison, targets)
+        for key in ("typical_gain", "peak_gain", "peak_gain_at_tokens_per_s_per_user", "gain_at_target"):
+            out[key] = gains[key]
+        out["decision_range_high_tokens_per_s_per_user"] = gains["decision_range_high_tokens_per_s_per_user"]
+        gain, out["verdict_reads"] = verdict_gain(gains)
+    has = {m: bool(len(rows)) for m, rows in modes.items()}
+    out["verdict"] = verdict(gain, has["disaggregated"], has["aggregated"])
+    if out["verdict"] and not out["verdict_reads"]:
+        out["verdict_reads"] = "one mode"
     return out
 
 

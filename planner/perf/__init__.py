@@ -1,4 +1,4 @@
-"""Analytic, vectorized roofline model of one serving instance (DESIGN.md section 2).
+"""Analytic, vectorized roofline model of one serving instance (docs/DESIGN.md §2).
 
 Entry point: :func:`evaluate` prices N layouts of one model on one GPU type in
 one numpy call and returns a tidy frame, one row per layout. The parts:

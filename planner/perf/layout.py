@@ -1,6 +1,6 @@
 """Parallel layouts of one serving instance, as arrays, and the rules that make them runnable.
 
-Convention (DESIGN.md): GPUs per instance = TP x PP x attention-DP. Attention
+Convention (docs/DESIGN.md §2): GPUs per instance = TP x PP x attention-DP. Attention
 data-parallel ranks each hold their own requests; a MoE layer spreads its
 experts over EP of the TP x attention-DP GPUs of a pipeline stage, and splits
 each expert over the remaining (TP x attention-DP) / EP GPUs.
