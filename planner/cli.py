@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import signal
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,18 +23,36 @@ import pandas as pd
 
 from planner import __version__
 from planner.catalog import load_hardware, load_instance, load_model, names
+from planner.cli_options import (
+    MAX_BATCH,
+    MAX_LAYOUT_SIZE,
+    MAX_LOAD_SCALE,
+    MAX_RATIO,
+    MAX_TIME_LIMIT_S,
+    MAX_TOKENS,
+    MAX_TOKENS_PER_S_PER_USER,
+    finite,
+)
 from planner.errors import InfeasibleError, PlannerError, SpecError
+from planner.output_folder import check_output_folder, check_writable, write_output_set
 from planner.perf import Layouts, evaluate
 from planner.perf.calibration import load_calibration
 from planner.problem import resolve
 from planner.report import write_text_atomic
+from planner.run_limits import SWEEP_RESUME_TEXT, run_deadline
 
 _PRECISIONS = click.Choice(["bf16", "fp8", "fp4"])
+_LAYOUT_SIZE = click.IntRange(min=1, max=MAX_LAYOUT_SIZE)
 
 
 @contextlib.contextmanager
 def format_errors(debug: bool) -> Iterator[None]:
-    """Turn planner errors into one message and an exit status; tracebacks only with --debug."""
+    """Turn planner errors into one message and an exit status; tracebacks only with --debug.
+
+    SIGTERM becomes ``SystemExit(143)`` for the command's duration, so cleanup runs (pool
+    workers stopped, a half-written output folder removed) as it does on Ctrl-C.
+    """
+    previous = _exit_on_sigterm()
     try:
         yield
     except PlannerError as err:
@@ -40,6 +60,20 @@ def format_errors(debug: bool) -> Iterator[None]:
             raise
         click.echo(f"error: {err}", err=True)
         sys.exit(err.exit_code)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_on_sigterm():  # type: ignore[no-untyped-def]
+    """Install a SIGTERM handler raising SystemExit (main thread only); the previous handler, or None."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def terminate(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    return signal.signal(signal.SIGTERM, terminate)
 
 
 _debug = click.option("--debug", is_flag=True, help="Show the full traceback of an error.")
@@ -71,15 +105,19 @@ def parse_overrides(pairs: tuple[str, ...]) -> dict[str, object]:
     """``("a.b=3", "hardware=b200")`` -> ``{"a.b": 3, "hardware": "b200"}`` (values parsed as YAML)."""
     import yaml
 
+    from planner.safe_input import excerpt, yaml_load
+
     changes: dict[str, object] = {}
     for pair in pairs:
         key, sep, text = pair.partition("=")
         if not sep or not key.strip():
-            raise SpecError(f"--set expects FIELD=VALUE, got '{pair}'; e.g. --set traffic.isl_tokens=16384")
+            raise SpecError(
+                f"--set expects FIELD=VALUE, got {excerpt(pair)}; e.g. --set traffic.isl_tokens=16384"
+            )
         try:
-            changes[key.strip()] = yaml.safe_load(text)
+            changes[key.strip()] = yaml_load(text)
         except yaml.YAMLError:
-            raise SpecError(f"--set {key}: value '{text}' is not valid YAML; quote strings") from None
+            raise SpecError(f"--set {key}: value {excerpt(text)} is not valid YAML; quote strings") from None
     return changes
 
 
@@ -161,13 +199,34 @@ _EVALUATE_KEYS = (
 @click.option("--hardware", default=None, help="Catalog hardware name or path to a hardware YAML.")
 @click.option("--precision", type=_PRECISIONS, default=None, help="Weight precision [default: fp8].")
 @click.option("--phase", type=click.Choice(["prefill", "decode", "aggregated"]), required=True)
-@click.option("--tp", type=click.IntRange(min=1), required=True, help="Tensor-parallel size.")
-@click.option("--pp", type=click.IntRange(min=1), default=1, show_default=True, help="Pipeline stages.")
-@click.option("--ep", type=click.IntRange(min=1), default=1, show_default=True, help="Expert-parallel size.")
-@click.option("--attention-dp", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--batch", type=click.IntRange(min=1), required=True, help="Requests in flight per instance.")
-@click.option("--isl", type=click.IntRange(min=1), default=None, help="Input tokens per request.")
-@click.option("--osl", type=click.IntRange(min=1), default=None, help="Output tokens per request.")
+@click.option("--tp", type=_LAYOUT_SIZE, required=True, help="Tensor-parallel size.")
+@click.option(
+    "--pp",
+    type=_LAYOUT_SIZE,
+    default=1,
+    show_default=True,
+    help="Pipeline stages.",
+)
+@click.option(
+    "--ep",
+    type=_LAYOUT_SIZE,
+    default=1,
+    show_default=True,
+    help="Expert-parallel size.",
+)
+@click.option("--attention-dp", type=_LAYOUT_SIZE, default=1, show_default=True)
+@click.option(
+    "--batch",
+    type=click.IntRange(min=1, max=MAX_BATCH),
+    required=True,
+    help="Requests in flight per instance.",
+)
+@click.option(
+    "--isl", type=click.IntRange(min=1, max=MAX_TOKENS), default=None, help="Input tokens per request."
+)
+@click.option(
+    "--osl", type=click.IntRange(min=1, max=MAX_TOKENS), default=None, help="Output tokens per request."
+)
 @click.option(
     "--chunked-prefill/--no-chunked-prefill",
     default=True,
@@ -324,8 +383,9 @@ def import_hf_command(config: str, name: str, out: str | None, debug: bool) -> N
     from planner.hf_import import import_hf_config, model_spec_to_yaml
 
     with format_errors(debug):
-        spec = import_hf_config(config, name)
         target = Path(out or f"{name}.yaml")
+        check_writable(target, folder=False)
+        spec = import_hf_config(config, name)
         write_text_atomic(
             target, model_spec_to_yaml(spec, header=f"Imported from {config} by disagg import-hf")
         )
@@ -355,6 +415,8 @@ def validate_command(
     from planner.measurements import load_measurements, validate
 
     with format_errors(debug):
+        if csv_out:
+            check_writable(Path(csv_out), folder=False, option="--csv")
         table = validate(load_measurements(measurements), load_calibration(calibration_path))
         click.echo(_validation_text(table))
         if csv_out:
@@ -401,11 +463,13 @@ def calibrate_command(
     import yaml
 
     from planner.calibrate import fit_calibration, leave_one_out
-    from planner.measurements import load_measurements, validate
+    from planner.measurements import load_measurements, require_predictable_rows, validate
 
     with format_errors(debug):
+        check_writable(Path(out), folder=False)
         frame = load_measurements(measurements)
         start = load_calibration(calibration_path)
+        require_predictable_rows(validate(frame, start), measurements)
         fitted = fit_calibration(frame, start, source=f"disagg calibrate on {Path(measurements).name}")
         table = validate(frame, fitted)
         if not no_loo:
@@ -459,6 +523,7 @@ def candidates_command(
     fit in memory, miss the TTFT limit or are dominated are dropped (planner/space.py).
     """
     with format_errors(debug):
+        check_writable(Path(csv_out), folder=False, option="--csv")
         problem = resolve(instance, scenario, parse_overrides(overrides))
         table = problem.candidate_table(
             phase,  # type: ignore[arg-type]
@@ -511,10 +576,18 @@ _solver = click.option(
 )
 _time_limit = click.option(
     "--time-limit-s",
-    type=click.FloatRange(min=0.1),
+    type=finite(min=0.1, max=MAX_TIME_LIMIT_S),
     default=60.0,
     show_default=True,
     help="Time limit per MIP solve, seconds; hitting it is an error (the frontier claims optimality).",
+)
+
+_run_time_limit = click.option(
+    "--run-time-limit-s",
+    type=finite(min=1, max=MAX_TIME_LIMIT_S),
+    default=None,
+    help="Wall-time limit for the whole run, seconds (a solve in progress finishes first, within "
+    "--time-limit-s); hitting it exits 1 [default: none].",
 )
 
 
@@ -525,12 +598,13 @@ _time_limit = click.option(
 )
 @click.option(
     "--fixed-ratio",
-    type=click.FloatRange(min=0, min_open=True),
+    type=finite(min=0, min_open=True, max=MAX_RATIO),
     default=None,
     help="Also trace disaggregated plans with prefill:decode GPUs held at this ratio (+-3%).",
 )
 @_solver
 @_time_limit
+@_run_time_limit
 @_scenario
 @_calibration
 @_debug
@@ -540,6 +614,7 @@ def frontier_command(
     fixed_ratio: float | None,
     solver: str,
     time_limit_s: float,
+    run_time_limit_s: float | None,
     scenario: str | None,
     overrides: tuple[str, ...],
     calibration_path: str | None,
@@ -553,19 +628,20 @@ def frontier_command(
     provenance.json (columns in the README). Nothing is written if no plan exists.
     """
     from planner.frontier import solve_frontier
-    from planner.outputs import command_line, frontier_summary, render_frontier, write_outputs
+    from planner.outputs import command_line, frontier_summary, render_frontier
 
-    with format_errors(debug):
+    with format_errors(debug), run_deadline(run_time_limit_s):
+        check_output_folder(Path(out_dir))
         problem = resolve(instance, scenario, parse_overrides(overrides))
         calibration = load_calibration(calibration_path)
         frontier = solve_frontier(
             problem, calibration, solver=solver, fixed_ratio=fixed_ratio, time_limit_s=time_limit_s
         )
         files = render_frontier(frontier, calibration, command_line())
-        paths = write_outputs(Path(out_dir), files)
+        paths, replaced = write_output_set(Path(out_dir), files, command_line(), "frontier")
         click.echo(f"{problem.label}: exact frontier with {solver}")
         click.echo(frontier_summary(frontier))
-        click.echo(f"wrote {', '.join(str(p) for p in paths)}")
+        click.echo(f"wrote {', '.join(str(p) for p in paths)}" + (f"; {replaced}" if replaced else ""))
 
 
 @main.command("plan")
@@ -573,7 +649,7 @@ def frontier_command(
 @click.option(
     "--min-tokens-per-s-per-user",
     "target",
-    type=click.FloatRange(min=0, min_open=True),
+    type=finite(min=0, min_open=True, max=MAX_TOKENS_PER_S_PER_USER),
     default=None,
     help="Interactivity every user must get, output tokens/s per user [default: the instance's "
     "slo.tokens_per_s_per_user_targets].",
@@ -581,6 +657,7 @@ def frontier_command(
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (a list with several targets).")
 @_solver
 @_time_limit
+@_run_time_limit
 @_scenario
 @_calibration
 @_debug
@@ -590,6 +667,7 @@ def plan_command(
     as_json: bool,
     solver: str,
     time_limit_s: float,
+    run_time_limit_s: float | None,
     scenario: str | None,
     overrides: tuple[str, ...],
     calibration_path: str | None,
@@ -604,7 +682,7 @@ def plan_command(
     """
     from planner.advise import advice_json, advice_text, advise
 
-    with format_errors(debug):
+    with format_errors(debug), run_deadline(run_time_limit_s):
         problem = resolve(instance, scenario, parse_overrides(overrides))
         targets = [target] if target is not None else problem.instance.slo.tokens_per_s_per_user_targets
         if not targets:
@@ -652,6 +730,7 @@ def plan_command(
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
 @_solver
 @_time_limit
+@_run_time_limit
 @_calibration
 @_debug
 def sweep_command(
@@ -664,6 +743,7 @@ def sweep_command(
     progress: bool,
     solver: str,
     time_limit_s: float,
+    run_time_limit_s: float | None,
     calibration_path: str | None,
     debug: bool,
 ) -> None:
@@ -679,9 +759,16 @@ def sweep_command(
     from planner.errors import InfeasibleError
     from planner.grid import load_grid
     from planner.outputs import command_line
-    from planner.sweep import SweepIncompleteError, dry_run_text, resolve_cells, run_sweep, sweep_summary_text
+    from planner.sweep import (
+        SweepIncompleteError,
+        check_sweep_folder,
+        dry_run_text,
+        resolve_cells,
+        run_sweep,
+        sweep_summary_text,
+    )
 
-    with format_errors(debug):
+    with format_errors(debug), run_deadline(run_time_limit_s, SWEEP_RESUME_TEXT):
         if scheduler and workers:
             raise SpecError(
                 "--workers sizes the local pool; with --scheduler the Dask cluster's workers run the "
@@ -690,6 +777,8 @@ def sweep_command(
             )
         if out_dir is None and not dry_run:
             raise SpecError("missing --out DIR, the folder for the results (or --dry-run to only count)")
+        if out_dir is not None:
+            check_sweep_folder(Path(out_dir))
         grid = load_grid(grid_path)
         calibration = load_calibration(calibration_path)
         cells = resolve_cells(grid, calibration, solver)
@@ -719,10 +808,10 @@ def sweep_command(
             sys.exit(130)
         click.echo(sweep_summary_text(result))
         click.echo(f"wrote {', '.join(str(p) for p in result.paths)}")
-        if result.internal_errors:
+        if result.retried_errors:
             raise SweepIncompleteError(
-                f"{len(result.internal_errors)} cells failed unexpectedly (first: "
-                f"{result.internal_errors[0]}); run the same command again to retry them"
+                f"{len(result.retried_errors)} cells did not finish (a solver time limit or an unexpected "
+                f"failure; first: {result.retried_errors[0]}); run the same command again to retry them"
             )
         if result.failed == result.cells:
             raise InfeasibleError(
@@ -745,20 +834,20 @@ def sweep_command(
 @click.option(
     "--min-tokens-per-s-per-user",
     "target",
-    type=click.FloatRange(min=0),
+    type=finite(min=0, max=MAX_TOKENS_PER_S_PER_USER),
     default=0.0,
     show_default=True,
     help="Interactivity every request gets, on top of each class's tokens_per_s_per_user_min.",
 )
 @click.option(
     "--fixed-ratio",
-    type=click.FloatRange(min=0, min_open=True),
+    type=finite(min=0, min_open=True, max=MAX_RATIO),
     default=None,
     help="Also plan elastically with prefill:decode GPUs held at this ratio (+-3%).",
 )
 @click.option(
     "--load-scale",
-    type=click.FloatRange(min=0, min_open=True),
+    type=finite(min=0, min_open=True, max=MAX_LOAD_SCALE),
     default=1.0,
     show_default=True,
     help="Multiply the trace's requests/s (the same day on a bigger or smaller service).",
@@ -766,11 +855,12 @@ def sweep_command(
 @_solver
 @click.option(
     "--time-limit-s",
-    type=click.FloatRange(min=0.1),
+    type=finite(min=0.1, max=MAX_TIME_LIMIT_S),
     default=120.0,
     show_default=True,
     help="Time limit per MIP solve, seconds.",
 )
+@_run_time_limit
 @_scenario
 @_calibration
 @_debug
@@ -783,6 +873,7 @@ def elastic_command(
     load_scale: float,
     solver: str,
     time_limit_s: float,
+    run_time_limit_s: float | None,
     scenario: str | None,
     overrides: tuple[str, ...],
     calibration_path: str | None,
@@ -798,10 +889,11 @@ def elastic_command(
     """
     from planner.elastic import plan_elastic
     from planner.elastic_outputs import elastic_summary, render_elastic
-    from planner.outputs import command_line, write_outputs
+    from planner.outputs import command_line
     from planner.trace import load_trace
 
-    with format_errors(debug):
+    with format_errors(debug), run_deadline(run_time_limit_s):
+        check_output_folder(Path(out_dir))
         problem = resolve(instance, scenario, parse_overrides(overrides))
         trace = load_trace(trace_path, problem.request_classes)
         calibration = load_calibration(calibration_path)
@@ -815,10 +907,11 @@ def elastic_command(
             solver=solver,
             time_limit_s=time_limit_s,
         )
-        paths = write_outputs(Path(out_dir), render_elastic(result, calibration, command_line()))
+        files = render_elastic(result, calibration, command_line())
+        paths, replaced = write_output_set(Path(out_dir), files, command_line(), "elastic")
         click.echo(f"{problem.label}: {trace.periods} periods, {trace.hours:g} h, with {solver}")
         click.echo(elastic_summary(result))
-        click.echo(f"wrote {', '.join(str(p) for p in paths)}")
+        click.echo(f"wrote {', '.join(str(p) for p in paths)}" + (f"; {replaced}" if replaced else ""))
         if result.unserved_periods:
             first = result.unserved_periods[0]
             raise InfeasibleError(

@@ -50,6 +50,8 @@ GRID_KEYS = ("base", "description", "set", "axes")
 """Top-level keys of a grid file."""
 SCENARIO_AXIS = "scenario"
 """The axis that picks one of the base instance's named scenarios (``null``: none)."""
+MAX_CELLS = 100_000
+"""Most cells a grid may have (each is a full frontier solve); checked before any cell is built."""
 NOT_SWEEPABLE = ("name", "description", "scenarios")
 """Instance fields that describe the question rather than pose it."""
 _SPEC_PATHS = ("model", "hardware")
@@ -208,7 +210,16 @@ def load_grid(path: str | Path) -> Grid:
                 raise SpecError(f"repeats the value {value!r}; remove the duplicate", path=path, field=where)
         axes[axis] = values
     description = data.get("description") or ""
-    return Grid(str(path), base, axes, fixed, str(description))
+    grid = Grid(str(path), base, axes, fixed, str(description))
+    if grid.size > MAX_CELLS:
+        shape = " x ".join(str(len(v)) for v in axes.values())
+        raise SpecError(
+            f"the axes make {grid.size:,} cells ({shape}), more than the {MAX_CELLS:,} a sweep runs; "
+            "split the grid or drop values",
+            path=path,
+            field="axes",
+        )
+    return grid
 
 
 # --------------------------------------------------------------------------- field checks

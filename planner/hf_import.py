@@ -27,6 +27,7 @@ import yaml
 
 from planner.catalog import parse_spec
 from planner.errors import SpecError
+from planner.safe_input import json_load, read_text
 from planner.specs import ModelSpec, Precision, SpecModel
 
 _FULL = "full_attention"
@@ -95,6 +96,13 @@ class _Reader:
             raise self.error(key, f"expected an integer, got {value!r}; fix the config")
         return value
 
+    def positive(self, key: str) -> int:
+        """A required integer that is at least 1 (a count or a width the importer divides by)."""
+        value = self.integer(key)
+        if value < 1:
+            raise self.error(key, f"must be at least 1, got {value}; fix the config")
+        return value
+
     def flag(self, key: str, default: bool) -> bool:
         """A boolean value, or a default when absent."""
         value = self.get(key)
@@ -114,14 +122,9 @@ def load_hf_config(path: str | Path) -> dict[str, Any]:
         Naming the file when it cannot be read, is not JSON, or is not an object.
     """
     path = Path(path)
+    text = read_text(path, fix="pass the model's config.json")
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as err:
-        raise SpecError(f"cannot read file ({err.strerror}); check the path", path=path) from None
-    except UnicodeDecodeError:
-        raise SpecError("not UTF-8 text; pass the model's config.json", path=path) from None
-    try:
-        data = json.loads(text)
+        data = json_load(text, path)
     except json.JSONDecodeError as err:
         raise SpecError(
             f"not valid JSON at line {err.lineno}, column {err.colno}: {err.msg}; "
@@ -226,7 +229,7 @@ def _spec_from_config(
 
     num_layers = r.integer("num_hidden_layers")
     hidden = r.integer("hidden_size")
-    heads = r.integer("num_attention_heads")
+    heads = r.positive("num_attention_heads")
     data: dict[str, Any] = {
         "name": name,
         "source": source,
@@ -290,7 +293,7 @@ def _moe(r: _Reader, num_layers: int) -> dict[str, Any] | None:
             "missing in an MoE config; add the number of routed experts per token",
         )
     width_key = "moe_intermediate_size" if r.has("moe_intermediate_size") else "intermediate_size"
-    width = r.integer(width_key)
+    width = r.positive(width_key)
     num_dense = 0
     num_shared = 0
     if experts_key == "n_routed_experts":  # DeepSeek-V2/V3 style

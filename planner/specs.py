@@ -21,6 +21,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from planner.errors import SpecError
+
 AttentionKind = Literal["gqa", "mla"]
 """GQA/MHA (per-head K and V cached) or MLA (one compressed latent cached per token)."""
 
@@ -37,11 +39,17 @@ Objective = Literal["max_tokens_per_s_per_gpu", "min_gpus", "min_cost"]
 
 
 class SpecModel(BaseModel):
-    """Strict, frozen base of every spec: unknown keys are errors, fields self-document."""
+    """Strict, frozen base of every spec: unknown keys are errors, fields self-document.
+
+    ``strict``: a value must already have its field's type, so ``true`` is not read as
+    the integer 1, ``1.5`` is not truncated and ``"8"`` is not parsed (ints still fill
+    float fields).
+    """
 
     model_config = ConfigDict(
         extra="forbid",
         frozen=True,
+        strict=True,
         use_attribute_docstrings=True,
         validate_default=True,
     )
@@ -52,9 +60,16 @@ class SpecModel(BaseModel):
         for dotted, value in changes.items():
             node = data
             *parents, leaf = dotted.split(".")
-            for key in parents:
-                if not isinstance(node.get(key), dict):
-                    node[key] = {} if node.get(key) is None else node[key]
+            for depth, key in enumerate(parents):
+                if node.get(key) is None:
+                    node[key] = {}
+                elif not isinstance(node[key], dict):
+                    group = ".".join(parents[: depth + 1])
+                    raise SpecError(
+                        f"'{group}' is a single value, not a group of fields, so '{dotted}' names "
+                        f"nothing; set '{group}' itself",
+                        field=dotted,
+                    )
                 node = node[key]
             node[leaf] = value
         return type(self).model_validate(data)
