@@ -58,7 +58,7 @@ def format_errors(debug: bool) -> Iterator[None]:
     except PlannerError as err:
         if debug:
             raise
-        click.echo(f"error: {err}", err=True)
+        click.echo("error: " + " ".join(str(err).split()), err=True)
         sys.exit(err.exit_code)
     finally:
         if previous is not None:

@@ -195,7 +195,7 @@ def yaml_error_text(err: yaml.YAMLError) -> str:
     mark = getattr(err, "problem_mark", None)
     where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
     problem = getattr(err, "problem", None) or str(err)
-    return f"{where}: {problem}"
+    return f"{where}: {' '.join(str(problem).split())}"
 
 
 def json_load(text: str, path: str | Path) -> Any:

@@ -386,9 +386,9 @@ def test_a_killed_sweep_leaves_no_processes(tmp_path: Path, sig: signal.Signals)
         stderr=subprocess.PIPE,
         start_new_session=True,
     )
+    tree: set[int] = set()
     try:
         deadline = time.monotonic() + 120
-        tree: set[int] = set()
         while time.monotonic() < deadline and len(tree) < 3 and process.poll() is None:
             time.sleep(0.2)
             tree = _descendants(process.pid)
@@ -407,5 +407,5 @@ def test_a_killed_sweep_leaves_no_processes(tmp_path: Path, sig: signal.Signals)
     finally:
         if process.poll() is None:
             process.kill()
-        for pid in _alive(_descendants(process.pid)):
+        for pid in _alive(tree | _descendants(process.pid)):  # never leave the test's own orphans
             os.kill(pid, signal.SIGKILL)
