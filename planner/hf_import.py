@@ -27,7 +27,7 @@ import yaml
 
 from planner.catalog import parse_spec
 from planner.errors import SpecError
-from planner.safe_input import json_load, read_text
+from planner.safe_input import excerpt, json_load, read_text
 from planner.specs import ModelSpec, Precision, SpecModel
 
 _FULL = "full_attention"
@@ -93,7 +93,7 @@ class _Reader:
                 return default
             raise self.error(key, "missing in the HF config; add it from the model's published config.json")
         if isinstance(value, bool) or not isinstance(value, int):
-            raise self.error(key, f"expected an integer, got {value!r}; fix the config")
+            raise self.error(key, f"expected an integer, got {excerpt(value)}; fix the config")
         return value
 
     def positive(self, key: str) -> int:
@@ -109,7 +109,7 @@ class _Reader:
         if value is None:
             return default
         if not isinstance(value, bool):
-            raise self.error(key, f"expected true or false, got {value!r}; fix the config")
+            raise self.error(key, f"expected true or false, got {excerpt(value)}; fix the config")
         return value
 
 
@@ -333,7 +333,7 @@ def _qwen_leading_dense_layers(r: _Reader, num_layers: int) -> int:
     if not isinstance(mlp_only, list) or not all(
         isinstance(i, int) and not isinstance(i, bool) for i in mlp_only
     ):
-        raise r.error("mlp_only_layers", f"expected a list of layer indices, got {mlp_only!r}")
+        raise r.error("mlp_only_layers", f"expected a list of layer indices, got {excerpt(mlp_only)}")
     dense = [i for i in range(num_layers) if i in mlp_only or (i + 1) % step]
     if dense != list(range(len(dense))):
         key = "mlp_only_layers" if mlp_only else "decoder_sparse_step"
@@ -385,7 +385,7 @@ def _precision(r: _Reader) -> Precision:
     quant = r.get("quantization_config")
     if quant is not None:
         if not isinstance(quant, Mapping):
-            raise r.error("quantization_config", f"expected an object, got {quant!r}")
+            raise r.error("quantization_config", f"expected an object, got {excerpt(quant)}")
         method = str(quant.get("quant_method", "")).lower()
         algo = str(quant.get("quant_algo", "")).upper()
         if method in _FP8_METHODS or (method == "modelopt" and algo == "FP8"):
@@ -403,4 +403,4 @@ def _precision(r: _Reader) -> Precision:
         return "bf16"  # the planner's 16-bit class covers fp16 (and fp32) checkpoints too
     if dtype in _FP8_DTYPES:
         return "fp8"
-    raise r.error(dtype_key, f"unsupported dtype {dtype!r}; expected bfloat16, float16 or fp8")
+    raise r.error(dtype_key, f"unsupported dtype {excerpt(dtype)}; expected bfloat16, float16 or fp8")

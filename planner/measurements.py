@@ -101,7 +101,7 @@ def load_measurements(path: str | Path | None = None) -> pd.DataFrame:
         if len(bad):
             row = frame.loc[bad[0], "id"]
             raise SpecError(
-                f"row '{row}': '{frame.loc[bad[0], column]}' is not a positive number; fix it",
+                f"row {excerpt(row)}: {excerpt(frame.loc[bad[0], column])} is not a positive number; fix it",
                 path=path,
                 field=column,
             )
@@ -109,7 +109,7 @@ def load_measurements(path: str | Path | None = None) -> pd.DataFrame:
         bad = frame.index[~frame[column].isin(allowed)]
         if len(bad):
             raise SpecError(
-                f"row '{frame.loc[bad[0], 'id']}': '{frame.loc[bad[0], column]}' is not one of "
+                f"row {excerpt(frame.loc[bad[0], 'id'])}: {excerpt(frame.loc[bad[0], column])} is not one of "
                 f"{', '.join(allowed)}",
                 path=path,
                 field=column,
@@ -142,7 +142,7 @@ def check_measurement_values(frame: pd.DataFrame, path: Path) -> None:
 
     def fail(i: object, column: str, what: str) -> SpecError:
         return SpecError(
-            f"row '{excerpt(frame.loc[i, 'id'])}': {excerpt(frame.loc[i, column])} {what}; fix it",
+            f"row {excerpt(frame.loc[i, 'id'])}: {excerpt(frame.loc[i, column])} {what}; fix it",
             path=path,
             field=column,
         )
@@ -177,7 +177,7 @@ def require_predictable_rows(table: pd.DataFrame, path: str | Path) -> None:
         first = table.iloc[0]
         raise SpecError(
             f"none of the {len(table)} rows can be predicted, so there is nothing to fit (row "
-            f"'{excerpt(first['id'])}': {first['skip_reason']}); fix the rows or add measurable ones",
+            f"{excerpt(first['id'])}: {first['skip_reason']}); fix the rows or add measurable ones",
             path=path,
         )
 
@@ -190,8 +190,8 @@ def _parse_flags(frame: pd.DataFrame, column: str, path: Path) -> pd.Series:
     bad = frame.index[~text.isin(_TRUE + _FALSE)]
     if len(bad):
         raise SpecError(
-            f"row '{frame.loc[bad[0], 'id']}': '{frame.loc[bad[0], column]}' is not true or false "
-            "(or yes/no, 1/0; empty means false); fix it",
+            f"row {excerpt(frame.loc[bad[0], 'id'])}: {excerpt(frame.loc[bad[0], column])} is not true or "
+            "false (or yes/no, 1/0; empty means false); fix it",
             path=path,
             field=column,
         )

@@ -11,6 +11,7 @@ cleanup runs (pool workers stopped, no half-written outputs) and the command exi
 from __future__ import annotations
 
 import contextlib
+import logging
 import signal
 import threading
 from collections.abc import Iterator
@@ -35,8 +36,13 @@ def run_deadline(seconds: float | None, after: str = "nothing was written") -> I
         yield
         return
 
+    quiet = logging.getLogger("pyomo")
+    level = quiet.level
+
     def expire(signum: int, frame: object) -> None:
         signal.setitimer(signal.ITIMER_REAL, 0)
+        # Pyomo logs an exception that passes through a model rule as an ERROR; this one is ours.
+        quiet.setLevel(logging.CRITICAL + 1)
         raise RunTimeLimitError(
             f"the run took longer than --run-time-limit-s {seconds:g}; {after}. Raise the limit, or "
             "make the question smaller (fewer GPUs, periods or cells)"
@@ -49,3 +55,4 @@ def run_deadline(seconds: float | None, after: str = "nothing was written") -> I
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+        quiet.setLevel(level)

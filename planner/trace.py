@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from planner.errors import SpecError
-from planner.safe_input import read_text
+from planner.safe_input import excerpt, read_text
 from planner.specs import RequestClass
 
 REQUIRED = ("period_start", "duration_h", "requests_per_s")
@@ -103,8 +103,8 @@ def load_trace(path: str | Path, classes: list[RequestClass]) -> Trace:
     bad = np.flatnonzero(start.isna().to_numpy())
     if len(bad):
         raise SpecError(
-            f"row {_row(bad[0])}: period_start '{frame['period_start'].iloc[bad[0]]}' is not an ISO-8601 "
-            "time; write e.g. 2026-01-05T13:00:00Z",
+            f"row {_row(bad[0])}: period_start {excerpt(frame['period_start'].iloc[bad[0]])} is not an "
+            "ISO-8601 time; write e.g. 2026-01-05T13:00:00Z",
             path=path,
             field="period_start",
         )
@@ -190,7 +190,7 @@ def _numbers(frame: pd.DataFrame, column: str, path: Path) -> np.ndarray:
     bad = np.flatnonzero(values.isna().to_numpy())
     if len(bad):
         raise SpecError(
-            f"row {_row(bad[0])}: {column} '{frame[column].iloc[bad[0]]}' is not a number",
+            f"row {_row(bad[0])}: {column} {excerpt(frame[column].iloc[bad[0]])} is not a number",
             path=path,
             field=column,
         )

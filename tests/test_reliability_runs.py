@@ -169,10 +169,55 @@ def test_run_time_limit_bounds_a_slow_valid_run(tmp_path: Path) -> None:
     done = subprocess.run(args, capture_output=True, text=True, timeout=240, cwd=ROOT, check=False)
     assert done.returncode == 1, done.stderr
     assert time.monotonic() - start < 200
+    assert done.stderr.startswith("error: ")
     assert "--run-time-limit-s 2" in done.stderr
-    assert "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
     assert done.stdout == ""
     assert not out.exists()
+
+
+def test_run_time_limit_bounds_an_8760_period_elastic_plan(tmp_path: Path) -> None:
+    """A year of hourly periods took 387 s and 1 GB; the run limit stops it, with one error line."""
+    import pandas as pd
+
+    start = pd.date_range("2026-01-01T00:00:00Z", periods=8760, freq="h")
+    trace = tmp_path / "year.csv"
+    pd.DataFrame(
+        {"period_start": [t.isoformat() for t in start], "duration_h": 1, "requests_per_s": 2.0}
+    ).to_csv(trace, index=False)
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "planner", "elastic", SMALL, "--trace", str(trace), "--out", str(out)]
+    done = subprocess.run(
+        [*args, "--run-time-limit-s", "3"], capture_output=True, text=True, timeout=240, cwd=ROOT, check=False
+    )
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.startswith("error: the run took longer than --run-time-limit-s 3")
+    assert len(done.stderr.strip().splitlines()) == 1  # no solver or Pyomo log lines
+    assert not out.exists()
+
+
+def test_run_time_limit_stops_a_sweep_and_keeps_finished_cells(tmp_path: Path) -> None:
+    grid = grid_file(
+        tmp_path,
+        {
+            "base": SMALL,
+            "axes": {"traffic.isl_tokens": [1024, 2048, 4096, 8192], "cluster.max_nodes": [2, 4]},
+        },
+    )
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "planner", "sweep", str(grid), "--out", str(out), "--workers", "1"]
+    done = subprocess.run(
+        [*args, "--no-progress", "--run-time-limit-s", "1"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=ROOT,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    assert "--run-time-limit-s 1" in done.stderr
+    assert "the finished cells are kept" in done.stderr
+    assert not (out / "summary.csv").exists()
 
 
 # --------------------------------------------------------------------------- sweeps: grid size, exit codes
