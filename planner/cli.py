@@ -781,7 +781,7 @@ def sweep_command(
             check_sweep_folder(Path(out_dir))
         grid = load_grid(grid_path)
         calibration = load_calibration(calibration_path)
-        cells = resolve_cells(grid, calibration, solver)
+        cells = resolve_cells(grid, calibration, solver, progress=progress)
         if dry_run:
             click.echo(dry_run_text(grid, cells, Path(out_dir) if out_dir else None))
             return

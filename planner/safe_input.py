@@ -55,6 +55,8 @@ for _name in ("maxlist", "maxtuple", "maxdict", "maxset", "maxfrozenset", "maxde
 
 def excerpt(value: object, limit: int = EXCERPT_CHARS) -> str:
     """A short ``repr`` of any value for an error message (nested and long values are elided)."""
+    if type(value).__module__ == "numpy" and hasattr(value, "item"):
+        value = value.item()  # a cell read by pandas: show 0, not np.int64(0)
     text = _REPR.repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 

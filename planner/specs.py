@@ -17,6 +17,7 @@ thing per container: ``gpus_per_node``, ``layouts_per_pool``.
 
 from __future__ import annotations
 
+import numbers
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -71,6 +72,8 @@ class SpecModel(BaseModel):
                         field=dotted,
                     )
                 node = node[key]
+            if isinstance(value, numbers.Integral) and not isinstance(value, int):
+                value = int(value)  # a numpy integer from a what-if loop: strict fields take plain ints
             node[leaf] = value
         return type(self).model_validate(data)
 

@@ -157,10 +157,21 @@ def cell_key(problem: Problem, calibration: Calibration | None, solver: str) -> 
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def resolve_cells(grid: Grid, calibration: Calibration | None, solver: str) -> list[SweepCell]:
+PROGRESS_CELLS = 500
+"""Grids with more cells than this show a progress bar while their cells are checked."""
+
+
+def resolve_cells(
+    grid: Grid, calibration: Calibration | None, solver: str, *, progress: bool = False
+) -> list[SweepCell]:
     """Resolve every cell (checking each value); the first bad one is a SpecError naming its axis."""
     cells = []
-    for cell in grid.cells():
+    every = grid.cells()
+    if progress and len(every) > PROGRESS_CELLS:
+        from tqdm import tqdm
+
+        every = tqdm(every, desc="checking cells", unit="cell", file=sys.stderr, leave=False)
+    for cell in every:
         try:
             problem = resolve(grid.base, cell.scenario, cell.overrides)
         except SpecError as err:

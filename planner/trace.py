@@ -99,7 +99,8 @@ def load_trace(path: str | Path, classes: list[RequestClass]) -> Trace:
     if others:
         raise SpecError(f"unknown column(s) {', '.join(others)}; remove them", path=path, field=others[0])
 
-    start = pd.to_datetime(frame["period_start"], utc=True, errors="coerce", format="ISO8601")
+    text_start = frame["period_start"].astype(str)  # a number is not a time (and not an epoch)
+    start = pd.to_datetime(text_start, utc=True, errors="coerce", format="ISO8601")
     bad = np.flatnonzero(start.isna().to_numpy())
     if len(bad):
         raise SpecError(

@@ -458,3 +458,22 @@ def test_import_hf_with_zero_heads_is_one_error(tmp_path: Path) -> None:
     line = assert_refused(run("import-hf", path, "--name", "m", "--out", tmp_path / "m.yaml"))
     assert "num_attention_heads" in line
     assert "at least 1" in line
+
+
+def test_numpy_integers_in_python_api_overrides_still_resolve() -> None:
+    """Strict types refuse bools and floats for integers, not the numpy integers of a what-if loop."""
+    import numpy as np
+
+    from planner.problem import resolve
+
+    problem = resolve(SMALL, overrides={"traffic.isl_tokens": np.int64(2048)})
+    assert problem.instance.traffic.isl_tokens == 2048
+    assert type(problem.instance.traffic.isl_tokens) is int
+
+
+def test_a_number_as_period_start_is_one_error(tmp_path: Path) -> None:
+    """Found by the long fuzz profile: pandas warned (a future version will raise) on a numeric time."""
+    trace = tmp_path / "trace.csv"
+    trace.write_text("period_start,duration_h,requests_per_s\n0,1,1\n")
+    line = assert_refused(run("elastic", SMALL, "--trace", trace, "--out", tmp_path / "out"))
+    assert "period_start 0 is not an ISO-8601 time" in line
