@@ -2,8 +2,9 @@
 
 Every command reports user mistakes (:class:`~planner.errors.PlannerError`) as one
 paragraph on stderr with a non-zero exit status (2 for bad input, 1 for an
-unanswerable question); ``--debug`` shows the traceback instead. Output files are
-written atomically by :mod:`planner.report`.
+unanswerable question); ``--debug`` shows the traceback instead. Output paths are
+checked before any work, and output folders are written as one set by
+:mod:`planner.output_folder` (single files atomically by :mod:`planner.report`).
 """
 
 from __future__ import annotations

@@ -454,3 +454,52 @@ def test_a_killed_sweep_leaves_no_processes(tmp_path: Path, sig: signal.Signals)
             process.kill()
         for pid in _alive(tree | _descendants(process.pid)):  # never leave the test's own orphans
             os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("command", ["frontier", "elastic"])
+def test_a_full_disk_mid_set_keeps_the_previous_outputs_of_the_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    out = tmp_path / "out"
+    trace = tmp_path / "trace.csv"
+    trace.write_text("period_start,duration_h,requests_per_s\n2026-01-05T00:00:00Z,1,1\n")
+    args = [command, SMALL, "--set", "cluster.max_nodes=1", "--out", out]
+    args += ["--trace", trace] if command == "elastic" else []
+    assert run(*args).exit_code == 0
+    before = _contents(out)
+    real = Path.write_bytes
+    calls = []
+
+    def disk_full_on_second(self: Path, data: bytes) -> int:
+        calls.append(self.name)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", disk_full_on_second)
+    result = run(*args)
+    monkeypatch.undo()
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("error: ")
+    assert "No space left on device" in result.stderr
+    assert "previous outputs are unchanged" in result.stderr
+    assert _contents(out).keys() == before.keys()
+    assert _siblings(out) == ["trace.csv"]  # no staging folder left beside the outputs
+
+
+def test_an_unwritable_out_is_refused_before_the_solve_even_as_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The read-only folder case; root may write anywhere, so the refusal is simulated."""
+
+    def denied(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(output_folder.tempfile, "mkstemp", denied)
+    start = time.monotonic()
+    result = run("frontier", SMALL, "--out", tmp_path / "ro" / "out")
+    assert time.monotonic() - start < 10
+    assert result.exit_code == 2
+    assert "cannot write in" in result.stderr
+    assert "Permission denied" in result.stderr
+    assert not (tmp_path / "ro").exists()
