@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import hashlib
 import json
 import os
 import shutil
@@ -27,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from planner.errors import SpecError
-from planner.report import _FILE_MODE, _UMASK
+from planner.report import _FILE_MODE, _UMASK, write_bytes_atomic
 
 MANIFEST = ".disagg-manifest.json"
 """Written last into every output folder: the command and the files it wrote."""
@@ -154,6 +155,55 @@ def write_output_set(
             ) from None
         raise
     return [out_dir / name for name in files], note
+
+
+def write_files_with_manifest(
+    folder: Path, files: dict[str, bytes], command: list[str], kind: str, managed: tuple[str, ...] = ()
+) -> list[Path]:
+    """Write files into a folder that cannot be swapped whole (a sweep's, beside its ``cells/``).
+
+    The old manifest goes first, each file is written atomically, files of ``managed``
+    not in this set are removed, and the manifest (with each file's SHA-256) comes last:
+    :func:`verify_output_set` tells a reader whether the set is complete and consistent.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / MANIFEST).unlink(missing_ok=True)
+    paths = []
+    for name, data in files.items():
+        write_bytes_atomic(folder / name, data)
+        paths.append(folder / name)
+    for name in managed:
+        if name not in files:
+            (folder / name).unlink(missing_ok=True)
+    manifest = {
+        "kind": kind,
+        "command": command,
+        "files": sorted(files),
+        "sha256": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
+        "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    write_bytes_atomic(folder / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
+    return paths
+
+
+def verify_output_set(folder: Path) -> list[str]:
+    """Why a folder's outputs are not one complete set (empty when they are): for readers."""
+    folder = Path(folder)
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return [f"no readable {MANIFEST}: the run that wrote {folder} did not finish"]
+    problems = []
+    for name in manifest.get("files", []):
+        path = folder / name
+        if not path.is_file():
+            problems.append(f"{name} is missing")
+            continue
+        expected = manifest.get("sha256", {}).get(name)
+        if expected and hashlib.sha256(path.read_bytes()).hexdigest() != expected:
+            problems.append(f"{name} is not the file this run wrote")
+    return problems
 
 
 def _swap_in(staging: Path, out_dir: Path) -> str:

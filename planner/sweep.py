@@ -72,6 +72,7 @@ from planner import __version__
 from planner.compare import gain_curve, gain_summary, mode_rows, step_comparison
 from planner.errors import InfeasibleError, PlannerError, SpecError
 from planner.grid import Grid, GridCell
+from planner.output_folder import write_files_with_manifest
 from planner.perf.calibration import Calibration
 from planner.problem import Problem, resolve
 from planner.report import write_bytes_atomic
@@ -80,6 +81,8 @@ VERDICT_MARGIN = 0.05
 """Relative gain in tokens/s per GPU below which the two modes count as equal (5%)."""
 CELLS_DIR = "cells"
 """Subfolder of the output folder holding one finished cell per file, ``<key>.json``."""
+MERGED_FILES = ("frontiers.parquet", "frontiers.csv", "summary.csv", "sweep.xlsx", "provenance.json")
+"""The merged outputs a sweep may write (a stale one from an earlier run is removed)."""
 RETRIED_ERRORS = ("time_limit", "internal")
 """Error kinds that are reported but not stored, so a re-run solves the cell again."""
 SCHEDULER_TIMEOUT_S = 10
@@ -649,10 +652,7 @@ def run_sweep(
         wall_time_s=wall,
     )
     files = render_sweep(grid, result, calibration, solver, records, executor_text, command, xlsx=xlsx)
-    for name, data in files.items():
-        path = out_dir / name
-        write_bytes_atomic(path, data)
-        result.paths.append(path)
+    result.paths += write_files_with_manifest(out_dir, files, command or [], "sweep", MERGED_FILES)
     return result
 
 

@@ -503,3 +503,22 @@ def test_an_unwritable_out_is_refused_before_the_solve_even_as_root(
     assert "cannot write in" in result.stderr
     assert "Permission denied" in result.stderr
     assert not (tmp_path / "ro").exists()
+
+
+def test_sweep_outputs_carry_a_manifest_and_drop_stale_files(tmp_path: Path) -> None:
+    from planner.output_folder import verify_output_set
+
+    grid = grid_file(tmp_path, {"base": SMALL, "axes": {"cluster.max_nodes": [1]}})
+    out = tmp_path / "out"
+    first = run("sweep", grid, "--out", out, "--workers", "1", "--xlsx", "--no-progress")
+    assert first.exit_code == 0, first.output
+    assert (out / "sweep.xlsx").exists()
+    assert verify_output_set(out) == []
+    second = run("sweep", grid, "--out", out, "--workers", "1", "--no-progress")  # resumed, no --xlsx
+    assert second.exit_code == 0, second.output
+    assert not (out / "sweep.xlsx").exists()  # not left beside outputs it does not match
+    assert verify_output_set(out) == []
+    (out / "summary.csv").write_text("cell\n")  # a reader now sees the set is not what the run wrote
+    assert verify_output_set(out) == ["summary.csv is not the file this run wrote"]
+    (out / MANIFEST).unlink()  # as while a run is rewriting the merged outputs
+    assert "did not finish" in verify_output_set(out)[0]
