@@ -522,3 +522,38 @@ def test_sweep_outputs_carry_a_manifest_and_drop_stale_files(tmp_path: Path) -> 
     assert verify_output_set(out) == ["summary.csv is not the file this run wrote"]
     (out / MANIFEST).unlink()  # as while a run is rewriting the merged outputs
     assert "did not finish" in verify_output_set(out)[0]
+
+
+def test_a_sweep_stops_when_every_dask_worker_leaves(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The only worker is closed while a cell runs: the sweep reports it instead of waiting forever."""
+    distributed = pytest.importorskip("distributed")
+    from planner import frontier
+
+    monkeypatch.setattr(sweep, "HEALTH_CHECK_S", 0.2)
+    monkeypatch.setattr(sweep, "WORKERLESS_GRACE_S", 1.0)
+    started = threading.Event()
+
+    def slow(*args, **kwargs):
+        started.set()
+        time.sleep(5)
+        raise frontier.InfeasibleError("never reached")
+
+    monkeypatch.setattr(frontier, "solve_frontier", slow)
+    with distributed.LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+    ) as local:
+
+        def close_worker_once_busy() -> None:
+            started.wait(60)
+            local.scale(0)
+
+        closer = threading.Thread(target=close_worker_once_busy, daemon=True)
+        closer.start()
+        grid = grid_file(tmp_path, {"base": SMALL, "axes": {"cluster.max_nodes": [1, 2]}})
+        start = time.monotonic()
+        result = run("sweep", grid, "--out", tmp_path / "out", "--scheduler", local.scheduler_address)
+        closer.join(10)
+    assert time.monotonic() - start < 60
+    assert result.exit_code == 1, result.output
+    assert "every worker of the Dask cluster" in result.stderr
+    assert "resume" in result.stderr
