@@ -145,6 +145,7 @@ def test_frontier_then_elastic_in_one_folder_leaves_only_the_elastic_set(tmp_pat
 # --------------------------------------------------------------------------- run-level time limit
 
 
+@pytest.mark.slow
 def test_run_time_limit_bounds_a_slow_valid_run(tmp_path: Path) -> None:
     """``max_gpus: 100000`` on a 1B model took 320 s; the run limit stops it and writes nothing."""
     out = tmp_path / "out"
@@ -176,6 +177,7 @@ def test_run_time_limit_bounds_a_slow_valid_run(tmp_path: Path) -> None:
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_run_time_limit_bounds_an_8760_period_elastic_plan(tmp_path: Path) -> None:
     """A year of hourly periods took 387 s and 1 GB; the run limit stops it, with one error line."""
     import pandas as pd
@@ -196,6 +198,7 @@ def test_run_time_limit_bounds_an_8760_period_elastic_plan(tmp_path: Path) -> No
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_run_time_limit_stops_a_sweep_and_keeps_finished_cells(tmp_path: Path) -> None:
     grid = grid_file(
         tmp_path,
@@ -413,6 +416,7 @@ def _alive(pids: set[int]) -> set[int]:
     return alive
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc (Linux)")
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
 def test_a_killed_sweep_leaves_no_processes(tmp_path: Path, sig: signal.Signals) -> None:
