@@ -2,8 +2,9 @@
 
 Every command reports user mistakes (:class:`~planner.errors.PlannerError`) as one
 paragraph on stderr with a non-zero exit status (2 for bad input, 1 for an
-unanswerable question); ``--debug`` shows the traceback instead. Output files are
-written atomically by :mod:`planner.report`.
+unanswerable question); ``--debug`` shows the traceback instead. Output paths are
+checked before any work, and output folders are written as one set by
+:mod:`planner.output_folder` (single files atomically by :mod:`planner.report`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import signal
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,27 +24,59 @@ import pandas as pd
 
 from planner import __version__
 from planner.catalog import load_hardware, load_instance, load_model, names
+from planner.cli_options import (
+    MAX_BATCH,
+    MAX_LAYOUT_SIZE,
+    MAX_LOAD_SCALE,
+    MAX_RATIO,
+    MAX_TIME_LIMIT_S,
+    MAX_TOKENS,
+    MAX_TOKENS_PER_S_PER_USER,
+    finite,
+)
 from planner.errors import InfeasibleError, PlannerError, SpecError
 from planner.jsonable import json_text
+from planner.output_folder import check_output_folder, check_writable, write_output_set
 from planner.perf import Layouts, evaluate
 from planner.perf.calibration import load_calibration
 from planner.problem import resolve
 from planner.progress import reporting
 from planner.report import write_text_atomic
+from planner.run_limits import SWEEP_RESUME_TEXT, run_deadline
 
 _PRECISIONS = click.Choice(["bf16", "fp8", "fp4"])
+_LAYOUT_SIZE = click.IntRange(min=1, max=MAX_LAYOUT_SIZE)
 
 
 @contextlib.contextmanager
 def format_errors(debug: bool) -> Iterator[None]:
-    """Turn planner errors into one message and an exit status; tracebacks only with --debug."""
+    """Turn planner errors into one message and an exit status; tracebacks only with --debug.
+
+    SIGTERM becomes ``SystemExit(143)`` for the command's duration, so cleanup runs (pool
+    workers stopped, a half-written output folder removed) as it does on Ctrl-C.
+    """
+    previous = _exit_on_sigterm()
     try:
         yield
     except PlannerError as err:
         if debug:
             raise
-        click.echo(f"error: {err}", err=True)
+        click.echo("error: " + " ".join(str(err).split()), err=True)
         sys.exit(err.exit_code)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_on_sigterm():  # type: ignore[no-untyped-def]
+    """Install a SIGTERM handler raising SystemExit (main thread only); the previous handler, or None."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def terminate(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    return signal.signal(signal.SIGTERM, terminate)
 
 
 _debug = click.option("--debug", is_flag=True, help="Show the full traceback of an error.")
@@ -95,15 +130,19 @@ def parse_overrides(pairs: tuple[str, ...]) -> dict[str, object]:
     """``("a.b=3", "hardware=b200")`` -> ``{"a.b": 3, "hardware": "b200"}`` (values parsed as YAML)."""
     import yaml
 
+    from planner.safe_input import excerpt, yaml_load
+
     changes: dict[str, object] = {}
     for pair in pairs:
         key, sep, text = pair.partition("=")
         if not sep or not key.strip():
-            raise SpecError(f"--set expects FIELD=VALUE, got '{pair}'; e.g. --set traffic.isl_tokens=16384")
+            raise SpecError(
+                f"--set expects FIELD=VALUE, got {excerpt(pair)}; e.g. --set traffic.isl_tokens=16384"
+            )
         try:
-            changes[key.strip()] = yaml.safe_load(text)
+            changes[key.strip()] = yaml_load(text)
         except yaml.YAMLError:
-            raise SpecError(f"--set {key}: value '{text}' is not valid YAML; quote strings") from None
+            raise SpecError(f"--set {key}: value {excerpt(text)} is not valid YAML; quote strings") from None
     return changes
 
 
@@ -191,20 +230,29 @@ _EVALUATE_KEYS = (
     required=True,
     help="The work the instance does: a prefill or decode pool's, or co-located (both).",
 )
-@click.option("--tp", type=click.IntRange(min=1), required=True, help="Tensor-parallel size.")
-@click.option("--pp", type=click.IntRange(min=1), default=1, show_default=True, help="Pipeline stages.")
-@click.option("--ep", type=click.IntRange(min=1), default=1, show_default=True, help="Expert-parallel size.")
+@click.option("--tp", type=_LAYOUT_SIZE, required=True, help="Tensor-parallel size.")
+@click.option("--pp", type=_LAYOUT_SIZE, default=1, show_default=True, help="Pipeline stages.")
+@click.option("--ep", type=_LAYOUT_SIZE, default=1, show_default=True, help="Expert-parallel size.")
 @click.option(
     "--attention-dp",
-    type=click.IntRange(min=1),
+    type=_LAYOUT_SIZE,
     default=1,
     show_default=True,
     help="Attention data-parallel ranks: copies of the attention (and its KV cache) per stage, each "
     "serving its own requests; GPUs = TP x PP x attention-DP.",
 )
-@click.option("--batch", type=click.IntRange(min=1), required=True, help="Requests in flight per instance.")
-@click.option("--isl", type=click.IntRange(min=1), default=None, help="Input tokens per request.")
-@click.option("--osl", type=click.IntRange(min=1), default=None, help="Output tokens per request.")
+@click.option(
+    "--batch",
+    type=click.IntRange(min=1, max=MAX_BATCH),
+    required=True,
+    help="Requests in flight per instance.",
+)
+@click.option(
+    "--isl", type=click.IntRange(min=1, max=MAX_TOKENS), default=None, help="Input tokens per request."
+)
+@click.option(
+    "--osl", type=click.IntRange(min=1, max=MAX_TOKENS), default=None, help="Output tokens per request."
+)
 @click.option(
     "--chunked-prefill/--no-chunked-prefill",
     default=True,
@@ -366,8 +414,9 @@ def import_hf_command(config: str, name: str, out: str | None, debug: bool) -> N
     from planner.hf_import import import_hf_config, model_spec_to_yaml
 
     with format_errors(debug):
-        spec = import_hf_config(config, name)
         target = Path(out or f"{name}.yaml")
+        check_writable(target, folder=False)
+        spec = import_hf_config(config, name)
         write_text_atomic(
             target, model_spec_to_yaml(spec, header=f"Imported from {config} by disagg import-hf")
         )
@@ -397,6 +446,8 @@ def validate_command(
     from planner.measurements import load_measurements, validate
 
     with format_errors(debug):
+        if csv_out:
+            check_writable(Path(csv_out), folder=False, option="--csv")
         table = validate(load_measurements(measurements), load_calibration(calibration_path))
         click.echo(_validation_text(table))
         if csv_out:
@@ -450,11 +501,13 @@ def calibrate_command(
     import yaml
 
     from planner.calibrate import fit_calibration, leave_one_out
-    from planner.measurements import load_measurements, validate
+    from planner.measurements import load_measurements, require_predictable_rows, validate
 
     with format_errors(debug), reporting(_level(quiet, verbose)):
+        check_writable(Path(out), folder=False)
         frame = load_measurements(measurements)
         start = load_calibration(calibration_path)
+        require_predictable_rows(validate(frame, start), measurements)
         fitted = fit_calibration(frame, start, source=f"disagg calibrate on {Path(measurements).name}")
         table = validate(frame, fitted)
         if not no_loo:
@@ -508,6 +561,7 @@ def candidates_command(
     fit in memory, miss the TTFT limit or are dominated are dropped (planner/space.py).
     """
     with format_errors(debug):
+        check_writable(Path(csv_out), folder=False, option="--csv")
         problem = resolve(instance, scenario, parse_overrides(overrides))
         table = problem.candidate_table(
             phase,  # type: ignore[arg-type]
@@ -560,7 +614,7 @@ _solver = click.option(
 )
 _time_limit = click.option(
     "--time-limit-s",
-    type=click.FloatRange(min=0.1),
+    type=finite(min=0.1, max=MAX_TIME_LIMIT_S),
     default=60.0,
     show_default=True,
     help="Seconds each MIP solve may take. Every reported plan is proven optimal, so a solve that "
@@ -601,6 +655,15 @@ def _objective(func):
     )(run)
 
 
+_run_time_limit = click.option(
+    "--run-time-limit-s",
+    type=finite(min=1, max=MAX_TIME_LIMIT_S),
+    default=None,
+    help="Wall-time limit for the whole run, seconds (a solve in progress finishes first, within "
+    "--time-limit-s); hitting it exits 1 [default: none].",
+)
+
+
 @main.command("frontier")
 @click.argument("instance")
 @click.option(
@@ -608,7 +671,7 @@ def _objective(func):
 )
 @click.option(
     "--fixed-ratio",
-    type=click.FloatRange(min=0, min_open=True),
+    type=finite(min=0, min_open=True, max=MAX_RATIO),
     default=None,
     help="Also trace disaggregated plans with prefill:decode GPUs held at this ratio (+-3%).",
 )
@@ -616,6 +679,7 @@ def _objective(func):
 @_time_limit
 @_write_lp
 @_objective
+@_run_time_limit
 @_scenario
 @_calibration
 @_verbosity
@@ -627,6 +691,7 @@ def frontier_command(
     solver: str,
     time_limit_s: float,
     write_lp: str | None,
+    run_time_limit_s: float | None,
     scenario: str | None,
     overrides: tuple[str, ...],
     calibration_path: str | None,
@@ -644,9 +709,10 @@ def frontier_command(
     provenance.json (columns in the README). Nothing is written if no plan exists.
     """
     from planner.frontier import solve_frontier
-    from planner.outputs import command_line, frontier_summary, render_frontier, write_outputs
+    from planner.outputs import command_line, frontier_summary, render_frontier
 
-    with format_errors(debug), reporting(_level(quiet, verbose)):
+    with format_errors(debug), reporting(_level(quiet, verbose)), run_deadline(run_time_limit_s):
+        check_output_folder(Path(out_dir))
         problem = resolve(instance, scenario, parse_overrides(overrides))
         calibration = load_calibration(calibration_path)
         frontier = solve_frontier(
@@ -658,7 +724,7 @@ def frontier_command(
             write_lp=Path(write_lp) if write_lp else None,
         )
         files = render_frontier(frontier, calibration, command_line())
-        paths = write_outputs(Path(out_dir), files)
+        paths, replaced = write_output_set(Path(out_dir), files, command_line(), "frontier")
         from planner.advise import headroom_text, objective_question
 
         click.echo(
@@ -668,7 +734,7 @@ def frontier_command(
         if headroom_text(problem):
             click.echo(headroom_text(problem))
         click.echo(frontier_summary(frontier))
-        click.echo(f"wrote {', '.join(str(p) for p in paths)}")
+        click.echo(f"wrote {', '.join(str(p) for p in paths)}" + (f"; {replaced}" if replaced else ""))
 
 
 @main.command("plan")
@@ -676,7 +742,7 @@ def frontier_command(
 @click.option(
     "--min-tokens-per-s-per-user",
     "target",
-    type=click.FloatRange(min=0, min_open=True),
+    type=finite(min=0, min_open=True, max=MAX_TOKENS_PER_S_PER_USER),
     default=None,
     help="Interactivity every user must get, output tokens/s per user [default: the instance's "
     "slo.tokens_per_s_per_user_targets].",
@@ -686,6 +752,7 @@ def frontier_command(
 @_time_limit
 @_write_lp
 @_objective
+@_run_time_limit
 @_scenario
 @_calibration
 @_debug
@@ -696,6 +763,7 @@ def plan_command(
     solver: str,
     time_limit_s: float,
     write_lp: str | None,
+    run_time_limit_s: float | None,
     scenario: str | None,
     overrides: tuple[str, ...],
     calibration_path: str | None,
@@ -711,7 +779,7 @@ def plan_command(
     """
     from planner.advise import advice_json, advice_text, advise
 
-    with format_errors(debug):
+    with format_errors(debug), run_deadline(run_time_limit_s):
         problem = resolve(instance, scenario, parse_overrides(overrides))
         targets = [target] if target is not None else problem.instance.slo.tokens_per_s_per_user_targets
         if not targets:
@@ -810,6 +878,7 @@ def export_command(
     from planner.outputs import write_outputs
 
     with format_errors(debug):
+        check_output_folder(Path(out_dir))
         chosen = _export_answer(
             source, answer, target, solver, time_limit_s, scenario, overrides, calibration_path
         )
@@ -817,7 +886,7 @@ def export_command(
         label = name or str(chosen.get("instance") or "deployment")
         safe = "".join(c if c.isalnum() else "-" for c in label.lower()).strip("-")[:63] or "deployment"
         files = render_export(deployment, name=safe, image=image or DYNAMO_IMAGE)
-        paths = write_outputs(Path(out_dir), files)
+        paths = write_outputs(Path(out_dir), files, "export")
         click.echo(
             f"{deployment.source}: {deployment.mode}, "
             + ", ".join(f"{e.name} {e.instances} x {e.gpus_per_instance} GPUs" for e in deployment.engines)
@@ -915,6 +984,7 @@ def capacity_command(
     from planner.outputs import write_outputs
 
     with format_errors(debug):
+        check_output_folder(Path(out_dir))
         problem = resolve(instance, scenario, parse_overrides(overrides))
         load_list = list(loads) or (
             [problem.instance.traffic.requests_per_s] if problem.instance.traffic.requests_per_s else []
@@ -928,7 +998,7 @@ def capacity_command(
             problem, load_list, target_list, load_calibration(calibration_path), solver=solver,
             time_limit_s=time_limit_s,
         )  # fmt: skip
-        paths = write_outputs(Path(out_dir), render_capacity(frame, xlsx=xlsx))
+        paths = write_outputs(Path(out_dir), render_capacity(frame, xlsx=xlsx), "capacity")
         best = frame[frame["recommended"]]
         click.echo(
             f"{problem.label}: {len(load_list)} loads x {len(target_list)} targets, "
@@ -968,6 +1038,7 @@ def capacity_command(
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
 @_solver
 @_time_limit
+@_run_time_limit
 @_calibration
 @_verbosity
 @_debug
@@ -981,6 +1052,7 @@ def sweep_command(
     progress: bool,
     solver: str,
     time_limit_s: float,
+    run_time_limit_s: float | None,
     calibration_path: str | None,
     quiet: bool,
     verbose: bool,
@@ -998,9 +1070,16 @@ def sweep_command(
     from planner.errors import InfeasibleError
     from planner.grid import load_grid
     from planner.outputs import command_line
-    from planner.sweep import SweepIncompleteError, dry_run_text, resolve_cells, run_sweep, sweep_summary_text
+    from planner.sweep import (
+        SweepIncompleteError,
+        check_sweep_folder,
+        dry_run_text,
+        resolve_cells,
+        run_sweep,
+        sweep_summary_text,
+    )
 
-    with format_errors(debug):
+    with format_errors(debug), run_deadline(run_time_limit_s, SWEEP_RESUME_TEXT):
         progress = progress and not _level(quiet, verbose) < 0
         if scheduler and workers:
             raise SpecError(
@@ -1014,9 +1093,11 @@ def sweep_command(
             from planner.extras import require
 
             require("distributed", "dask", "--scheduler (a Dask cluster)")
+        if out_dir is not None:
+            check_sweep_folder(Path(out_dir))
         grid = load_grid(grid_path)
         calibration = load_calibration(calibration_path)
-        cells = resolve_cells(grid, calibration, solver)
+        cells = resolve_cells(grid, calibration, solver, progress=progress)
         if dry_run:
             click.echo(dry_run_text(grid, cells, Path(out_dir) if out_dir else None))
             return
@@ -1043,10 +1124,10 @@ def sweep_command(
             sys.exit(130)
         click.echo(sweep_summary_text(result))
         click.echo(f"wrote {', '.join(str(p) for p in result.paths)}")
-        if result.internal_errors:
+        if result.retried_errors:
             raise SweepIncompleteError(
-                f"{len(result.internal_errors)} cells failed unexpectedly (first: "
-                f"{result.internal_errors[0]}); run the same command again to retry them"
+                f"{len(result.retried_errors)} cells did not finish (a solver time limit or an unexpected "
+                f"failure; first: {result.retried_errors[0]}); run the same command again to retry them"
             )
         if result.failed == result.cells:
             raise InfeasibleError(
@@ -1069,20 +1150,20 @@ def sweep_command(
 @click.option(
     "--min-tokens-per-s-per-user",
     "target",
-    type=click.FloatRange(min=0),
+    type=finite(min=0, max=MAX_TOKENS_PER_S_PER_USER),
     default=0.0,
     show_default=True,
     help="Interactivity every request gets, on top of each class's tokens_per_s_per_user_min.",
 )
 @click.option(
     "--fixed-ratio",
-    type=click.FloatRange(min=0, min_open=True),
+    type=finite(min=0, min_open=True, max=MAX_RATIO),
     default=None,
     help="Also plan elastically with prefill:decode GPUs held at this ratio (+-3%).",
 )
 @click.option(
     "--load-scale",
-    type=click.FloatRange(min=0, min_open=True),
+    type=finite(min=0, min_open=True, max=MAX_LOAD_SCALE),
     default=1.0,
     show_default=True,
     help="Multiply the trace's requests/s (the same day on a bigger or smaller service).",
@@ -1090,7 +1171,7 @@ def sweep_command(
 @_solver
 @click.option(
     "--time-limit-s",
-    type=click.FloatRange(min=0.1),
+    type=finite(min=0.1, max=MAX_TIME_LIMIT_S),
     default=120.0,
     show_default=True,
     help="Seconds each MIP solve may take. The static and dynamic plans must be proven optimal: "
@@ -1098,6 +1179,7 @@ def sweep_command(
     "ratio min(this, 15) s and keeps the best plan found; the summary says how many were not proven "
     "optimal.",
 )
+@_run_time_limit
 @_scenario
 @_calibration
 @_verbosity
@@ -1111,6 +1193,7 @@ def elastic_command(
     load_scale: float,
     solver: str,
     time_limit_s: float,
+    run_time_limit_s: float | None,
     scenario: str | None,
     overrides: tuple[str, ...],
     calibration_path: str | None,
@@ -1128,10 +1211,11 @@ def elastic_command(
     """
     from planner.elastic import plan_elastic
     from planner.elastic_outputs import elastic_summary, render_elastic
-    from planner.outputs import command_line, write_outputs
+    from planner.outputs import command_line
     from planner.trace import load_trace
 
-    with format_errors(debug), reporting(_level(quiet, verbose)):
+    with format_errors(debug), reporting(_level(quiet, verbose)), run_deadline(run_time_limit_s):
+        check_output_folder(Path(out_dir))
         problem = resolve(instance, scenario, parse_overrides(overrides))
         trace = load_trace(trace_path, problem.request_classes)
         calibration = load_calibration(calibration_path)
@@ -1145,13 +1229,14 @@ def elastic_command(
             solver=solver,
             time_limit_s=time_limit_s,
         )
-        paths = write_outputs(Path(out_dir), render_elastic(result, calibration, command_line()))
+        files = render_elastic(result, calibration, command_line())
+        paths, replaced = write_output_set(Path(out_dir), files, command_line(), "elastic")
         click.echo(
             f"{problem.label}: {problem.question_text}; {trace.periods} periods, {trace.hours:g} h, "
             f"with {solver}"
         )
         click.echo(elastic_summary(result))
-        click.echo(f"wrote {', '.join(str(p) for p in paths)}")
+        click.echo(f"wrote {', '.join(str(p) for p in paths)}" + (f"; {replaced}" if replaced else ""))
         if result.unserved_periods:
             from planner.humanize import plural
 

@@ -1,7 +1,7 @@
 """The files an elastic study writes: per-period and summary CSVs, a plot, the question and provenance.
 
-Rendered in memory first and written atomically file by file, like
-:mod:`planner.outputs`, so an error leaves nothing half-written.
+Rendered in memory first and written as one set, like :mod:`planner.outputs`
+(:mod:`planner.output_folder`), so an error leaves nothing half-written.
 
 - ``periods.csv``: one row per period and strategy (load, GPUs per pool, ratio, tokens/s/GPU, SLO met);
 - ``summary.csv``: GPU-hours, cost and savings against static, per strategy;

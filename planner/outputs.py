@@ -1,8 +1,9 @@
 """The files a frontier study writes: CSVs for spreadsheets, a plot, the resolved question and provenance.
 
-Everything is rendered in memory first and then written file by file atomically
-(:mod:`planner.report`), so an error while solving or rendering leaves no output
-behind, and a crash mid-write never leaves a half file.
+Everything is rendered in memory first and then written as one set
+(:mod:`planner.output_folder`: a staging folder swapped in whole), so an error while
+solving or rendering leaves no output behind, and an interrupted write leaves the
+previous complete set, never a mix.
 
 - ``frontier.csv``: one row per Pareto point and mode (columns in README.md);
 - ``comparison.csv``: both frontiers as step functions and their ratio;
@@ -27,9 +28,9 @@ import yaml
 from planner import __version__
 from planner.compare import gain_summary, gains_at
 from planner.frontier import FIXED_RATIO_MODE, Frontier
+from planner.output_folder import write_output_set
 from planner.perf.calibration import Calibration
 from planner.problem import Problem
-from planner.report import write_bytes_atomic
 
 MODE_STYLE = {
     "disaggregated": ("tab:blue", "o", "disaggregated (dynamic rate matching)"),
@@ -124,14 +125,9 @@ def render_frontier(
     }
 
 
-def write_outputs(out_dir: Path, files: dict[str, bytes]) -> list[Path]:
-    """Write rendered files into ``out_dir`` atomically, one by one."""
-    paths = []
-    for name, data in files.items():
-        path = Path(out_dir) / name
-        write_bytes_atomic(path, data)
-        paths.append(path)
-    return paths
+def write_outputs(out_dir: Path, files: dict[str, bytes], kind: str = "") -> list[Path]:
+    """Write rendered files into ``out_dir`` as one set (:func:`planner.output_folder.write_output_set`)."""
+    return write_output_set(Path(out_dir), files, command_line(), kind)[0]
 
 
 def frontier_summary(frontier: Frontier) -> str:

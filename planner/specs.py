@@ -17,9 +17,12 @@ thing per container: ``gpus_per_node``, ``layouts_per_pool``.
 
 from __future__ import annotations
 
+import numbers
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from planner.errors import SpecError
 
 AttentionKind = Literal["gqa", "mla"]
 """GQA/MHA (per-head K and V cached) or MLA (one compressed latent cached per token)."""
@@ -50,11 +53,17 @@ LOAD_OBJECTIVES: tuple[str, ...] = ("min_gpus", "min_cost")
 
 
 class SpecModel(BaseModel):
-    """Strict, frozen base of every spec: unknown keys are errors, fields self-document."""
+    """Strict, frozen base of every spec: unknown keys are errors, fields self-document.
+
+    ``strict``: a value must already have its field's type, so ``true`` is not read as
+    the integer 1, ``1.5`` is not truncated and ``"8"`` is not parsed (ints still fill
+    float fields).
+    """
 
     model_config = ConfigDict(
         extra="forbid",
         frozen=True,
+        strict=True,
         use_attribute_docstrings=True,
         validate_default=True,
     )
@@ -65,10 +74,19 @@ class SpecModel(BaseModel):
         for dotted, value in changes.items():
             node = data
             *parents, leaf = dotted.split(".")
-            for key in parents:
-                if not isinstance(node.get(key), dict):
-                    node[key] = {} if node.get(key) is None else node[key]
+            for depth, key in enumerate(parents):
+                if node.get(key) is None:
+                    node[key] = {}
+                elif not isinstance(node[key], dict):
+                    group = ".".join(parents[: depth + 1])
+                    raise SpecError(
+                        f"'{group}' is a single value, not a group of fields, so '{dotted}' names "
+                        f"nothing; set '{group}' itself",
+                        field=dotted,
+                    )
                 node = node[key]
+            if isinstance(value, numbers.Integral) and not isinstance(value, int):
+                value = int(value)  # a numpy integer from a what-if loop: strict fields take plain ints
             node[leaf] = value
         return type(self).model_validate(data)
 
