@@ -28,6 +28,7 @@ import pandas as pd
 from pydantic import ValidationError
 
 from planner.catalog import check_precision_supported, load_hardware, load_instance, load_model
+from planner.class_features import ClassFeatures
 from planner.errors import SpecError
 from planner.perf.calibration import Calibration
 from planner.queueing import derate_candidates
@@ -117,6 +118,7 @@ class Problem:
             calibration=calibration,
             prune=prune,
             derate=derate,
+            features=ClassFeatures.of(self.instance, cls),
         )
 
     @property

@@ -74,6 +74,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from planner.class_features import ClassFeatures
 from planner.errors import InfeasibleError
 from planner.perf import Layouts, evaluate, layout_problems
 from planner.perf.calibration import Calibration
@@ -119,8 +120,10 @@ LAYOUT_COLUMNS: tuple[str, ...] = (
     "chunked_prefill",
     "two_batch_overlap",
     "eplb",
+    "draft_tokens",
 )
-"""What defines one serving engine: its parallel layout, batch and serving options."""
+"""What defines one serving engine: its parallel layout, batch and serving options
+(``draft_tokens``: speculative decoding, 0 = off)."""
 
 COLUMNS: tuple[str, ...] = (
     "candidate_id",
@@ -273,13 +276,15 @@ def _price(
     max_gpus: int,
     kv_link_gb_per_s: float,
     calibration: Calibration | None,
+    features: ClassFeatures | None = None,
 ) -> pd.DataFrame:
     """All enumerated rows of a phase priced by the performance model (one call per variant)."""
+    features = features or ClassFeatures()
     layouts = enumerate_layouts(model, hardware, phase, max_gpus=max_gpus, isl_tokens=isl_tokens)
     variants = _variants(phase)
     wide_ep = layouts.ep > 1
     frames = []
-    for chunked in variants:
+    for chunked, speculation in ((c, s) for c in variants for s in features.speculations(phase)):
         for serving in (False, True) if wide_ep.any() else (False,):
             rows = Layouts.of(*(a[wide_ep] for a in _fields(layouts))) if serving else layouts
             frame = evaluate(
@@ -295,6 +300,9 @@ def _price(
                 kv_link_gb_per_s=kv_link_gb_per_s if phase == "prefill" else None,
                 two_batch_overlap=serving,
                 eplb=serving,
+                speculation=speculation,
+                prefix_cache_hit_fraction=features.prefix_cache_hit_fraction,
+                prefix_cache_tokens=features.prefix_cache_tokens,
             )
             frame["chunked_prefill"] = chunked
             frame["two_batch_overlap"] = frame["eplb"] = serving
@@ -311,12 +319,19 @@ def _variants(phase: Phase) -> tuple[bool, ...]:
 
 
 def priced_rows(
-    model: ModelSpec, hardware: HardwareSpec, phase: Phase, *, max_gpus: int, isl_tokens: int
+    model: ModelSpec,
+    hardware: HardwareSpec,
+    phase: Phase,
+    *,
+    max_gpus: int,
+    isl_tokens: int,
+    features: ClassFeatures | None = None,
 ) -> int:
     """How many rows :func:`candidate_table` will price for a phase, without pricing them (~ms)."""
     layouts = enumerate_layouts(model, hardware, phase, max_gpus=max_gpus, isl_tokens=isl_tokens)
     wide_ep = int((layouts.ep > 1).sum())
-    return (len(layouts.tp) + wide_ep) * len(_variants(phase))
+    speculations = len((features or ClassFeatures()).speculations(phase))
+    return (len(layouts.tp) + wide_ep) * len(_variants(phase)) * speculations
 
 
 def _fields(layouts: Layouts) -> tuple[np.ndarray, ...]:
@@ -407,8 +422,12 @@ def candidate_table(
     calibration: Calibration | None = None,
     prune: bool = True,
     derate: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
+    features: ClassFeatures | None = None,
 ) -> pd.DataFrame:
     """The pruned candidate instances of one phase: one row each, ``candidate_id`` 0..n-1.
+
+    ``features`` (:class:`~planner.class_features.ClassFeatures`) price the class's
+    speculative-decoding choices (one row per draft-token count) and prefix cache.
 
     ``prune=False`` keeps the dominated rows (the whole feasible cloud, e.g. for plots);
     the MIP wants the default. ``derate`` (e.g. :func:`planner.queueing.derate_candidates`)
@@ -451,6 +470,7 @@ def candidate_table(
             max_gpus=budget,
             kv_link_gb_per_s=kv_link,
             calibration=calibration,
+            features=features,
         )
 
     # The largest instance the grid can produce: a full scale-up domain per stage x the deepest PP.

@@ -184,6 +184,7 @@ def _axis_of(err: SpecError, grid: Grid) -> str:
 
 def design_points(problem: Problem) -> dict[str, int]:
     """Rows the candidate tables of both modes will price, per pool (all request classes), without pricing."""
+    from planner.class_features import ClassFeatures
     from planner.space import priced_rows
 
     counts = {}
@@ -196,6 +197,7 @@ def design_points(problem: Problem) -> dict[str, int]:
                     pool,  # type: ignore[arg-type]
                     max_gpus=problem.max_gpus,
                     isl_tokens=cls.isl_tokens,
+                    features=ClassFeatures.of(problem.instance, cls),
                 )
                 for cls in problem.request_classes
             )

@@ -156,6 +156,8 @@ def combine_classes(
     for option in ("two_batch_overlap", "eplb"):  # hand-made tables (tests, notebooks) may omit them
         if option not in rows:
             rows[option] = False
+    if "draft_tokens" not in rows:  # hand-made tables (tests, notebooks) may omit it
+        rows["draft_tokens"] = 0
     if "kv_transfer_bytes_per_request" not in rows:  # hand-made tables (tests, notebooks) may omit it
         rows["kv_transfer_bytes_per_request"] = rows.get("kv_cache_bytes_per_request", 0.0)
     placement = rows["gpus"].map(geometry.placement)

@@ -18,14 +18,16 @@ which tokens a pass carries and how passes make up a request:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
 from planner.perf.context import GB, PerfContext
 from planner.perf.layout import Layouts
 from planner.perf.memory import MemoryUse, kv_bytes_per_token_per_gpu_layer, memory_use
+from planner.perf.prefix_cache import with_prefix_cache_memory
 from planner.perf.serving import ServingOptions
+from planner.perf.speculative import Speculation, draft_s, with_drafter_memory
 from planner.perf.step import StepCost, stage_step_cost
 
 PREFILL_CHUNK_TOKENS = 8192
@@ -144,21 +146,32 @@ def kv_transfer_s(ctx: PerfContext, layouts: Layouts, prompt_tokens, prefill_s, 
 # --------------------------------------------------------------------------- prefill
 
 
-def _prefill_core(ctx: PerfContext, layouts: Layouts, isl, chunk_tokens: int, options: ServingOptions | None):
-    """Stage cost, chunk count and timings of prefilling ``batch`` prompts of ``isl`` tokens."""
+def _prefill_core(
+    ctx: PerfContext,
+    layouts: Layouts,
+    isl,
+    chunk_tokens: int,
+    options: ServingOptions | None,
+    cached_tokens=0.0,
+):
+    """Stage cost, chunk count and timings of prefilling ``batch`` prompts of ``isl`` tokens.
+
+    ``cached_tokens`` of each prompt come from the prefix cache (:mod:`~planner.perf.prefix_cache`).
+    """
     arch = ctx.arch
     isl = np.asarray(isl, dtype=float)
+    cached = np.asarray(cached_tokens, dtype=float)
     dp = layouts.attention_dp.astype(float)
     pp = layouts.pp.astype(float)
     prompts_per_rank = layouts.batch / dp
-    tokens_per_rank = prompts_per_rank * isl
+    tokens_per_rank = prompts_per_rank * (isl - cached)
     chunks = np.where(pp > 1, np.maximum(1.0, np.ceil(tokens_per_rank / chunk_tokens)), 1.0)
     chunk_tokens_per_rank = tokens_per_rank / chunks
-    pairs = prompts_per_rank * arch.prefill_attention_pairs(isl)
-    # Later chunks read the KV of earlier ones: on average half the prompt per chunk.
-    kv_reads = np.where(
-        chunks > 1, np.minimum(isl, tokens_per_rank) / 2 * kv_bytes_per_token_per_gpu_layer(ctx, layouts), 0.0
-    )
+    pairs = prompts_per_rank * (arch.prefill_attention_pairs(isl) - arch.prefill_attention_pairs(cached))
+    # Later chunks read the KV of earlier ones: on average half the prompt per chunk; the cached prefix once.
+    kv_token_bytes = kv_bytes_per_token_per_gpu_layer(ctx, layouts)
+    kv_reads = np.where(chunks > 1, np.minimum(isl - cached, tokens_per_rank) / 2 * kv_token_bytes, 0.0)
+    kv_reads = kv_reads + prompts_per_rank * cached * kv_token_bytes / chunks
     step = stage_step_cost(
         ctx,
         layouts,
@@ -186,15 +199,18 @@ def prefill(
     kv_link_bytes_per_s: float | None = None,
     chunk_tokens: int = PREFILL_CHUNK_TOKENS,
     options: ServingOptions | None = None,
+    cached_tokens=0.0,
+    prefix_cache_tokens: float = 0.0,
 ) -> PhaseMetrics:
     """A prefill instance: first-token latency (with KV transfer out) and requests/s.
 
     ``output_tokens_per_s`` counts the tokens the decode pool will generate for the
     requests this instance prefills (``requests_per_s x OSL``), so prefill and decode
-    rates compare directly.
+    rates compare directly. ``cached_tokens`` of each prompt hit the prefix cache, which
+    holds ``prefix_cache_tokens`` on every instance (:mod:`~planner.perf.prefix_cache`).
     """
     step, chunks, chunk_tokens_per_rank, busy_s, latency_s, passes, overhead_s = _prefill_core(
-        ctx, layouts, isl, chunk_tokens, options
+        ctx, layouts, isl, chunk_tokens, options, cached_tokens
     )
     prompts_per_rank = layouts.batch / layouts.attention_dp
     mem = memory_use(
@@ -205,10 +221,12 @@ def prefill(
         tokens_per_forward_per_rank=chunk_tokens_per_rank,
         options=options,
     )
+    mem = with_prefix_cache_memory(ctx, layouts, mem, prefix_cache_tokens)
     link = kv_link_bytes_per_s or ctx.hardware.scale_out_bandwidth_gb_per_s * GB
-    transfer_s = kv_transfer_s(ctx, layouts, isl, latency_s, link)
+    shipped_tokens = np.asarray(isl, dtype=float) - np.asarray(cached_tokens, dtype=float)
+    transfer_s = kv_transfer_s(ctx, layouts, shipped_tokens, latency_s, link)
     breakdown = _breakdown_ms(step, passes, overhead_s, latency_s)
-    return _assemble(
+    metrics = _assemble(
         ctx,
         layouts,
         mem,
@@ -221,6 +239,8 @@ def prefill(
         kv_transfer_s=transfer_s,
         breakdown=breakdown,
     )
+    shipped = np.broadcast_to(ctx.arch.kv_bytes_per_request(shipped_tokens), (len(layouts),)).astype(float)
+    return replace(metrics, kv_transfer_bytes_per_request=shipped)
 
 
 # --------------------------------------------------------------------------- decode
@@ -234,8 +254,12 @@ def _decode_step(
     *,
     prompt_tokens_per_microbatch=0.0,
     options: ServingOptions | None = None,
+    verify_tokens: int = 1,
 ):
-    """One decode step (optionally carrying piggybacked prompt tokens) and its time per token."""
+    """One decode step (optionally carrying piggybacked prompt tokens) and its time.
+
+    ``verify_tokens`` query positions per request (speculative decoding: k + 1) share one KV read.
+    """
     arch = ctx.arch
     isl = np.asarray(isl, dtype=float)
     osl = np.asarray(osl, dtype=float)
@@ -244,7 +268,7 @@ def _decode_step(
     per_microbatch = layouts.batch / (dp * pp)
     mean_context = arch.kv_context_tokens(isl + (osl + 1) / 2)
     kv_token_bytes = kv_bytes_per_token_per_gpu_layer(ctx, layouts)
-    attention = per_microbatch * mean_context * arch.decode_attention_flops_per_pair
+    attention = per_microbatch * verify_tokens * mean_context * arch.decode_attention_flops_per_pair
     kv_reads = per_microbatch * mean_context * kv_token_bytes
     chunk = np.asarray(prompt_tokens_per_microbatch, dtype=float)
     redo = 0.0
@@ -265,10 +289,10 @@ def _decode_step(
     step = stage_step_cost(
         ctx,
         layouts,
-        tokens_per_rank=per_microbatch + chunk,
+        tokens_per_rank=per_microbatch * verify_tokens + chunk,
         attention_flops_per_rank_layer=attention,
         kv_read_bytes_per_gpu_layer=kv_reads,
-        head_tokens_per_rank=per_microbatch,
+        head_tokens_per_rank=per_microbatch * verify_tokens,
         extra_attention_gemm_flops_per_rank_layer=redo,
         options=options,
     )
@@ -278,20 +302,53 @@ def _decode_step(
     return step, tpot_s, overhead_s
 
 
+def _speculative_step(ctx, layouts, isl, osl, speculation: Speculation | None, **step_options):
+    """A decode step with ``k`` drafts verified in it: (step, seconds per step, overhead, tokens per step).
+
+    Without speculation (None or k = 0) this is the plain step yielding one token.
+    """
+    if speculation is None or speculation.draft_tokens == 0:
+        return (*_decode_step(ctx, layouts, isl, osl, **step_options), 1.0)
+    step, step_s, overhead_s = _decode_step(
+        ctx, layouts, isl, osl, verify_tokens=speculation.verify_tokens, **step_options
+    )
+    plain, _, _ = _decode_step(ctx, layouts, isl, osl, options=step_options.get("options"))
+    return step, step_s + draft_s(ctx, layouts, plain, speculation), overhead_s, speculation.tokens_per_step
+
+
 def decode(
-    ctx: PerfContext, layouts: Layouts, isl, osl, *, options: ServingOptions | None = None
+    ctx: PerfContext,
+    layouts: Layouts,
+    isl,
+    osl,
+    *,
+    options: ServingOptions | None = None,
+    speculation: Speculation | None = None,
+    prefix_cache_tokens: float = 0.0,
 ) -> PhaseMetrics:
-    """A decode instance: time per output token at ``batch`` requests in flight, tokens/s."""
+    """A decode instance: time per output token at ``batch`` requests in flight, tokens/s.
+
+    With ``speculation`` each step verifies k draft tokens and yields its mean accepted
+    tokens (:mod:`~planner.perf.speculative`); ``prefix_cache_tokens`` of cached
+    prefixes are held besides the requests' KV (:mod:`~planner.perf.prefix_cache`).
+    """
     isl = np.asarray(isl, dtype=float)
     osl = np.asarray(osl, dtype=float)
-    step, tpot_s, overhead_s = _decode_step(ctx, layouts, isl, osl, options=options)
+    step, step_s, overhead_s, per_step = _speculative_step(
+        ctx, layouts, isl, osl, speculation, options=options
+    )
+    tpot_s = step_s / per_step
+    verify = 1 if speculation is None else speculation.verify_tokens
     mem = memory_use(
         ctx,
         layouts,
         requests_per_rank=layouts.batch / layouts.attention_dp,
         context_tokens=isl + osl,
-        tokens_per_forward_per_rank=layouts.batch / (layouts.attention_dp * layouts.pp),
+        tokens_per_forward_per_rank=layouts.batch * verify / (layouts.attention_dp * layouts.pp),
         options=options,
+    )
+    mem = with_prefix_cache_memory(
+        ctx, layouts, with_drafter_memory(ctx, mem, speculation), prefix_cache_tokens
     )
     return _assemble(
         ctx,
@@ -304,7 +361,7 @@ def decode(
         osl=osl,
         kv_bytes_per_request=kv_cache_bytes_per_request(ctx, layouts, isl + osl),
         kv_transfer_s=0.0,
-        breakdown=_breakdown_ms(step, layouts.pp.astype(float), overhead_s, tpot_s),
+        breakdown=_breakdown_ms(step, layouts.pp.astype(float), overhead_s / per_step, tpot_s),
     )
 
 
@@ -319,8 +376,15 @@ def aggregated(
     *,
     chunked_prefill: bool = True,
     options: ServingOptions | None = None,
+    speculation: Speculation | None = None,
+    cached_tokens=0.0,
+    prefix_cache_tokens: float = 0.0,
 ) -> PhaseMetrics:
     """A co-located instance running both phases with in-flight batching.
+
+    Speculation and the prefix cache work as in :func:`decode` and :func:`prefill`: a
+    step yields its accepted tokens (so prompts arrive that much faster per step), and
+    only the uncached part of a prompt is prefilled.
 
     With ``chunked_prefill`` each decode step carries ``batch x ISL / OSL`` prompt
     tokens (the steady-state share), so prompts ride along the weight reads of decode
@@ -335,41 +399,49 @@ def aggregated(
     # A new prompt is prefilled in full-size chunks on its rank while decode goes on:
     # its first token comes after one prompt's prefill plus the decode step it joins.
     single = Layouts.of(layouts.tp, layouts.pp, layouts.ep, layouts.attention_dp, layouts.attention_dp)
-    *_, single_latency_s, _, _ = _prefill_core(ctx, single, isl, PREFILL_CHUNK_TOKENS, options)
+    *_, single_latency_s, _, _ = _prefill_core(ctx, single, isl, PREFILL_CHUNK_TOKENS, options, cached_tokens)
+    per_step = 1.0 if speculation is None else speculation.tokens_per_step
+    new_isl = isl - np.asarray(cached_tokens, dtype=float)
     if chunked_prefill:
         # Prompt tokens per step, summed over the attention-DP ranks. A prompt lives on one rank,
         # so the busiest rank carries at least one whole chunk whenever any rank has one.
         # How far the scheduler evens this out across ranks is a calibrated fraction.
-        arriving = per_microbatch * dp * isl / osl
+        arriving = per_microbatch * dp * new_isl * per_step / osl
         balanced = arriving / dp
         piece = np.minimum(isl, PREFILL_CHUNK_TOKENS)
         pieces = arriving / piece
         unbalanced = np.minimum(arriving, np.maximum(balanced, piece * np.ceil(pieces / dp)))
         chunk = unbalanced - ctx.efficiency.attention_dp_balance_fraction * (unbalanced - balanced)
-        step, tpot_s, overhead_s = _decode_step(
-            ctx, layouts, isl, osl, prompt_tokens_per_microbatch=chunk, options=options
+        step, step_s, overhead_s, _ = _speculative_step(
+            ctx, layouts, isl, osl, speculation, prompt_tokens_per_microbatch=chunk, options=options
         )
-        ttft_s = single_latency_s + tpot_s
+        tpot_s = step_s / per_step
+        ttft_s = single_latency_s + step_s
         forward_tokens = per_microbatch + np.maximum(chunk, np.minimum(isl, PREFILL_CHUNK_TOKENS))
-        breakdown = _breakdown_ms(step, pp, overhead_s, tpot_s)
+        breakdown = _breakdown_ms(step, pp, overhead_s / per_step, tpot_s)
     else:
-        step, decode_s, overhead_s = _decode_step(ctx, layouts, isl, osl, options=options)
+        step, decode_s, overhead_s, _ = _speculative_step(
+            ctx, layouts, isl, osl, speculation, options=options
+        )
         # Prompts arriving per decode step are prefilled together; a pass with fewer prompts
         # than attention-DP ranks still costs the busiest rank one whole prompt (unless balanced).
-        arrivals = layouts.batch / osl
+        arrivals = layouts.batch * per_step / osl
         prompts = np.maximum(1.0, np.round(arrivals))
         padded = (np.ceil(prompts / dp) * dp).astype(np.int64)
         pre = Layouts.of(layouts.tp, layouts.pp, layouts.ep, layouts.attention_dp, padded)
-        _, _, _, busy_s, latency_s, _, _ = _prefill_core(ctx, pre, isl, PREFILL_CHUNK_TOKENS, options)
+        _, _, _, busy_s, latency_s, _, _ = _prefill_core(
+            ctx, pre, isl, PREFILL_CHUNK_TOKENS, options, cached_tokens
+        )
         balance = ctx.efficiency.attention_dp_balance_fraction
         per_prompt_s = busy_s / (balance * padded + (1 - balance) * prompts)
-        tpot_s = decode_s + per_prompt_s * arrivals
+        step_s = decode_s + per_prompt_s * arrivals
+        tpot_s = step_s / per_step
         prefill_batch = padded
         ttft_s = latency_s + decode_s
-        forward_tokens = np.maximum(per_microbatch, prefill_batch / dp * isl)
-        stall = tpot_s - decode_s
+        forward_tokens = np.maximum(per_microbatch, prefill_batch / dp * new_isl)
+        stall = step_s - decode_s
         d_compute, d_memory, d_comm, d_over = _breakdown_ms(step, pp, overhead_s, decode_s)
-        breakdown = (d_compute + stall * 1e3, d_memory, d_comm, d_over)
+        breakdown = tuple(v / per_step for v in (d_compute + stall * 1e3, d_memory, d_comm, d_over))
     mem = memory_use(
         ctx,
         layouts,
@@ -377,6 +449,9 @@ def aggregated(
         context_tokens=isl + osl,
         tokens_per_forward_per_rank=forward_tokens,
         options=options,
+    )
+    mem = with_prefix_cache_memory(
+        ctx, layouts, with_drafter_memory(ctx, mem, speculation), prefix_cache_tokens
     )
     return _assemble(
         ctx,
