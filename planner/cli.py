@@ -685,6 +685,42 @@ def plan_command(
             click.echo("\n\n".join(advice_text(a) for a in answers))
 
 
+# --------------------------------------------------------------------------- fleet (issue 14)
+
+
+@main.command("fleet")
+@click.argument("instance")
+@click.option(
+    "--min-tokens-per-s-per-user",
+    "target",
+    type=click.FloatRange(min=0, min_open=True),
+    required=True,
+    help="Interactivity every user must get, output tokens/s per user.",
+)
+@_scenario
+@_calibration
+@_debug
+def fleet_command(
+    instance: str,
+    target: float,
+    scenario: str | None,
+    overrides: tuple[str, ...],
+    calibration_path: str | None,
+    debug: bool,
+) -> None:
+    """The most output tokens per dollar on a mixed fleet (cluster.fleet), each instance on one GPU type.
+
+    Example: disagg fleet llama-3.1-70b-h100-h200-fleet --min-tokens-per-s-per-user 30
+
+    Both modes, each with its split across GPU types and the same question on each type alone.
+    """
+    from planner.fleet_advice import fleet_answer, fleet_text
+
+    with format_errors(debug):
+        problem = resolve(instance, scenario, parse_overrides(overrides))
+        click.echo(fleet_text(fleet_answer(problem, target, load_calibration(calibration_path))))
+
+
 # --------------------------------------------------------------------------- export (issue 11)
 
 

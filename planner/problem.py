@@ -97,6 +97,7 @@ class Problem:
         *,
         prune: bool = True,
         request_class: str | None = None,
+        kv_link_gb_per_s: float | None = None,
     ) -> pd.DataFrame:
         """One phase's candidate table for one request class (:func:`planner.space.candidate_table`)."""
         cls = self.request_class(request_class)
@@ -119,6 +120,7 @@ class Problem:
             prune=prune,
             derate=derate,
             features=ClassFeatures.of(self.instance, cls),
+            kv_link_gb_per_s=kv_link_gb_per_s,
         )
 
     @property

@@ -423,8 +423,12 @@ def candidate_table(
     prune: bool = True,
     derate: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
     features: ClassFeatures | None = None,
+    kv_link_gb_per_s: float | None = None,
 ) -> pd.DataFrame:
     """The pruned candidate instances of one phase: one row each, ``candidate_id`` 0..n-1.
+
+    ``kv_link_gb_per_s`` overrides the KV-transfer link chosen below (a mixed fleet ships KV
+    between GPU types over the scale-out network).
 
     ``features`` (:class:`~planner.class_features.ClassFeatures`) price the class's
     speculative-decoding choices (one row per draft-token count) and prefix cache.
@@ -442,7 +446,7 @@ def candidate_table(
     """
     if phase not in PHASES:
         raise ValueError(f"phase must be one of {PHASES}, not {phase!r}")
-    kv_link = (
+    kv_link = kv_link_gb_per_s or (
         hardware.scale_up_bandwidth_gb_per_s
         if max_gpus <= hardware.scale_up_domain_gpus
         else hardware.scale_out_bandwidth_gb_per_s

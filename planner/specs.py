@@ -348,6 +348,17 @@ class Slo(SpecModel):
         return self
 
 
+class FleetEntry(SpecModel):
+    """One GPU type of a mixed fleet: which hardware, how many nodes of it, at what price."""
+
+    hardware: str = Field(min_length=1)
+    """Catalog name (or YAML path) of the GPU type."""
+    max_nodes: int = Field(gt=0, le=1_000_000)
+    """Nodes of this type the plan may use (GPUs per node come from the hardware)."""
+    price_usd_per_gpu_hour: float | None = Field(default=None, gt=0, le=10_000)
+    """Price per GPU-hour of this type, USD; None: the hardware spec's price."""
+
+
 class Cluster(SpecModel):
     """The GPU budget a plan must fit in."""
 
@@ -359,11 +370,17 @@ class Cluster(SpecModel):
     """Give each pool whole nodes (prefill and decode never share a node)."""
     target_utilization_fraction: float = Field(default=1.0, gt=0, le=1)
     """Largest share of an instance's capacity the plan may load it with (headroom for bursts)."""
+    fleet: list[FleetEntry] | None = Field(default=None, min_length=1, max_length=8)
+    """A mixed fleet (``disagg fleet``): GPU types with their own node inventory and price; each
+    instance runs on one type. ``max_gpus`` / ``max_nodes`` still bound the whole plan."""
 
     @model_validator(mode="after")
     def _some_budget(self) -> Cluster:
         if self.max_gpus is None and self.max_nodes is None:
             raise ValueError("set cluster.max_gpus or cluster.max_nodes (or both)")
+        names = [entry.hardware for entry in self.fleet or []]
+        if len(set(names)) != len(names):
+            raise ValueError(f"cluster.fleet names a GPU type twice ({', '.join(names)}); merge the entries")
         return self
 
 

@@ -1,0 +1,99 @@
+"""``disagg fleet``: the best mixed-fleet plan per mode at a target, against each GPU type alone.
+
+The comparison answers the question a team with two GPU types asks: does splitting the
+pools across types beat running everything on either type, in output tokens per dollar?
+Every plan comes from the same persistent MIP per mode (:mod:`planner.optimize.fleet`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from planner.errors import InfeasibleError
+from planner.optimize.fleet import MODE_POOLS, FleetOptimizer, FleetPlan
+from planner.perf.calibration import Calibration
+from planner.problem import Problem
+
+
+@dataclass
+class FleetAnswer:
+    """Per mode: the whole-fleet plan and each single-type plan (None where a type alone has none)."""
+
+    problem: Problem
+    target_tokens_per_s_per_user: float
+    mixed: dict[str, FleetPlan | None]
+    single: dict[str, dict[str, FleetPlan | None]]
+
+
+def fleet_answer(problem: Problem, target: float, calibration: Calibration | None = None) -> FleetAnswer:
+    """Solve every mode on the whole fleet and on each type alone; raise only if nothing has a plan."""
+    mixed: dict[str, FleetPlan | None] = {}
+    single: dict[str, dict[str, FleetPlan | None]] = {}
+    for mode in MODE_POOLS:
+        try:
+            optimizer = FleetOptimizer(problem, mode, calibration)
+        except InfeasibleError:
+            mixed[mode], single[mode] = None, {}
+            continue
+        mixed[mode] = _try(optimizer, target, None)
+        single[mode] = {t.name: _try(optimizer, target, t.name) for t in optimizer.types}
+    if all(plan is None for plan in mixed.values()):
+        raise InfeasibleError(
+            f"no plan on the fleet reaches {target:g} tokens/s per user; lower --min-tokens-per-s-per-user "
+            "or add nodes to cluster.fleet"
+        )
+    return FleetAnswer(problem, target, mixed, single)
+
+
+def _try(optimizer: FleetOptimizer, target: float, only: str | None) -> FleetPlan | None:
+    try:
+        return optimizer.solve(target, only=only)
+    except InfeasibleError:
+        return None
+
+
+def _plan_lines(plan: FleetPlan) -> list[str]:
+    lines = []
+    for _, r in plan.rows.iterrows():
+        drafts = f" MTP{int(r.draft_tokens)}" if int(r.get("draft_tokens", 0)) else ""
+        lines.append(
+            f"    {r.pool} on {r.gpu_type}: {int(r.instances)} x TP{r.tp} PP{r.pp} EP{r.ep} "
+            f"DP{r.attention_dp} batch {r.batch}{drafts} ({int(r.gpus)} GPUs each)"
+        )
+    nodes = ", ".join(f"{n} {name}" for name, n in plan.nodes.items())
+    lines.append(
+        f"    {plan.output_tokens_per_usd:,.0f} output tokens per dollar; {plan.output_tokens_per_s:,.0f} "
+        f"output tokens/s at {plan.tokens_per_s_per_user:.1f} tokens/s per user; nodes: {nodes}; "
+        f"${plan.cost_usd_per_hour:,.2f} per hour"
+    )
+    return lines
+
+
+def fleet_text(answer: FleetAnswer) -> str:
+    """The plan per mode with its split across types, and how each type alone compares."""
+    p = answer.problem
+    lines = [
+        f"{p.label}: {p.model.name} ({p.instance.precision}), {p.traffic_text}, at >= "
+        f"{answer.target_tokens_per_s_per_user:g} tokens/s per user; objective: output tokens per dollar "
+        "(whole nodes at each type's price)."
+    ]
+    for mode, plan in answer.mixed.items():
+        if plan is None:
+            lines.append(f"{mode}: no plan on this fleet")
+            continue
+        split = "; ".join(
+            f"{pool} " + ", ".join(f"{g} GPUs {name}" for name, g in types.items())
+            for pool, types in plan.split().items()
+        )
+        lines.append(f"{mode} on the whole fleet ({split}):")
+        lines += _plan_lines(plan)
+        for name, alone in answer.single[mode].items():
+            if alone is None:
+                lines.append(f"  {name} alone: no plan")
+            else:
+                gain = plan.output_tokens_per_usd / alone.output_tokens_per_usd
+                lines.append(
+                    f"  {name} alone: {alone.output_tokens_per_usd:,.0f} output tokens per dollar "
+                    f"(the fleet plan: {gain:.3f}x)"
+                )
+    return "\n".join(lines)

@@ -1,0 +1,90 @@
+"""Mixed GPU fleets: each pool on the type that suits it, against each type alone and a brute force."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from planner.cli import main
+from planner.optimize.fleet import FleetOptimizer, brute_force_tokens_per_usd
+from planner.problem import resolve
+
+FLEET = "llama-3.1-70b-h100-h200-fleet"
+
+
+@pytest.fixture(scope="module")
+def optimizers() -> dict[str, FleetOptimizer]:
+    problem = resolve(FLEET)
+    return {mode: FleetOptimizer(problem, mode) for mode in ("disaggregated", "aggregated")}
+
+
+@pytest.mark.parametrize("target", [10.0, 30.0])
+def test_mixed_plan_beats_each_type_alone(optimizers, target) -> None:
+    """Prefill is compute-bound (same FLOP/s, H100 cheaper), decode memory-bound (H200 1.43x bandwidth
+    for 1.27x the price): the fleet plan puts prefill on H100 and decode on H200 and wins per dollar."""
+    disaggregated = optimizers["disaggregated"]
+    mixed = disaggregated.solve(target)
+    alone = {name: disaggregated.solve(target, only=name) for name in ("h100-sxm", "h200-sxm")}
+    for plan in alone.values():
+        assert mixed.output_tokens_per_usd > 1.05 * plan.output_tokens_per_usd
+    split = mixed.split()
+    assert split["decode"] == {"h200-sxm": split["decode"]["h200-sxm"]}
+    assert split["prefill"]["h100-sxm"] >= 8
+    assert mixed.tokens_per_s_per_user >= target
+    # One type per instance and each restricted plan on its type only.
+    assert set(alone["h100-sxm"].rows["gpu_type"]) == {"h100-sxm"}
+    assert set(alone["h200-sxm"].nodes) == {"h200-sxm"}
+
+
+@pytest.mark.parametrize("mode", ["disaggregated", "aggregated"])
+@pytest.mark.parametrize("target", [10.0, 30.0, 60.0])
+def test_brute_force_referee_agrees(optimizers, mode, target) -> None:
+    optimizer = optimizers[mode]
+    plan = optimizer.solve(target)
+    assert plan.output_tokens_per_usd == pytest.approx(
+        brute_force_tokens_per_usd(optimizer, target), rel=1e-9
+    )
+
+
+def test_plan_numbers_add_up(optimizers) -> None:
+    plan = optimizers["disaggregated"].solve(30.0)
+    prices = {"h100-sxm": 2.99, "h200-sxm": 3.79}  # the shipped hardware specs' prices
+    assert plan.cost_usd_per_hour == pytest.approx(sum(8 * n * prices[t] for t, n in plan.nodes.items()))
+    for gpu_type, gpus in plan.gpus_by_type.items():
+        assert gpus <= 8 * plan.nodes[gpu_type]
+    assert plan.output_tokens_per_usd == pytest.approx(
+        plan.output_tokens_per_s * 3600 / plan.cost_usd_per_hour
+    )
+
+
+def test_fleet_command_and_errors() -> None:
+    runner = CliRunner()
+    ok = runner.invoke(main, ["fleet", FLEET, "--min-tokens-per-s-per-user", "30"])
+    assert ok.exit_code == 0, ok.output
+    assert "prefill on h100-sxm" in ok.output
+    assert "decode on h200-sxm" in ok.output
+    assert "h100-sxm alone" in ok.output
+    cheap = runner.invoke(
+        main, ["fleet", FLEET, "--scenario", "h200_cheap", "--min-tokens-per-s-per-user", "30"]
+    )
+    assert cheap.exit_code == 0, cheap.output
+    none = runner.invoke(main, ["fleet", "llama-3.1-70b-h100-8k-1k", "--min-tokens-per-s-per-user", "30"])
+    assert none.exit_code == 2
+    assert none.output.startswith("error:")
+    assert "cluster.fleet" in none.output
+    twice = runner.invoke(
+        main,
+        [
+            "fleet",
+            FLEET,
+            "--min-tokens-per-s-per-user",
+            "30",
+            "--set",
+            "cluster.fleet=[{hardware: h100-sxm, max_nodes: 1}, {hardware: h100-sxm, max_nodes: 1}]",
+        ],
+    )
+    assert twice.exit_code == 2
+    assert "twice" in twice.output
+    unreachable = runner.invoke(main, ["fleet", FLEET, "--min-tokens-per-s-per-user", "100000"])
+    assert unreachable.exit_code == 1
+    assert unreachable.output.startswith("error:")
