@@ -606,6 +606,10 @@ def frontier_command(
             write_lp=Path(write_lp) if write_lp else None,
         )
         files = render_frontier(frontier, calibration, command_line())
+        if problem.instance.cluster.fleet:  # issue 14: the mixed fleet's own frontier, tokens per dollar
+            from planner.fleet_advice import fleet_frontier
+
+            files["fleet_frontier.csv"] = fleet_frontier(problem, calibration).to_csv(index=False).encode()
         paths = write_outputs(Path(out_dir), files)
         from planner.advise import headroom_text, objective_question
 
@@ -682,7 +686,12 @@ def plan_command(
             payload = [advice_json(a) for a in answers]
             click.echo(json_text(payload))
         else:
-            click.echo("\n\n".join(advice_text(a) for a in answers))
+            texts = [advice_text(a) for a in answers]
+            if problem.instance.cluster.fleet:  # issue 14: the mixed fleet's plan and its split
+                from planner.fleet_advice import fleet_answer, fleet_text
+
+                texts += [fleet_text(fleet_answer(problem, t, calibration)) for t in targets]
+            click.echo("\n\n".join(texts))
 
 
 # --------------------------------------------------------------------------- fleet (issue 14)

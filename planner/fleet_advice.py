@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+import pandas as pd
+
 from planner.errors import InfeasibleError
 from planner.optimize.fleet import MODE_POOLS, FleetOptimizer, FleetPlan
 from planner.perf.calibration import Calibration
@@ -97,3 +100,61 @@ def fleet_text(answer: FleetAnswer) -> str:
                     f"(the fleet plan: {gain:.3f}x)"
                 )
     return "\n".join(lines)
+
+
+def fleet_frontier(problem: Problem, calibration: Calibration | None = None) -> pd.DataFrame:
+    """``fleet_frontier.csv``: output tokens per dollar against interactivity on the fleet, exact, both modes.
+
+    Traced like the main frontier: solve at the lowest decode (or aggregated) interactivity,
+    then at the smallest one above the interactivity the plan achieved, until none is left;
+    rows a more interactive row matches or beats are dropped. One row per Pareto point with
+    the GPUs per pool and type (``<pool>_gpus_<type>``) and nodes per type (``nodes_<type>``).
+    """
+    rows = []
+    for mode in MODE_POOLS:
+        try:
+            optimizer = FleetOptimizer(problem, mode, calibration)
+        except InfeasibleError:
+            continue
+        serving = optimizer.rows[optimizer.rows["pool"] != "prefill"]
+        targets = np.unique(serving["tokens_per_s_per_user"].to_numpy(dtype=float))
+        points: list[FleetPlan] = []
+        target = float(targets[0]) if len(targets) else None
+        while target is not None:
+            plan = _try(optimizer, target, None)
+            if plan is None:
+                break
+            points.append(plan)
+            above = targets[targets > plan.tokens_per_s_per_user * (1 + 1e-12)]
+            target = float(above[0]) if len(above) else None
+        kept = [
+            p
+            for k, p in enumerate(points)
+            if all(p.output_tokens_per_usd > q.output_tokens_per_usd * (1 + 1e-9) for q in points[k + 1 :])
+        ]
+        rows += [_frontier_row(plan, optimizer) for plan in kept]
+    if not rows:
+        raise InfeasibleError("no mode has a plan on this fleet at any interactivity")
+    frame = pd.DataFrame(rows)
+    counts = [c for c in frame.columns if "_gpus_" in c or c.startswith("nodes_")]
+    return frame.fillna(dict.fromkeys(counts, 0)).astype(dict.fromkeys(counts, int))
+
+
+def _frontier_row(plan: FleetPlan, optimizer: FleetOptimizer) -> dict:
+    row = {
+        "mode": plan.mode,
+        "target_tokens_per_s_per_user": plan.target_tokens_per_s_per_user,
+        "tokens_per_s_per_user": plan.tokens_per_s_per_user,
+        "output_tokens_per_usd": plan.output_tokens_per_usd,
+        "output_tokens_per_s": plan.output_tokens_per_s,
+        "requests_per_s": plan.requests_per_s,
+        "cost_usd_per_hour": plan.cost_usd_per_hour,
+        "total_gpus": plan.total_gpus,
+    }
+    for gpu in optimizer.types:
+        row[f"nodes_{gpu.name}"] = plan.nodes.get(gpu.name, 0)
+        for pool in MODE_POOLS[plan.mode]:
+            row[f"{pool}_gpus_{gpu.name}"] = plan.split().get(pool, {}).get(gpu.name, 0)
+    row["layouts"] = "; ".join(line.strip() for line in _plan_lines(plan)[:-1])
+    row["solves"] = plan.solves
+    return row

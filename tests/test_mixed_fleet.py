@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 from click.testing import CliRunner
 
@@ -88,3 +89,22 @@ def test_fleet_command_and_errors() -> None:
     unreachable = runner.invoke(main, ["fleet", FLEET, "--min-tokens-per-s-per-user", "100000"])
     assert unreachable.exit_code == 1
     assert unreachable.output.startswith("error:")
+
+
+def test_frontier_and_plan_report_the_split(tmp_path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(main, ["frontier", FLEET, "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    frame = pd.read_csv(tmp_path / "fleet_frontier.csv")
+    for mode, rows in frame.groupby("mode"):
+        rows = rows.sort_values("tokens_per_s_per_user")
+        assert rows["tokens_per_s_per_user"].is_monotonic_increasing, mode
+        assert (rows["output_tokens_per_usd"].diff().dropna() < 0).all(), mode
+    disaggregated = frame[frame["mode"] == "disaggregated"].iloc[0]
+    assert disaggregated["prefill_gpus_h100-sxm"] > 0
+    assert disaggregated["decode_gpus_h200-sxm"] > 0
+    assert disaggregated["decode_gpus_h100-sxm"] == 0
+    plan = runner.invoke(main, ["plan", FLEET, "--min-tokens-per-s-per-user", "30"])
+    assert plan.exit_code == 0, plan.output
+    assert "disaggregated on the whole fleet (decode" in plan.output
+    assert "decode on h200-sxm" in plan.output
