@@ -121,3 +121,25 @@ def test_set_what_if_and_bad_values() -> None:
     unsorted = runner.invoke(main, [*args, "100", "--set", "speculation.draft_tokens=[3,1]"])
     assert unsorted.exit_code == 2
     assert "draft_tokens" in unsorted.output
+
+
+def test_aggregated_engines_speculate_too() -> None:
+    model, hardware = load_model("llama-3.1-8b"), load_hardware("h100-sxm")
+
+    def row(speculation: Speculation | None, chunked: bool):
+        layouts = Layouts.of([1], [1], [1], [1], [4])
+        return evaluate(
+            model, hardware, "fp8", "aggregated", layouts, 2048, 256,
+            chunked_prefill=chunked, speculation=speculation,
+        ).iloc[0]  # fmt: skip
+
+    for chunked in (True, False):
+        plain, zero, mtp = (
+            row(None, chunked),
+            row(Speculation(0, 0.7), chunked),
+            row(Speculation(2, 0.7), chunked),
+        )
+        assert zero.tpot_ms == pytest.approx(plain.tpot_ms)
+        # Faster per user, and each step yields more tokens, so prompts arrive faster per step too.
+        assert mtp.tokens_per_s_per_user > 1.3 * plain.tokens_per_s_per_user
+        assert mtp.requests_per_s > plain.requests_per_s

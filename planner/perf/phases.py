@@ -384,7 +384,8 @@ def aggregated(
 
     Speculation and the prefix cache work as in :func:`decode` and :func:`prefill`: a
     step yields its accepted tokens (so prompts arrive that much faster per step), and
-    only the uncached part of a prompt is prefilled.
+    only the uncached part of a prompt is prefilled (its piggybacked chunks' attention is
+    still priced per token of the whole prompt).
 
     With ``chunked_prefill`` each decode step carries ``batch x ISL / OSL`` prompt
     tokens (the steady-state share), so prompts ride along the weight reads of decode
@@ -408,7 +409,7 @@ def aggregated(
         # How far the scheduler evens this out across ranks is a calibrated fraction.
         arriving = per_microbatch * dp * new_isl * per_step / osl
         balanced = arriving / dp
-        piece = np.minimum(isl, PREFILL_CHUNK_TOKENS)
+        piece = np.minimum(new_isl, PREFILL_CHUNK_TOKENS)
         pieces = arriving / piece
         unbalanced = np.minimum(arriving, np.maximum(balanced, piece * np.ceil(pieces / dp)))
         chunk = unbalanced - ctx.efficiency.attention_dp_balance_fraction * (unbalanced - balanced)
@@ -417,7 +418,7 @@ def aggregated(
         )
         tpot_s = step_s / per_step
         ttft_s = single_latency_s + step_s
-        forward_tokens = per_microbatch + np.maximum(chunk, np.minimum(isl, PREFILL_CHUNK_TOKENS))
+        forward_tokens = per_microbatch + np.maximum(chunk, np.minimum(new_isl, PREFILL_CHUNK_TOKENS))
         breakdown = _breakdown_ms(step, pp, overhead_s / per_step, tpot_s)
     else:
         step, decode_s, overhead_s, _ = _speculative_step(
