@@ -108,3 +108,11 @@ def test_frontier_and_plan_report_the_split(tmp_path) -> None:
     assert plan.exit_code == 0, plan.output
     assert "disaggregated on the whole fleet (decode" in plan.output
     assert "decode on h200-sxm" in plan.output
+
+
+def test_whole_plan_cap_binds_and_referee_agrees() -> None:
+    problem = resolve(FLEET, overrides={"cluster.max_nodes": 2})
+    optimizer = FleetOptimizer(problem, "disaggregated")
+    plan = optimizer.solve(30.0)
+    assert sum(plan.nodes.values()) <= 2
+    assert plan.output_tokens_per_usd == pytest.approx(brute_force_tokens_per_usd(optimizer, 30.0), rel=1e-9)

@@ -50,6 +50,8 @@ MODE_POOLS = {"disaggregated": ("prefill", "decode"), "aggregated": ("aggregated
 SECONDS_PER_HOUR = 3600.0
 DINKELBACH_TOLERANCE = 1e-7
 """Relative tolerance of Dinkelbach's stopping test (the optimum of max N - lambda C is 0)."""
+MAX_DINKELBACH_SOLVES = 50
+"""Dinkelbach's ratio rises strictly each step over finitely many plans; far more steps mean a bug."""
 
 
 @dataclass(frozen=True)
@@ -269,6 +271,8 @@ class FleetOptimizer:
                 break
             if best is None:
                 break
+            if solves >= MAX_DINKELBACH_SOLVES:
+                raise RuntimeError(f"Dinkelbach did not converge in {solves} solves; this is a bug")
             m.lam.set_value(pyo.value(m.tokens) / pyo.value(m.cost))
         if best is None:
             where = f" on {only} alone" if only else ""
