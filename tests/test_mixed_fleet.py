@@ -116,3 +116,17 @@ def test_whole_plan_cap_binds_and_referee_agrees() -> None:
     plan = optimizer.solve(30.0)
     assert sum(plan.nodes.values()) <= 2
     assert plan.output_tokens_per_usd == pytest.approx(brute_force_tokens_per_usd(optimizer, 30.0), rel=1e-9)
+
+
+def test_exclusive_nodes_keep_pools_apart_and_referee_agrees() -> None:
+    problem = resolve(FLEET, overrides={"cluster.exclusive_nodes": True})
+    optimizer = FleetOptimizer(problem, "disaggregated")
+    for target in (10.0, 30.0):
+        plan = optimizer.solve(target)
+        for gpu_type, nodes in plan.nodes.items():
+            pools = plan.split()
+            needed = sum(-(-pools[p].get(gpu_type, 0) // 8) for p in pools)
+            assert needed <= nodes
+        assert plan.output_tokens_per_usd == pytest.approx(
+            brute_force_tokens_per_usd(optimizer, target), rel=1e-9
+        )

@@ -16,7 +16,8 @@ Formulation (one mode, one interactivity target T; built once, re-solved)
       ``y_i`` binary: candidate ``i`` is used; at most ``layouts_per_pool`` candidates
       per pool and type; decode / aggregated rows slower than T are fixed to 0;
     - ``nodes_t`` integer, at most type t's ``max_nodes``: sum_i gpus_i n_i <= gpus_per_node_t x nodes_t
-      (exact packing: every size is a power of two dividing or multiple of the node);
+      (exact packing: every size divides the node or is a multiple of it; with
+      ``cluster.exclusive_nodes`` per pool and type, the pools' nodes summing to ``nodes_t``);
     - ``r``: requests/s served, ``r <= sum_{i in pool} rate_i n_i`` for every pool (rate matching);
     - cost per hour ``C = sum_t price_t x gpus_per_node_t x nodes_t`` (whole nodes), and the
       instance's ``cluster.max_gpus`` / ``max_nodes`` bound the whole plan;
@@ -218,10 +219,25 @@ class FleetOptimizer:
             rule=lambda m, p, t: sum(m.y[i] for i in m.I if pool[i] == p and kind[i] == t) <= per_pool,
         )
         node_gpus = [types[t].hardware.gpus_per_node for t in m.T]
-        m.pack = pyo.Constraint(
-            m.T,
-            rule=lambda m, t: sum(gpus[i] * m.n[i] for i in m.I if kind[i] == t) <= node_gpus[t] * m.nodes[t],
-        )
+        if cluster.exclusive_nodes:  # each pool on nodes of its own, per type
+            m.pool_nodes = pyo.Var(choice, domain=pyo.NonNegativeIntegers)
+            m.pack = pyo.Constraint(
+                choice,
+                rule=lambda m, p, t: (
+                    sum(gpus[i] * m.n[i] for i in m.I if kind[i] == t and pool[i] == p)
+                    <= node_gpus[t] * m.pool_nodes[p, t]
+                ),
+            )
+            m.pool_node_total = pyo.Constraint(
+                m.T, rule=lambda m, t: sum(m.pool_nodes[p, t] for p in pools) <= m.nodes[t]
+            )
+        else:
+            m.pack = pyo.Constraint(
+                m.T,
+                rule=lambda m, t: (
+                    sum(gpus[i] * m.n[i] for i in m.I if kind[i] == t) <= node_gpus[t] * m.nodes[t]
+                ),
+            )
         if cluster.max_gpus is not None:
             m.total_gpus = pyo.Constraint(
                 expr=sum(node_gpus[t] * m.nodes[t] for t in m.T) <= cluster.max_gpus
@@ -348,11 +364,13 @@ def brute_force_tokens_per_usd(optimizer: FleetOptimizer, target: float) -> floa
                 caps = np.maximum(caps, budget // g_i * r_i * util)
             best_capacity[(k, pool)] = caps
     best = 0.0
+    exclusive = optimizer.problem.instance.cluster.exclusive_nodes
     splits = [
         [
             (s, nodes)
             for nodes in range(gpu.max_nodes + 1)
             for s in _splits(nodes * gpu.hardware.gpus_per_node, len(pools))
+            if not exclusive or sum(-(-g // gpu.hardware.gpus_per_node) for g in s) <= nodes
         ]
         for gpu in types
     ]
