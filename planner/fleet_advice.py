@@ -16,6 +16,15 @@ from planner.errors import InfeasibleError
 from planner.optimize.fleet import MODE_POOLS, FleetOptimizer, FleetPlan
 from planner.perf.calibration import Calibration
 from planner.problem import Problem
+from planner.specs import LOAD_OBJECTIVES
+
+FLEET_OBJECTIVES = {
+    "max_tokens_per_s_per_gpu": "the most output tokens per dollar",
+    "max_throughput": "the most requests/s the fleet serves, then the cheapest",
+    "min_cost": "the cheapest nodes serving traffic.requests_per_s",
+    "min_gpus": "the fewest GPUs serving traffic.requests_per_s",
+}
+"""What each instance objective asks of a mixed fleet."""
 
 
 @dataclass
@@ -41,9 +50,11 @@ def fleet_answer(problem: Problem, target: float, calibration: Calibration | Non
         mixed[mode] = _try(optimizer, target, None)
         single[mode] = {t.name: _try(optimizer, target, t.name) for t in optimizer.types}
     if all(plan is None for plan in mixed.values()):
+        load = problem.instance.traffic.requests_per_s
+        serving = f" serves {load:g} requests/s and" if problem.instance.objective in LOAD_OBJECTIVES else ""
         raise InfeasibleError(
-            f"no plan on the fleet reaches {target:g} tokens/s per user; lower --min-tokens-per-s-per-user "
-            "or add nodes to cluster.fleet"
+            f"no plan on the fleet{serving} reaches {target:g} tokens/s per user; lower "
+            "--min-tokens-per-s-per-user or the load, or add nodes to cluster.fleet"
         )
     return FleetAnswer(problem, target, mixed, single)
 
@@ -77,8 +88,8 @@ def fleet_text(answer: FleetAnswer) -> str:
     p = answer.problem
     lines = [
         f"{p.label}: {p.model.name} ({p.instance.precision}), {p.traffic_text}, at >= "
-        f"{answer.target_tokens_per_s_per_user:g} tokens/s per user; objective: output tokens per dollar "
-        "(whole nodes at each type's price)."
+        f"{answer.target_tokens_per_s_per_user:g} tokens/s per user; objective: "
+        f"{FLEET_OBJECTIVES[p.instance.objective]} (whole nodes at each type's price)."
     ]
     for mode, plan in answer.mixed.items():
         if plan is None:
@@ -97,7 +108,8 @@ def fleet_text(answer: FleetAnswer) -> str:
                 gain = plan.output_tokens_per_usd / alone.output_tokens_per_usd
                 lines.append(
                     f"  {name} alone: {alone.output_tokens_per_usd:,.0f} output tokens per dollar "
-                    f"(the fleet plan: {gain:.3f}x)"
+                    f"(the fleet plan: {gain:.3f}x), {alone.output_tokens_per_s:,.0f} output tokens/s, "
+                    f"${alone.cost_usd_per_hour:,.2f} per hour, {alone.total_gpus} GPUs"
                 )
     return "\n".join(lines)
 

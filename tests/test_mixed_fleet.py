@@ -130,3 +130,38 @@ def test_exclusive_nodes_keep_pools_apart_and_referee_agrees() -> None:
         assert plan.output_tokens_per_usd == pytest.approx(
             brute_force_tokens_per_usd(optimizer, target), rel=1e-9
         )
+
+
+@pytest.mark.parametrize(
+    ("objective", "load"), [("min_cost", 2.0), ("min_gpus", 2.0), ("max_throughput", None)]
+)
+def test_other_objectives_carry_over(objective, load) -> None:
+    """Restricting to one type only removes plans, so the fleet is never worse on the objective's terms."""
+    overrides = {"objective": objective} | ({"traffic.requests_per_s": load} if load else {})
+    optimizer = FleetOptimizer(resolve(FLEET, overrides=overrides), "disaggregated")
+    mixed = optimizer.solve(30.0)
+    alone = [optimizer.solve(30.0, only=name) for name in ("h100-sxm", "h200-sxm")]
+    if objective == "min_cost":
+        assert mixed.requests_per_s == pytest.approx(load)
+        assert mixed.cost_usd_per_hour <= min(p.cost_usd_per_hour for p in alone) + 1e-9
+    elif objective == "min_gpus":
+        assert mixed.requests_per_s == pytest.approx(load)
+        assert sum(8 * n for n in mixed.nodes.values()) <= min(
+            sum(8 * n for n in p.nodes.values()) for p in alone
+        )
+    else:
+        assert mixed.requests_per_s >= max(p.requests_per_s for p in alone) * (1 - 1e-9)
+
+
+def test_a_load_only_the_fleet_serves() -> None:
+    runner = CliRunner()
+    args = ["fleet", FLEET, "--set", "objective=min_cost", "--set", "traffic.requests_per_s=8"]
+    result = runner.invoke(main, [*args, "--min-tokens-per-s-per-user", "30"])
+    assert result.exit_code == 0, result.output
+    assert "h100-sxm alone: no plan" in result.output
+    assert "h200-sxm alone: no plan" in result.output
+    too_much = runner.invoke(
+        main, [*args[:-1], "traffic.requests_per_s=800", "--min-tokens-per-s-per-user", "30"]
+    )
+    assert too_much.exit_code == 1
+    assert "serves 800 requests/s" in too_much.output

@@ -248,7 +248,11 @@ class FleetOptimizer:
         m.cost = pyo.Expression(expr=sum(price[t] * m.nodes[t] for t in m.T))
         m.tokens = pyo.Expression(expr=self.osl_tokens * m.r)
         # Written out (not via the named expressions) so the persistent solver sees lam change.
-        objective = self.osl_tokens * m.r - sum(m.lam * price[t] * m.nodes[t] for t in m.T)
+        m.tokens_weight = pyo.Param(mutable=True, initialize=1.0)
+        m.gpu_weight = pyo.Param(mutable=True, initialize=0.0)
+        objective = m.tokens_weight * self.osl_tokens * m.r - sum(
+            (m.lam * price[t] + m.gpu_weight * node_gpus[t]) * m.nodes[t] for t in m.T
+        )
         m.objective = pyo.Objective(expr=objective, sense=pyo.maximize)
         return m
 
@@ -268,12 +272,21 @@ class FleetOptimizer:
             )
 
     def solve(self, target: float, *, only: str | None = None) -> FleetPlan:
-        """The most output tokens per dollar at interactivity ``target`` (``only``: on that type alone)."""
+        """The instance's objective at interactivity ``target`` (``only``: on that type alone).
+
+        ``max_tokens_per_s_per_gpu``: the most output tokens per dollar (per GPU when the
+        types cost the same); ``max_throughput``: the most requests/s, then the cheapest;
+        ``min_cost`` / ``min_gpus``: the cheapest nodes / fewest GPUs serving
+        ``traffic.requests_per_s``.
+        """
         if only is not None and only not in {t.name for t in self.types}:
             raise SpecError(f"'{only}' is not a GPU type of cluster.fleet", field="--only")
         self._restrict(target, only)
+        objective = self.problem.instance.objective
+        if objective != "max_tokens_per_s_per_gpu":
+            return self._solve_linear(target, only, objective)
         m = self.model
-        m.lam.set_value(0.0)
+        self._weights(tokens=1.0, cost=0.0, gpus=0.0)
         solves, best = 0, None
         while True:
             result = self.backend.solve()
@@ -291,14 +304,51 @@ class FleetOptimizer:
                 raise RuntimeError(f"Dinkelbach did not converge in {solves} solves; this is a bug")
             m.lam.set_value(pyo.value(m.tokens) / pyo.value(m.cost))
         if best is None:
-            where = f" on {only} alone" if only else ""
-            raise InfeasibleError(
-                f"no {self.mode} plan{where} reaches {target:g} tokens/s per user within the fleet; "
-                "lower --min-tokens-per-s-per-user or add nodes"
-            )
+            raise self._no_plan(target, only)
         for var, value in best:
             var.set_value(value, skip_validation=True)
         return self._plan(target, only, solves)
+
+    def _weights(self, *, tokens: float, cost: float, gpus: float) -> None:
+        m = self.model
+        m.tokens_weight.set_value(tokens)
+        m.lam.set_value(cost)
+        m.gpu_weight.set_value(gpus)
+
+    def _solve_linear(self, target: float, only: str | None, objective: str) -> FleetPlan:
+        """max_throughput (then least cost), min_cost or min_gpus: one or two linear solves."""
+        m = self.model
+        load = self.problem.instance.traffic.requests_per_s
+        solves = 0
+        try:
+            if objective == "max_throughput":
+                self._weights(tokens=1.0, cost=0.0, gpus=0.0)
+                first = self.backend.solve()
+                solves += 1
+                if first.termination != Termination.OPTIMAL or pyo.value(m.r) <= 1e-12:
+                    raise self._no_plan(target, only)
+                m.r.setlb(pyo.value(m.r) * (1 - 1e-9))  # keep the most requests/s, then pay least
+            else:
+                m.r.setlb(load)
+            if objective == "min_gpus":
+                self._weights(tokens=0.0, cost=0.0, gpus=1.0)
+            else:
+                self._weights(tokens=0.0, cost=1.0, gpus=0.0)
+            result = self.backend.solve()
+            solves += 1
+            if result.termination != Termination.OPTIMAL:
+                raise self._no_plan(target, only, load if objective != "max_throughput" else None)
+            return self._plan(target, only, solves)
+        finally:
+            m.r.setlb(0.0)
+
+    def _no_plan(self, target: float, only: str | None, load: float | None = None) -> InfeasibleError:
+        where = f" on {only} alone" if only else ""
+        serving = f" serves {load:g} requests/s and" if load else ""
+        return InfeasibleError(
+            f"no {self.mode} plan{where}{serving} reaches {target:g} tokens/s per user within the fleet; "
+            "lower --min-tokens-per-s-per-user or the load, or add nodes"
+        )
 
     def _plan(self, target: float, only: str | None, solves: int) -> FleetPlan:
         m, rows = self.model, self.rows
@@ -324,10 +374,7 @@ class FleetOptimizer:
             )
             for t in self.types
         }
-        served = (
-            min(float((g["requests_per_s"] * g["instances"]).sum()) for _, g in used.groupby("pool"))
-            * self.problem.instance.cluster.target_utilization_fraction
-        )
+        served = float(pyo.value(m.r))  # the pools' smaller capacity, or the load a load objective serves
         return FleetPlan(
             mode=self.mode,
             target_tokens_per_s_per_user=target,
