@@ -395,7 +395,7 @@ class Elastic(SpecModel):
     """Let each period pick its own layouts (an engine rebuild per period); default: layouts fixed."""
 
 
-class Speculation(SpecModel):
+class SpeculationOptions(SpecModel):
     """Speculative decoding the planner may switch on per decode layout (classes with an acceptance rate)."""
 
     draft_tokens: list[Annotated[int, Field(ge=0, le=16)]] = Field(
@@ -406,7 +406,7 @@ class Speculation(SpecModel):
     """Layers one draft token runs through: 1 for an MTP or EAGLE head (DeepSeek-V3 ships one MTP module)."""
 
     @model_validator(mode="after")
-    def _sorted_options(self) -> Speculation:
+    def _sorted_options(self) -> SpeculationOptions:
         if sorted(set(self.draft_tokens)) != self.draft_tokens:
             raise ValueError("draft_tokens must be increasing without repeats; sort them")
         return self
@@ -437,7 +437,7 @@ class Instance(SpecModel):
     """Distinct layouts allowed within one pool."""
     elastic: Elastic = Elastic()
     """Ramp and pool-size limits for elastic plans over a traffic trace."""
-    speculation: Speculation = Speculation()
+    speculation: SpeculationOptions = SpeculationOptions()
     """Draft-token counts tried for classes with a ``draft_acceptance_fraction`` (speculative decoding)."""
     scenarios: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """Named what-if overrides: dotted field -> value, applied with ``--scenario NAME``."""
