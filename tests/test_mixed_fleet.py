@@ -165,3 +165,20 @@ def test_a_load_only_the_fleet_serves() -> None:
     )
     assert too_much.exit_code == 1
     assert "serves 800 requests/s" in too_much.output
+
+
+def test_a_type_without_the_precision_is_named() -> None:
+    args = [
+        "fleet",
+        FLEET,
+        "--set",
+        "hardware=b200",
+        "--set",
+        "precision=fp4",
+        "--min-tokens-per-s-per-user",
+        "30",
+    ]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2
+    assert "cluster.fleet[0].hardware" in result.output
+    assert "h100-sxm has no fp4" in result.output

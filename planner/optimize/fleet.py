@@ -94,6 +94,13 @@ def fleet_types(problem: Problem) -> list[GpuType]:
                 path=problem.source,
                 field=f"cluster.fleet[{k}].price_usd_per_gpu_hour",
             )
+        if hardware.peak_tflops_per_s(problem.instance.precision) is None:
+            raise SpecError(
+                f"GPU type {hardware.name} has no {problem.instance.precision} tensor cores; drop it from "
+                f"the fleet or use one of {', '.join(hardware.supported_precisions)}",
+                path=problem.source,
+                field=f"cluster.fleet[{k}].hardware",
+            )
         types.append(GpuType(hardware, entry.max_nodes, price))
     return types
 
