@@ -68,11 +68,13 @@ def _try(optimizer: FleetOptimizer, target: float, only: str | None) -> FleetPla
 
 def _plan_lines(plan: FleetPlan) -> list[str]:
     lines = []
+    plan_classes = set(",".join(plan.rows["classes"]).split(","))
     for _, r in plan.rows.iterrows():
         drafts = f" MTP{int(r.draft_tokens)}" if int(r.get("draft_tokens", 0)) else ""
+        served = f" [{r.classes}]" if len(plan_classes) > 1 else ""
         lines.append(
             f"    {r.pool} on {r.gpu_type}: {int(r.instances)} x TP{r.tp} PP{r.pp} EP{r.ep} "
-            f"DP{r.attention_dp} batch {r.batch}{drafts} ({int(r.gpus)} GPUs each)"
+            f"DP{r.attention_dp} batch {r.batch}{drafts} ({int(r.gpus)} GPUs each){served}"
         )
     nodes = ", ".join(f"{n} {name}" for name, n in plan.nodes.items())
     lines.append(

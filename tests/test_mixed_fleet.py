@@ -182,3 +182,35 @@ def test_a_type_without_the_precision_is_named() -> None:
     assert result.exit_code == 2
     assert "cluster.fleet[0].hardware" in result.output
     assert "h100-sxm has no fp4" in result.output
+
+
+def _mix(*classes: dict) -> dict:
+    return {"traffic": {"classes": list(classes)}}
+
+
+def test_a_mix_of_identical_classes_is_the_one_shape_plan(optimizers) -> None:
+    """Flows split the instances' time between classes; two halves of one shape change nothing."""
+    half = {"isl_tokens": 8192, "osl_tokens": 1024, "share_fraction": 0.5}
+    mixed = FleetOptimizer(
+        resolve(FLEET, overrides=_mix({"name": "a", **half}, {"name": "b", **half})), "disaggregated"
+    )
+    for target in (10.0, 30.0):
+        # The mix reads its rate from the solver's flows (feasible to HiGHS's 1e-9-ish tolerances).
+        assert mixed.solve(target).output_tokens_per_usd == pytest.approx(
+            optimizers["disaggregated"].solve(target).output_tokens_per_usd, rel=1e-7
+        )
+
+
+def test_a_real_mix_routes_every_class() -> None:
+    chat = {"name": "chat", "isl_tokens": 2048, "osl_tokens": 512, "share_fraction": 0.6}
+    rag = {"name": "rag", "isl_tokens": 16384, "osl_tokens": 512, "share_fraction": 0.4}
+    optimizer = FleetOptimizer(resolve(FLEET, overrides=_mix(chat, rag)), "disaggregated")
+    plan = optimizer.solve(30.0)
+    served = plan.rows.groupby("pool")["served_requests_per_s"].sum()
+    assert served.to_dict() == pytest.approx({"prefill": plan.requests_per_s, "decode": plan.requests_per_s})
+    assert {"chat", "rag"} <= set(",".join(plan.rows["classes"]).split(","))
+    assert plan.output_tokens_per_s == pytest.approx(plan.requests_per_s * 512)
+    for name in ("h100-sxm", "h200-sxm"):
+        assert plan.output_tokens_per_usd >= optimizer.solve(30.0, only=name).output_tokens_per_usd * (
+            1 - 1e-9
+        )

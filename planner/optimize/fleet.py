@@ -12,13 +12,16 @@ Formulation (one mode, one interactivity target T; built once, re-solved)
     rows ship their KV over the scale-out network (the decode instance may be on
     another type), so that transfer is in their TTFT and must meet the SLO.
 
-    - ``n_i`` integer: instances of candidate ``i`` (on its type ``t(i)``);
-      ``y_i`` binary: candidate ``i`` is used; at most ``layouts_per_pool`` candidates
-      per pool and type; decode / aggregated rows slower than T are fixed to 0;
+    - ``n_l`` integer: instances of layout ``l`` (an engine on its type ``t(l)``); ``y_l``
+      binary: ``l`` is used, at most ``layouts_per_pool`` per pool and type;
+    - ``f_i``: requests/s of row ``i`` (one class on one layout), ``sum_{i of l} f_i / rate_i <= n_l``
+      (instances share their time between the classes routed to them); decode /
+      aggregated rows slower than T (or the class's floor) carry no flow;
     - ``nodes_t`` integer, at most type t's ``max_nodes``: sum_i gpus_i n_i <= gpus_per_node_t x nodes_t
       (exact packing: every size divides the node or is a multiple of it; with
       ``cluster.exclusive_nodes`` per pool and type, the pools' nodes summing to ``nodes_t``);
-    - ``r``: requests/s served, ``r <= sum_{i in pool} rate_i n_i`` for every pool (rate matching);
+    - ``r``: requests/s served; every pool serves each class its share, ``sum_{i of class k in p} f_i
+      = share_k r`` (rate matching), and output tokens are ``r x`` the mix's mean OSL;
     - cost per hour ``C = sum_t price_t x gpus_per_node_t x nodes_t`` (whole nodes), and the
       instance's ``cluster.max_gpus`` / ``max_nodes`` bound the whole plan;
     - objective: max ``OSL x r / C`` (output tokens per dollar, x 3600), exactly, by
@@ -45,7 +48,7 @@ from planner.optimize.backends import HighsBackend, Termination
 from planner.perf.calibration import Calibration
 from planner.problem import Problem
 from planner.space import LAYOUT_COLUMNS
-from planner.specs import HardwareSpec
+from planner.specs import LOAD_OBJECTIVES, HardwareSpec
 
 MODE_POOLS = {"disaggregated": ("prefill", "decode"), "aggregated": ("aggregated",)}
 SECONDS_PER_HOUR = 3600.0
@@ -115,26 +118,39 @@ def _type_problem(problem: Problem, gpu: GpuType) -> Problem:
 def fleet_candidates(
     problem: Problem, types: list[GpuType], mode: str, calibration: Calibration | None = None
 ) -> pd.DataFrame:
-    """Every type's candidate rows of a mode's pools, with ``gpu_type``, ``pool`` and ``type_index``."""
-    if len(problem.request_classes) > 1:
-        raise SpecError(
-            "mixed-fleet plans take one-shape traffic; plan each class separately", field="traffic"
-        )
+    """Every type's and class's candidate rows of a mode's pools.
+
+    Columns added: ``gpu_type``, ``type_index``, ``pool``, ``request_class``, ``class_index``
+    and ``layout`` (rows of different classes on the same engine share it).
+    """
     frames = []
     for k, gpu in enumerate(types):
         sub = _type_problem(problem, gpu)
-        for pool in MODE_POOLS[mode]:
-            link = gpu.hardware.scale_out_bandwidth_gb_per_s if pool == "prefill" else None
-            try:
-                table = sub.candidate_table(pool, calibration, kv_link_gb_per_s=link)  # type: ignore[arg-type]
-            except InfeasibleError:
-                continue  # this type cannot run this pool; others may
-            node = gpu.hardware.gpus_per_node
-            packs = (node % table["gpus"] == 0) | (table["gpus"] % node == 0)
-            frames.append(table[packs].assign(pool=pool, gpu_type=gpu.name, type_index=k))
+        for c, cls in enumerate(problem.request_classes):
+            for pool in MODE_POOLS[mode]:
+                link = gpu.hardware.scale_out_bandwidth_gb_per_s if pool == "prefill" else None
+                try:
+                    table = sub.candidate_table(
+                        pool,  # type: ignore[arg-type]
+                        calibration,
+                        request_class=cls.name,
+                        kv_link_gb_per_s=link,
+                    )
+                except InfeasibleError:
+                    continue  # this type cannot run this pool for this class; others may
+                node = gpu.hardware.gpus_per_node
+                packs = (node % table["gpus"] == 0) | (table["gpus"] % node == 0)
+                frames.append(
+                    table[packs].assign(
+                        pool=pool, gpu_type=gpu.name, type_index=k, request_class=cls.name, class_index=c
+                    )
+                )
     if not frames:
         raise InfeasibleError(f"no GPU type of the fleet can run the {mode} mode of {problem.model.name}")
-    return pd.concat(frames, ignore_index=True)
+    rows = pd.concat(frames, ignore_index=True)
+    key = ["type_index", "pool", *LAYOUT_COLUMNS]
+    rows["layout"] = rows.groupby(key, sort=True).ngroup()
+    return rows
 
 
 @dataclass
@@ -194,7 +210,8 @@ class FleetOptimizer:
         self.problem, self.mode = problem, mode
         self.types = fleet_types(problem)
         self.rows = fleet_candidates(problem, self.types, mode, calibration)
-        self.osl_tokens = float(problem.request_classes[0].osl_tokens)
+        # Output tokens per request served, over the mix.
+        self.osl_tokens = float(sum(c.share_fraction * c.osl_tokens for c in problem.request_classes))
         self.model = self._build()
         self.backend = HighsBackend(self.model, time_limit_s)
 
@@ -202,28 +219,44 @@ class FleetOptimizer:
         rows, types = self.rows, self.types
         cluster = self.problem.instance.cluster
         m = pyo.ConcreteModel(name=f"fleet_{self.mode}")
+        layouts = rows.drop_duplicates("layout").sort_values("layout")
         m.I = pyo.RangeSet(0, len(rows) - 1)
+        m.L = pyo.RangeSet(0, len(layouts) - 1)
         m.T = pyo.RangeSet(0, len(types) - 1)
-        gpus = rows["gpus"].to_numpy(dtype=int)
-        kind = rows["type_index"].to_numpy(dtype=int)
+        gpus = layouts["gpus"].to_numpy(dtype=int)
+        kind = layouts["type_index"].to_numpy(dtype=int)
+        pool = layouts["pool"].to_numpy()
+        of = rows["layout"].to_numpy(dtype=int)
         rate = rows["requests_per_s"].to_numpy(dtype=float) * cluster.target_utilization_fraction
-        cap = [types[k].max_gpus // gpus[i] for i, k in enumerate(kind)]
-        m.n = pyo.Var(m.I, domain=pyo.NonNegativeIntegers, bounds=lambda _, i: (0, cap[i]))
-        m.y = pyo.Var(m.I, domain=pyo.Binary)
+        cap = [types[k].max_gpus // gpus[j] for j, k in enumerate(kind)]
+        m.n = pyo.Var(m.L, domain=pyo.NonNegativeIntegers, bounds=lambda _, j: (0, cap[j]))
+        m.y = pyo.Var(m.L, domain=pyo.Binary)
+        m.f = pyo.Var(m.I, domain=pyo.NonNegativeReals)
         m.nodes = pyo.Var(m.T, domain=pyo.NonNegativeIntegers, bounds=lambda _, t: (0, types[t].max_nodes))
         m.r = pyo.Var(domain=pyo.NonNegativeReals)
         m.lam = pyo.Param(mutable=True, initialize=0.0)
-        m.use = pyo.Constraint(m.I, rule=lambda m, i: m.n[i] <= cap[i] * m.y[i])
+        m.use = pyo.Constraint(m.L, rule=lambda m, j: m.n[j] <= cap[j] * m.y[j])
+        members = {j: [i for i in range(len(rows)) if of[i] == j] for j in range(len(layouts))}
+        # Instances of a layout split their time between the classes routed to them.
+        m.capacity = pyo.Constraint(
+            m.L, rule=lambda m, j: sum(m.f[i] / rate[i] for i in members[j]) <= m.n[j]
+        )
         pools = list(MODE_POOLS[self.mode])
-        pool = rows["pool"].to_numpy()
+        row_pool, row_class = rows["pool"].to_numpy(), rows["class_index"].to_numpy(dtype=int)
+        classes = self.problem.request_classes
+        demand = [(p, c) for p in pools for c in range(len(classes))]
         m.match = pyo.Constraint(
-            pools, rule=lambda m, p: m.r <= sum(rate[i] * m.n[i] for i in m.I if pool[i] == p)
+            demand,
+            rule=lambda m, p, c: (
+                sum(m.f[i] for i in m.I if row_pool[i] == p and row_class[i] == c)
+                == classes[c].share_fraction * m.r
+            ),
         )
         choice = [(p, t) for p in pools for t in m.T]
         per_pool = self.problem.instance.layouts_per_pool
         m.layouts = pyo.Constraint(
             choice,
-            rule=lambda m, p, t: sum(m.y[i] for i in m.I if pool[i] == p and kind[i] == t) <= per_pool,
+            rule=lambda m, p, t: sum(m.y[j] for j in m.L if pool[j] == p and kind[j] == t) <= per_pool,
         )
         node_gpus = [types[t].hardware.gpus_per_node for t in m.T]
         if cluster.exclusive_nodes:  # each pool on nodes of its own, per type
@@ -231,7 +264,7 @@ class FleetOptimizer:
             m.pack = pyo.Constraint(
                 choice,
                 rule=lambda m, p, t: (
-                    sum(gpus[i] * m.n[i] for i in m.I if kind[i] == t and pool[i] == p)
+                    sum(gpus[j] * m.n[j] for j in m.L if kind[j] == t and pool[j] == p)
                     <= node_gpus[t] * m.pool_nodes[p, t]
                 ),
             )
@@ -242,7 +275,7 @@ class FleetOptimizer:
             m.pack = pyo.Constraint(
                 m.T,
                 rule=lambda m, t: (
-                    sum(gpus[i] * m.n[i] for i in m.I if kind[i] == t) <= node_gpus[t] * m.nodes[t]
+                    sum(gpus[j] * m.n[j] for j in m.L if kind[j] == t) <= node_gpus[t] * m.nodes[t]
                 ),
             )
         if cluster.max_gpus is not None:
@@ -266,13 +299,11 @@ class FleetOptimizer:
     def _restrict(self, target: float, only: str | None) -> None:
         """Bounds for one question: rows below the target and (with ``only``) other types' nodes at 0."""
         m, rows = self.model, self.rows
-        slow = (rows["pool"] != "prefill").to_numpy() & (rows["tokens_per_s_per_user"].to_numpy() < target)
+        floors = np.array([c.tokens_per_s_per_user_min or 0.0 for c in self.problem.request_classes])
+        needed = np.maximum(target, floors[rows["class_index"].to_numpy(dtype=int)])
+        slow = (rows["pool"] != "prefill").to_numpy() & (rows["tokens_per_s_per_user"].to_numpy() < needed)
         for i in m.I:
-            m.n[i].setub(
-                0
-                if slow[i]
-                else self.types[int(rows["type_index"].iat[i])].max_gpus // int(rows["gpus"].iat[i])
-            )
+            m.f[i].setub(0.0 if slow[i] else None)
         for t in m.T:
             m.nodes[t].setub(
                 0 if only is not None and self.types[t].name != only else self.types[t].max_nodes
@@ -359,18 +390,24 @@ class FleetOptimizer:
 
     def _plan(self, target: float, only: str | None, solves: int) -> FleetPlan:
         m, rows = self.model, self.rows
-        counts = np.array([round(pyo.value(m.n[i])) for i in m.I])
-        used = rows.assign(instances=counts)[counts > 0]
-        keep = [
-            "gpu_type",
-            "pool",
-            *LAYOUT_COLUMNS,
-            "gpus",
-            "instances",
-            "requests_per_s",
-            "tokens_per_s_per_user",
-        ]
-        used = used.loc[:, keep + ["ttft_ms"]].reset_index(drop=True)
+        counts = {j: round(pyo.value(m.n[j])) for j in m.L}
+        flows = np.array([pyo.value(m.f[i]) or 0.0 for i in m.I])
+        rows = rows.assign(instances=rows["layout"].map(counts), served_requests_per_s=flows)
+        per_layout = []
+        for _, group in rows[rows["instances"] > 0].groupby("layout", sort=True):
+            served = group[group["served_requests_per_s"] > 1e-12]
+            judged = served if len(served) else group
+            lead = group.iloc[0]
+            per_layout.append(
+                {
+                    **{key: lead[key] for key in ("gpu_type", "pool", *LAYOUT_COLUMNS, "gpus", "instances")},
+                    "classes": ",".join(judged["request_class"]),
+                    "served_requests_per_s": float(group["served_requests_per_s"].sum()),
+                    "tokens_per_s_per_user": float(judged["tokens_per_s_per_user"].min()),
+                    "ttft_ms": float(judged["ttft_ms"].max()),
+                }
+            )
+        used = pd.DataFrame(per_layout)
         nodes = {t.name: round(pyo.value(m.nodes[k])) for k, t in enumerate(self.types)}
         gpus_by_type = {
             t.name: int(
@@ -381,7 +418,14 @@ class FleetOptimizer:
             )
             for t in self.types
         }
-        served = float(pyo.value(m.r))  # the pools' smaller capacity, or the load a load objective serves
+        served = float(pyo.value(m.r))  # the load a load objective serves, or what the mix's flows carry
+        if len(self.problem.request_classes) == 1 and self.problem.instance.objective not in LOAD_OBJECTIVES:
+            # One class: the pools' smaller capacity, from the integer plan (free of solver tolerances).
+            util = self.problem.instance.cluster.target_utilization_fraction
+            capacity = rows[rows["instances"] > 0].assign(
+                c=lambda f: f["requests_per_s"] * f["instances"] * util
+            )
+            served = float(capacity.groupby("pool")["c"].sum().min())
         return FleetPlan(
             mode=self.mode,
             target_tokens_per_s_per_user=target,
@@ -403,6 +447,8 @@ def brute_force_tokens_per_usd(optimizer: FleetOptimizer, target: float) -> floa
     ``max_i floor(g / gpus_i) x rate_i``; every split of every type's nodes between the
     pools is tried. Exponential in the number of types: small instances only.
     """
+    if len(optimizer.problem.request_classes) > 1:
+        raise ValueError("the brute-force referee takes one-shape traffic")
     rows, types = optimizer.rows, optimizer.types
     pools = MODE_POOLS[optimizer.mode]
     util = optimizer.problem.instance.cluster.target_utilization_fraction
