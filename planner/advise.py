@@ -113,6 +113,8 @@ def _why(problem: Problem, optimizer, target: float) -> str:
 def _layout(row) -> str:
     chunk = ", chunked prefill" if row.get("chunked_prefill", False) and row["pool"] == "aggregated" else ""
     chunk += ", two-batch overlap + EPLB" if row.get("two_batch_overlap", False) else ""
+    drafts = int(row.get("draft_tokens", 0) or 0)
+    chunk += f", speculative decoding with {drafts} draft tokens" if drafts else ""
     return (
         f"TP{row.tp} PP{row.pp} EP{row.ep} attention-DP{row.attention_dp}, batch {row.batch}{chunk} "
         f"({plural(int(row.gpus), 'GPU')} each)"
@@ -258,6 +260,7 @@ def plan_json(plan: Plan, problem: Problem) -> dict:
                     "request_classes": str(r.classes).split(","),
                     "chunked_prefill": bool(r.chunked_prefill),
                     "two_batch_overlap": bool(r.two_batch_overlap),
+                    "draft_tokens": int(getattr(r, "draft_tokens", 0)),
                     "eplb": bool(r.eplb),
                 }
                 for _, r in pool.rows.iterrows()

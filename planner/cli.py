@@ -724,6 +724,10 @@ def frontier_command(
             write_lp=Path(write_lp) if write_lp else None,
         )
         files = render_frontier(frontier, calibration, command_line())
+        if problem.instance.cluster.fleet:  # issue 14: the mixed fleet's own frontier, tokens per dollar
+            from planner.fleet_advice import fleet_frontier
+
+            files["fleet_frontier.csv"] = fleet_frontier(problem, calibration).to_csv(index=False).encode()
         paths, replaced = write_output_set(Path(out_dir), files, command_line(), "frontier")
         from planner.advise import headroom_text, objective_question
 
@@ -805,7 +809,48 @@ def plan_command(
             payload = [advice_json(a) for a in answers]
             click.echo(json_text(payload))
         else:
-            click.echo("\n\n".join(advice_text(a) for a in answers))
+            texts = [advice_text(a) for a in answers]
+            if problem.instance.cluster.fleet:  # issue 14: the mixed fleet's plan and its split
+                from planner.fleet_advice import fleet_answer, fleet_text
+
+                texts += [fleet_text(fleet_answer(problem, t, calibration)) for t in targets]
+            click.echo("\n\n".join(texts))
+
+
+# --------------------------------------------------------------------------- fleet (issue 14)
+
+
+@main.command("fleet")
+@click.argument("instance")
+@click.option(
+    "--min-tokens-per-s-per-user",
+    "target",
+    type=click.FloatRange(min=0, min_open=True),
+    required=True,
+    help="Interactivity every user must get, output tokens/s per user.",
+)
+@_scenario
+@_calibration
+@_debug
+def fleet_command(
+    instance: str,
+    target: float,
+    scenario: str | None,
+    overrides: tuple[str, ...],
+    calibration_path: str | None,
+    debug: bool,
+) -> None:
+    """The most output tokens per dollar on a mixed fleet (cluster.fleet), each instance on one GPU type.
+
+    Example: disagg fleet llama-3.1-70b-h100-h200-fleet --min-tokens-per-s-per-user 30
+
+    Both modes, each with its split across GPU types and the same question on each type alone.
+    """
+    from planner.fleet_advice import fleet_answer, fleet_text
+
+    with format_errors(debug):
+        problem = resolve(instance, scenario, parse_overrides(overrides))
+        click.echo(fleet_text(fleet_answer(problem, target, load_calibration(calibration_path))))
 
 
 # --------------------------------------------------------------------------- export (issue 11)

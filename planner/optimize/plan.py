@@ -73,6 +73,7 @@ class PoolPlan:
         for _, r in self.rows.iterrows():
             chunk = " chunked" if self.pool == "aggregated" and bool(r.get("chunked_prefill", False)) else ""
             chunk += " TBO+EPLB" if bool(r.get("two_batch_overlap", False)) else ""
+            chunk += f" MTP{int(r.draft_tokens)}" if int(r.get("draft_tokens", 0)) else ""
             served = f" [{r.classes}]" if "," in str(r.classes) else ""
             parts.append(
                 f"{int(r.instances)} x TP{r.tp} PP{r.pp} EP{r.ep} DP{r.attention_dp} batch {r.batch}{chunk}"

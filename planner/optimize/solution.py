@@ -139,6 +139,7 @@ class Solution:
                     "chunked_prefill": bool(lead["chunked_prefill"]),
                     "two_batch_overlap": bool(lead["two_batch_overlap"]),
                     "eplb": bool(lead["eplb"]),
+                    "draft_tokens": int(lead["draft_tokens"]),
                     "candidate_id": int(lead["candidate_id"]),
                     "instances": int(lead["instances"]),
                     "requests_per_s": float(lead["requests_per_s"]) if one_class else float("nan"),
