@@ -104,9 +104,14 @@ def elastic_summary(result: ElasticResult) -> str:
             if row.periods_unserved
             else ""
         )
+        unproven = (
+            f"; NOT proven optimal ({row.termination}): within {row.mip_gap:.2%} of the optimum"
+            if row.termination != "optimal"
+            else ""
+        )
         lines.append(
             f"  {row.strategy}: {row.gpu_hours:,.1f} GPU-hours (peak {row.peak_gpus} GPUs{ratio}{saved}); "
-            f"solved in {row.solve_time_s:.1f} s ({row.solves} solves){unserved}"
+            f"solved in {row.solve_time_s:.1f} s ({row.solves} solves){unserved}{unproven}"
         )
     if result.unserved_periods:
         lines.append(

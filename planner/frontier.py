@@ -26,7 +26,7 @@ import pandas as pd
 from planner.compare import FIXED_RATIO_MODE, step_comparison
 from planner.errors import InfeasibleError
 from planner.optimize.model import MODE_POOLS, combine_classes
-from planner.optimize.optimizer import ModeOptimizer
+from planner.optimize.optimizer import DEFAULT_NODE_LIMIT, ModeOptimizer
 from planner.optimize.packing import geometry
 from planner.optimize.plan import Plan
 from planner.perf.calibration import Calibration
@@ -150,6 +150,7 @@ def mode_optimizer(
     solver: str = "highs",
     fixed_ratio: float | None = None,
     time_limit_s: float = 60.0,
+    node_limit: int | None = DEFAULT_NODE_LIMIT,
 ) -> ModeOptimizer:
     """Build one mode's model and persistent solver from its candidate tables."""
     inst = problem.instance
@@ -178,6 +179,7 @@ def mode_optimizer(
         class_floors=floors if floors.any() else None,
         solver=solver,
         time_limit_s=time_limit_s,
+        node_limit=node_limit,
     )
 
 
@@ -221,6 +223,7 @@ def solve_frontier(
     fixed_ratio: float | None = None,
     time_limit_s: float = 60.0,
     write_lp: Path | None = None,
+    node_limit: int | None = DEFAULT_NODE_LIMIT,
 ) -> Frontier:
     """Trace the exact frontier of every mode; raise InfeasibleError only if no mode has a plan.
 
@@ -246,6 +249,7 @@ def solve_frontier(
                 solver=solver,
                 fixed_ratio=fixed_ratio if mode == FIXED_RATIO_MODE else None,
                 time_limit_s=time_limit_s,
+                node_limit=node_limit,
             )
         except InfeasibleError as err:
             infeasible[mode] = str(err)
