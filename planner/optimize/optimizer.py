@@ -200,16 +200,22 @@ class ModeOptimizer:
         self._theta_hint = theta
         # The last step's objective is ~0: state its gap relative to the plan's tokens/s.
         self._main = dataclasses.replace(result, scale=self.solution.tokens())
-        # Tie-break: the largest plan at the optimal tokens/s per GPU.
+        # Tie-break: the largest plan at the optimal tokens/s per GPU. Every optimal plan has
+        # tokens = theta x GPUs, so a plan on the whole GPU budget is already the largest.
         optimum = snapshot(self.model)
-        tokens = self.solution.tokens()
+        tokens, gpus = self.solution.tokens(), self.solution.gpus()
+        if gpus >= self.geometry.max_gpus:
+            return True
         self.controls.set_weights(tokens=1.0)
         with self.controls.capped(ratio_floor=theta * (1 - TIE_BREAK_SLACK)):
             result = self._solve()
-            if result.termination == Termination.OPTIMAL and self.solution.tokens() <= tokens * (
-                1 + RATIO_TOLERANCE
+            if (
+                result.termination == Termination.OPTIMAL
+                and self.solution.tokens() <= tokens * (1 + RATIO_TOLERANCE)
+                and 2 * gpus <= self.geometry.max_gpus
             ):
-                # No larger plan found: confirm without presolve, which HiGHS 1.12 has gotten wrong here.
+                # No larger plan found although a second copy of the plan fits the GPU budget: the
+                # case HiGHS 1.12's presolve has gotten wrong; confirm without presolve.
                 result = self._solve(presolve=False)
         # The optimum is feasible for the tie-break, so a smaller or less efficient answer is a solver
         # slip (HiGHS 1.12's presolve has returned one as "optimal"): keep the optimum then.
