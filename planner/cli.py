@@ -528,6 +528,14 @@ _write_lp = click.option(
     "(model.lp -> model_disaggregated.lp, model_aggregated.lp), as set for its first solve.",
 )
 
+_node_limit = click.option(
+    "--node-limit",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Branch-and-bound nodes per MIP solve: the deterministic solver limit (the same answer on a "
+    "busy machine) [default: 1,000,000; elastic: 200,000].",
+)
+
 
 @main.command("frontier")
 @click.argument("instance")
@@ -543,6 +551,7 @@ _write_lp = click.option(
 @_solver
 @_time_limit
 @_write_lp
+@_node_limit
 @_scenario
 @_calibration
 @_debug
@@ -553,6 +562,7 @@ def frontier_command(
     solver: str,
     time_limit_s: float,
     write_lp: str | None,
+    node_limit: int | None,
     scenario: str | None,
     overrides: tuple[str, ...],
     calibration_path: str | None,
@@ -578,6 +588,7 @@ def frontier_command(
             fixed_ratio=fixed_ratio,
             time_limit_s=time_limit_s,
             write_lp=Path(write_lp) if write_lp else None,
+            **({"node_limit": node_limit} if node_limit else {}),
         )
         files = render_frontier(frontier, calibration, command_line())
         paths = write_outputs(Path(out_dir), files)
@@ -600,6 +611,7 @@ def frontier_command(
 @_solver
 @_time_limit
 @_write_lp
+@_node_limit
 @_scenario
 @_calibration
 @_debug
@@ -610,6 +622,7 @@ def plan_command(
     solver: str,
     time_limit_s: float,
     write_lp: str | None,
+    node_limit: int | None,
     scenario: str | None,
     overrides: tuple[str, ...],
     calibration_path: str | None,
@@ -643,6 +656,7 @@ def plan_command(
                 solver=solver,
                 time_limit_s=time_limit_s,
                 write_lp=lp if i == 0 else None,
+                **({"node_limit": node_limit} if node_limit else {}),
             )
             for i, t in enumerate(targets)
         ]
@@ -802,6 +816,7 @@ def sweep_command(
     show_default=True,
     help="Time limit per MIP solve, seconds.",
 )
+@_node_limit
 @_scenario
 @_calibration
 @_debug
@@ -814,6 +829,7 @@ def elastic_command(
     load_scale: float,
     solver: str,
     time_limit_s: float,
+    node_limit: int | None,
     scenario: str | None,
     overrides: tuple[str, ...],
     calibration_path: str | None,
@@ -845,6 +861,7 @@ def elastic_command(
             load_scale=load_scale,
             solver=solver,
             time_limit_s=time_limit_s,
+            **({"node_limit": node_limit} if node_limit else {}),
         )
         paths = write_outputs(Path(out_dir), render_elastic(result, calibration, command_line()))
         click.echo(f"{problem.label}: {trace.periods} periods, {trace.hours:g} h, with {solver}")

@@ -166,6 +166,7 @@ class ElasticPlanner:
         load_scale: float = 1.0,
         solver: str = "highs",
         time_limit_s: float = 120.0,
+        node_limit: int = NODE_LIMIT,
     ):
         start = time.perf_counter()
         self.problem, self.trace = problem, trace
@@ -235,7 +236,8 @@ class ElasticPlanner:
             else 1.0
         )
         self._abs_gap = 0.5 * step
-        self.backend = make_backend(solver, m, time_limit_s, abs_gap=self._abs_gap, node_limit=NODE_LIMIT)
+        self.node_limit = node_limit
+        self.backend = make_backend(solver, m, time_limit_s, abs_gap=self._abs_gap, node_limit=node_limit)
         self.build_time_s = time.perf_counter() - start
         self._results: list[SolveResult] = []
 
@@ -417,7 +419,7 @@ class ElasticPlanner:
         )
         lower = [static.gpu_hours * (1 - static.mip_gap)]  # no candidate (nor static) goes below these
         elapsed, solves, unproven = 0.0, 0, 0
-        self.backend.set_node_limit(RATIO_SEARCH_NODE_LIMIT)
+        self.backend.set_node_limit(min(RATIO_SEARCH_NODE_LIMIT, self.node_limit))
         # The periods alone at each ratio bound its GPU-hours from below: solve the most promising
         # ratio first, and skip a ratio whose bound the best plan already meets.
         # Ratios the dynamic plan runs longest at go first: they tend to be best, and prune the others.
@@ -446,7 +448,7 @@ class ElasticPlanner:
                 if found.gpu_hours < best.gpu_hours - 1e-9:
                     best = found
         finally:
-            self.backend.set_node_limit(NODE_LIMIT)
+            self.backend.set_node_limit(self.node_limit)
         best.solve_time_s, best.solves = elapsed, solves
         gap = max(0.0, 1 - min(lower) / best.gpu_hours) if best.gpu_hours else 0.0
         if gap > 0 and (unproven or best.termination != Termination.OPTIMAL):
@@ -534,6 +536,7 @@ def plan_elastic(
     load_scale: float = 1.0,
     solver: str = "highs",
     time_limit_s: float = 120.0,
+    node_limit: int = NODE_LIMIT,
 ) -> ElasticResult:
     """Static, best fixed ratio (and ``fixed_ratio`` if given), and dynamic plans over one trace."""
     planner = ElasticPlanner(
@@ -544,6 +547,7 @@ def plan_elastic(
         load_scale=load_scale,
         solver=solver,
         time_limit_s=time_limit_s,
+        node_limit=node_limit,
     )
     result = ElasticResult(
         problem,
