@@ -16,6 +16,7 @@ from planner.economics import counted_gpus, economics, fleet_gpus
 from planner.errors import InfeasibleError
 from planner.frontier import MODES, lp_path, mode_optimizer, mode_tables, why_no_plan
 from planner.humanize import plural
+from planner.optimize.optimizer import DEFAULT_NODE_LIMIT
 from planner.optimize.plan import LAYOUT_FIELDS, Plan
 from planner.perf.calibration import Calibration
 from planner.problem import Problem
@@ -67,6 +68,7 @@ def advise(
     solver: str = "highs",
     time_limit_s: float = 60.0,
     write_lp: Path | None = None,
+    node_limit: int | None = DEFAULT_NODE_LIMIT,
 ) -> Advice:
     """Solve both modes at the target; raise InfeasibleError (with the fix) when neither has a plan.
 
@@ -77,7 +79,9 @@ def advise(
     for mode in MODES:
         try:
             tables = mode_tables(problem, mode, calibration)
-            optimizer = mode_optimizer(problem, mode, tables, solver=solver, time_limit_s=time_limit_s)
+            optimizer = mode_optimizer(
+                problem, mode, tables, solver=solver, time_limit_s=time_limit_s, node_limit=node_limit
+            )
         except InfeasibleError as err:
             plans[mode], reasons[mode] = None, str(err)
             continue

@@ -632,6 +632,14 @@ _write_lp = click.option(
     "(model.lp -> model_disaggregated.lp, model_aggregated.lp), as set for its first solve.",
 )
 
+_node_limit = click.option(
+    "--node-limit",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Branch-and-bound nodes per MIP solve: the deterministic solver limit (the same answer on a "
+    "busy machine) [default: 1,000,000; elastic: 200,000].",
+)
+
 
 # --objective (issue 11): which question frontier and plan answer.
 def _objective(func):
@@ -680,6 +688,7 @@ _run_time_limit = click.option(
 @_write_lp
 @_objective
 @_run_time_limit
+@_node_limit
 @_scenario
 @_calibration
 @_verbosity
@@ -692,6 +701,7 @@ def frontier_command(
     time_limit_s: float,
     write_lp: str | None,
     run_time_limit_s: float | None,
+    node_limit: int | None,
     scenario: str | None,
     overrides: tuple[str, ...],
     calibration_path: str | None,
@@ -722,6 +732,7 @@ def frontier_command(
             fixed_ratio=fixed_ratio,
             time_limit_s=time_limit_s,
             write_lp=Path(write_lp) if write_lp else None,
+            **({"node_limit": node_limit} if node_limit else {}),
         )
         files = render_frontier(frontier, calibration, command_line())
         if problem.instance.cluster.fleet:  # issue 14: the mixed fleet's own frontier, tokens per dollar
@@ -757,6 +768,7 @@ def frontier_command(
 @_write_lp
 @_objective
 @_run_time_limit
+@_node_limit
 @_scenario
 @_calibration
 @_debug
@@ -768,6 +780,7 @@ def plan_command(
     time_limit_s: float,
     write_lp: str | None,
     run_time_limit_s: float | None,
+    node_limit: int | None,
     scenario: str | None,
     overrides: tuple[str, ...],
     calibration_path: str | None,
@@ -802,6 +815,7 @@ def plan_command(
                 solver=solver,
                 time_limit_s=time_limit_s,
                 write_lp=lp if i == 0 else None,
+                **({"node_limit": node_limit} if node_limit else {}),
             )
             for i, t in enumerate(targets)
         ]
@@ -1225,6 +1239,7 @@ def sweep_command(
     "optimal.",
 )
 @_run_time_limit
+@_node_limit
 @_scenario
 @_calibration
 @_verbosity
@@ -1239,6 +1254,7 @@ def elastic_command(
     solver: str,
     time_limit_s: float,
     run_time_limit_s: float | None,
+    node_limit: int | None,
     scenario: str | None,
     overrides: tuple[str, ...],
     calibration_path: str | None,
@@ -1273,6 +1289,7 @@ def elastic_command(
             load_scale=load_scale,
             solver=solver,
             time_limit_s=time_limit_s,
+            **({"node_limit": node_limit} if node_limit else {}),
         )
         files = render_elastic(result, calibration, command_line())
         paths, replaced = write_output_set(Path(out_dir), files, command_line(), "elastic")

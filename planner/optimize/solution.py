@@ -21,6 +21,17 @@ FLOW_EPSILON = 1e-9
 """Requests/s below which a flow counts as zero (solver noise)."""
 
 
+def snapshot(model: pyo.ConcreteModel) -> list:
+    """Every variable with its value (to put a solution back after a follow-up solve)."""
+    return [(var, var.value) for var in model.component_data_objects(pyo.Var)]
+
+
+def restore(values: list) -> None:
+    """Load a :func:`snapshot` back into its variables."""
+    for var, value in values:
+        var.set_value(value, skip_validation=True)
+
+
 class Solution:
     """Views of one model's loaded solution (call after a successful solve)."""
 
