@@ -15,8 +15,10 @@ instances                 identical instances measured together
 gpus_per_instance         must equal tp x pp x attention_dp
 tp, pp, ep, attention_dp  the layout
 batch                     requests in flight per instance, or ``max`` for the largest that fits
-metric                    ``output_tokens_per_s_total``, ``input_tokens_per_s_per_node`` or
-                          ``output_tokens_per_s_per_node`` (a node is 8 GPUs)
+metric                    ``output_tokens_per_s_total`` (all instances together),
+                          ``input_tokens_per_s_per_node`` or ``output_tokens_per_s_per_node``
+                          (a node is 8 GPUs), ``input_tokens_per_s_per_gpu`` or
+                          ``output_tokens_per_s_per_gpu``
 value                     the measured number in the metric's unit
 notes                     free text
 two_batch_overlap, eplb   optional serving options of the measured system (two-batch overlap;
@@ -68,7 +70,13 @@ REQUIRED_COLUMNS = (
 OPTION_COLUMNS = ("two_batch_overlap", "eplb")
 """Optional boolean columns: serving options of the measured system (planner.perf.serving)."""
 _TRUE, _FALSE = ("true", "yes", "1"), ("false", "no", "0", "")
-METRICS = ("output_tokens_per_s_total", "input_tokens_per_s_per_node", "output_tokens_per_s_per_node")
+METRICS = (
+    "output_tokens_per_s_total",
+    "input_tokens_per_s_per_node",
+    "output_tokens_per_s_per_node",
+    "input_tokens_per_s_per_gpu",
+    "output_tokens_per_s_per_gpu",
+)
 GPUS_PER_NODE_IN_METRICS = 8
 MAX_BATCH_PER_RANK = 2048
 """Largest decode batch per attention-DP rank searched for ``batch = max`` (TRT-LLM's default cap)."""
@@ -183,11 +191,7 @@ def predict_row(
     best, best_batch = _best_rate(ctx, layouts, mode, isl, osl, options)
     if best_batch is None:
         return Prediction(np.nan, None, "no batch of this layout fits in memory")
-    scale = (
-        int(row["instances"])
-        if row["metric"] == "output_tokens_per_s_total"
-        else GPUS_PER_NODE_IN_METRICS / (tp * pp * dp)
-    )
+    scale = _metric_scale(str(row["metric"]), int(row["instances"]), tp * pp * dp)
     if not check_ceiling:
         return Prediction(best * scale, best_batch)
     ceiling, _ = _best_rate(replace(ctx, efficiency=ideal_block()), layouts, mode, isl, osl, options)
@@ -199,6 +203,15 @@ def predict_row(
             "layout at the stated ISL/OSL (peak FLOP/s and bandwidth, no overheads); check the row's ISL/OSL",
         )
     return Prediction(best * scale, best_batch)
+
+
+def _metric_scale(metric: str, instances: int, gpus_per_instance: int) -> float:
+    """Factor from one instance's rate to the metric's unit (total, per 8-GPU node, per GPU)."""
+    if metric == "output_tokens_per_s_total":
+        return instances
+    if metric.endswith("_per_node"):
+        return GPUS_PER_NODE_IN_METRICS / gpus_per_instance
+    return 1 / gpus_per_instance
 
 
 def _flag(row: pd.Series, column: str) -> bool:
