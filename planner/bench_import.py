@@ -1,9 +1,18 @@
 """Turn a serving benchmark's saved result into measurement rows the planner can validate and fit.
 
-Supported: the JSON that ``vllm bench serve --save-result`` writes (keys as written by
-vLLM's ``vllm/benchmarks/serve.py``: ``completed``, ``total_input_tokens``,
-``total_output_tokens``, ``output_throughput``, ``mean_ttft_ms``, ``mean_tpot_ms``,
-``max_concurrency``, ``model_id``). The benchmark does not know the deployment, so the
+Supported, detected from the keys:
+
+- the JSON that ``vllm bench serve --save-result`` writes (keys as written by vLLM's
+  ``vllm/benchmarks/serve.py``: ``completed``, ``total_input_tokens``,
+  ``total_output_tokens``, ``output_throughput``, ``mean_ttft_ms``, ``mean_tpot_ms``,
+  ``max_concurrency``, ``model_id``);
+- AIPerf's ``profile_export_aiperf.json`` (GenAI-Perf's successor, same metric names;
+  documented in ai-dynamo/aiperf docs/tutorials/working-with-profile-exports.md): one
+  ``{"unit", "avg", ...}`` object per metric, ``output_token_throughput``,
+  ``time_to_first_token``, ``inter_token_latency`` (the TPOT), ``input_sequence_length``,
+  ``output_sequence_length``, and ``input_config.loadgen.concurrency``.
+
+The benchmark does not know the deployment, so the
 layout, catalog model, hardware and precision come from the command line or a small
 sidecar YAML with the same names (``model``, ``hardware``, ``precision``, ``tp``, ``pp``,
 ``ep``, ``attention_dp``, ``instances``, ``two_batch_overlap``, ``eplb``, ``source``).
@@ -18,6 +27,7 @@ not cap concurrency (the engine then runs as many requests as fit).
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -41,6 +51,7 @@ LAYOUT_FIELDS = (
 """What a sidecar YAML (or the command line) may give about the measured deployment."""
 REQUIRED_LAYOUT = ("model", "hardware", "precision")
 VLLM_REQUIRED_KEYS = ("completed", "total_input_tokens", "total_output_tokens", "output_throughput")
+AIPERF_REQUIRED_KEYS = ("output_token_throughput", "input_sequence_length", "output_sequence_length")
 
 
 def load_sidecar(path: str | Path | None) -> dict[str, object]:
@@ -65,25 +76,105 @@ def load_sidecar(path: str | Path | None) -> dict[str, object]:
     return data
 
 
-def vllm_rows(result_path: str | Path, deployment: dict[str, object]) -> pd.DataFrame:
-    """Measurement rows (the ``measurements.csv`` columns) from one ``vllm bench serve`` result."""
+@dataclass(frozen=True)
+class BenchResult:
+    """What the planner reads from one benchmark run, whatever tool wrote it."""
+
+    isl_tokens: float
+    osl_tokens: float
+    concurrency: float | None
+    """Requests the client kept in flight (None: uncapped)."""
+    output_tokens_per_s: float
+    ttft_ms: float | None
+    tpot_ms: float | None
+    note: str
+
+
+def read_result(result_path: str | Path) -> tuple[str, BenchResult]:
+    """The tool (``vllm`` or ``aiperf``) and the numbers of one saved result, detected from its keys."""
     path = Path(result_path)
     try:
         result = json.loads(path.read_text())
     except FileNotFoundError:
         raise SpecError("no such file; check the path", path=path) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise SpecError(f"not a readable JSON file ({err}); pass a `--save-result` file", path=path) from None
+        raise SpecError(
+            f"not a readable JSON file ({err}); pass a saved benchmark result", path=path
+        ) from None
+    if isinstance(result, dict) and isinstance(result.get("output_token_throughput"), dict):
+        return "aiperf", _aiperf(result, path)
     if not isinstance(result, dict):
-        raise SpecError("not a `vllm bench serve --save-result` file (expected one JSON object)", path=path)
-    missing = [k for k in VLLM_REQUIRED_KEYS if not isinstance(result.get(k), int | float)]
+        raise SpecError("not a benchmark result (expected one JSON object)", path=path)
+    return "vllm", _vllm(result, path)
+
+
+def _number(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _vllm(result: dict, path: Path) -> BenchResult:
+    """``vllm bench serve --save-result``: totals per run, mean latencies in ms."""
+    missing = [k for k in VLLM_REQUIRED_KEYS if _number(result.get(k)) is None]
     if missing:
         raise SpecError(
-            f"missing or non-numeric key(s) {', '.join(missing)}; is this a `vllm bench serve "
-            "--save-result` file?",
+            f"missing or non-numeric key(s) {', '.join(missing)}; pass a `vllm bench serve --save-result` "
+            "file or an AIPerf / GenAI-Perf profile_export JSON",
             path=path,
             field=missing[0],
         )
+    completed = int(result["completed"])
+    if completed <= 0:
+        raise SpecError("no request completed in this run; nothing to import", path=path, field="completed")
+    concurrency = _number(result.get("max_concurrency"))
+    return BenchResult(
+        isl_tokens=result["total_input_tokens"] / completed,
+        osl_tokens=result["total_output_tokens"] / completed,
+        concurrency=concurrency,
+        output_tokens_per_s=float(result["output_throughput"]),
+        ttft_ms=_number(result.get("mean_ttft_ms")),
+        tpot_ms=_number(result.get("mean_tpot_ms")),
+        note=(
+            f"vllm bench serve: {completed} requests, max_concurrency {result.get('max_concurrency')}, "
+            f"request_rate {result.get('request_rate', 'unknown')}, "
+            f"model_id {result.get('model_id', 'unknown')}"
+        ),
+    )
+
+
+def _aiperf(result: dict, path: Path) -> BenchResult:
+    """AIPerf (and GenAI-Perf) ``profile_export_*.json``: one ``{"unit", "avg", ...}`` object per metric."""
+
+    def avg(key: str) -> float | None:
+        entry = result.get(key)
+        return _number(entry.get("avg")) if isinstance(entry, dict) else None
+
+    needed = {k: avg(k) for k in AIPERF_REQUIRED_KEYS}
+    missing = [k for k, v in needed.items() if v is None]
+    if missing:
+        raise SpecError(
+            f"missing metric(s) {', '.join(missing)} (an object with 'avg'); is this an AIPerf / GenAI-Perf "
+            "profile_export JSON?",
+            path=path,
+            field=missing[0],
+        )
+    config = result.get("input_config") if isinstance(result.get("input_config"), dict) else {}
+    loadgen = config.get("loadgen") if isinstance(config.get("loadgen"), dict) else {}
+    concurrency = _number(loadgen.get("concurrency", config.get("concurrency")))
+    return BenchResult(
+        isl_tokens=needed["input_sequence_length"],
+        osl_tokens=needed["output_sequence_length"],
+        concurrency=concurrency,
+        output_tokens_per_s=needed["output_token_throughput"],
+        ttft_ms=avg("time_to_first_token"),
+        tpot_ms=avg("inter_token_latency"),
+        note=f"AIPerf / GenAI-Perf export: concurrency {concurrency}, request_count {avg('request_count')}",
+    )
+
+
+def bench_rows(result_path: str | Path, deployment: dict[str, object]) -> pd.DataFrame:
+    """Measurement rows (the ``measurements.csv`` columns) from one saved benchmark result."""
+    path = Path(result_path)
+    tool, run = read_result(path)
     absent = [k for k in REQUIRED_LAYOUT if not deployment.get(k)]
     if absent:
         raise SpecError(
@@ -92,20 +183,16 @@ def vllm_rows(result_path: str | Path, deployment: dict[str, object]) -> pd.Data
             path=path,
             field=absent[0],
         )
-    completed = int(result["completed"])
-    if completed <= 0:
-        raise SpecError("no request completed in this run; nothing to import", path=path, field="completed")
     tp, pp, dp = (int(deployment.get(k) or 1) for k in ("tp", "pp", "attention_dp"))
     instances = int(deployment.get("instances") or 1)
-    concurrency = result.get("max_concurrency")
-    batch = str(max(1, int(concurrency) // instances)) if isinstance(concurrency, int | float) else "max"
+    batch = str(max(1, int(run.concurrency) // instances)) if run.concurrency else "max"
     base = {
-        "source": str(deployment.get("source") or f"vllm bench serve --save-result {path.name}"),
+        "source": str(deployment.get("source") or f"{tool} result {path.name}"),
         "model": deployment["model"],
         "hardware": deployment["hardware"],
         "precision": deployment["precision"],
-        "isl": max(1, round(result["total_input_tokens"] / completed)),
-        "osl": max(1, round(result["total_output_tokens"] / completed)),
+        "isl": max(1, round(run.isl_tokens)),
+        "osl": max(1, round(run.osl_tokens)),
         "mode": "aggregated",
         "instances": instances,
         "gpus_per_instance": tp * pp * dp,
@@ -117,21 +204,16 @@ def vllm_rows(result_path: str | Path, deployment: dict[str, object]) -> pd.Data
         "two_batch_overlap": bool(deployment.get("two_batch_overlap", False)),
         "eplb": bool(deployment.get("eplb", False)),
     }
-    note = (
-        f"imported from {path.name}: {completed} requests, max_concurrency {concurrency}, "
-        f"request_rate {result.get('request_rate', 'unknown')}, model_id "
-        f"{result.get('model_id', 'unknown')}; ISL/OSL are the run's means"
-    )
-    metrics = [("output", "output_tokens_per_s_total", result["output_throughput"])]
-    metrics += [
-        (name, f"{name}_ms", result[f"mean_{name}_ms"])
-        for name in ("ttft", "tpot")
-        if isinstance(result.get(f"mean_{name}_ms"), int | float) and result[f"mean_{name}_ms"] > 0
+    note = f"imported from {path.name} ({run.note}); ISL/OSL are the run's means"
+    metrics = [
+        ("output", "output_tokens_per_s_total", run.output_tokens_per_s),
+        ("ttft", "ttft_ms", run.ttft_ms),
+        ("tpot", "tpot_ms", run.tpot_ms),
     ]
     rows = [
         {"id": f"{path.stem}-{suffix}", **base, "metric": metric, "value": float(value), "notes": note}
         for suffix, metric, value in metrics
-        if value > 0
+        if value is not None and value > 0
     ]
     return pd.DataFrame(rows)
 

@@ -540,17 +540,19 @@ def calibrate_command(
 def import_bench_command(
     results: tuple[str, ...], out: str, sidecar: str | None, debug: bool, **given
 ) -> None:
-    """Turn `vllm bench serve --save-result` JSON files into measurement rows (throughput, TTFT, TPOT).
+    """Turn saved benchmark results into measurement rows (throughput, TTFT, TPOT).
+
+    Reads `vllm bench serve --save-result` JSON and AIPerf / GenAI-Perf profile_export JSON.
 
     Example: disagg import-bench run.json --model llama-3.1-8b --hardware h100-sxm --precision fp8
     --out mine.csv, then disagg calibrate --measurements mine.csv --out calibration.yaml
     """
-    from planner.bench_import import append_rows, load_sidecar, vllm_rows
+    from planner.bench_import import append_rows, bench_rows, load_sidecar
     from planner.measurements import check_measurements
 
     with format_errors(debug):
         deployment = {**load_sidecar(sidecar), **{k: v for k, v in given.items() if v is not None}}
-        rows = pd.concat([vllm_rows(path, deployment) for path in results], ignore_index=True)
+        rows = pd.concat([bench_rows(path, deployment) for path in results], ignore_index=True)
         target = Path(out)
         merged = append_rows(rows, target)
         check_measurements(merged.astype({"batch": str}), target)  # catalog names, layout: before writing

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from planner.bench_import import vllm_rows
+from planner.bench_import import bench_rows
 from planner.catalog import load_hardware, load_model
 from planner.cli import main
 from planner.errors import SpecError
@@ -47,14 +47,16 @@ def _run(*args: str):
 
 
 def test_rows_read_the_documented_keys(tmp_path):
-    rows = vllm_rows(_result(tmp_path), {"model": "llama-3.1-8b", "hardware": "h100-sxm", "precision": "fp8"})
+    rows = bench_rows(
+        _result(tmp_path), {"model": "llama-3.1-8b", "hardware": "h100-sxm", "precision": "fp8"}
+    )
     assert rows["id"].tolist() == ["run-c64-output", "run-c64-ttft", "run-c64-tpot"]
     assert rows["metric"].tolist() == ["output_tokens_per_s_total", "ttft_ms", "tpot_ms"]
     assert rows["value"].tolist() == [819.2, 250.5, 30.2]
     assert set(rows["isl"]) == {655360 // 640}
     assert set(rows["osl"]) == {81920 // 640}
     assert set(rows["batch"]) == {"64"}
-    unlimited = vllm_rows(
+    unlimited = bench_rows(
         _result(tmp_path, max_concurrency=None), {"model": "m", "hardware": "h", "precision": "fp8"}
     )
     assert set(unlimited["batch"]) == {"max"}
@@ -80,7 +82,9 @@ def test_cli_writes_a_measurements_file_validate_and_calibrate_accept(tmp_path):
 
 
 def test_latency_rows_are_the_models_ttft_and_tpot_at_the_measured_batch(tmp_path):
-    rows = vllm_rows(_result(tmp_path), {"model": "llama-3.1-8b", "hardware": "h100-sxm", "precision": "fp8"})
+    rows = bench_rows(
+        _result(tmp_path), {"model": "llama-3.1-8b", "hardware": "h100-sxm", "precision": "fp8"}
+    )
     rows = rows.assign(two_batch_overlap=False, eplb=False)
     model, hardware = load_model("llama-3.1-8b"), load_hardware("h100-sxm")
     runs = [
@@ -139,12 +143,43 @@ def test_a_file_that_is_not_a_vllm_result_is_refused(tmp_path):
     path = tmp_path / "other.json"
     path.write_text(json.dumps({"throughput": 1.0}))
     with pytest.raises(SpecError, match="output_throughput"):
-        vllm_rows(path, {"model": "llama-3.1-8b", "hardware": "h100-sxm", "precision": "fp8"})
+        bench_rows(path, {"model": "llama-3.1-8b", "hardware": "h100-sxm", "precision": "fp8"})
     path.write_text("{not json")
     with pytest.raises(SpecError, match="not a readable JSON"):
-        vllm_rows(path, {})
+        bench_rows(path, {})
 
 
 def test_no_completed_request_is_an_error(tmp_path):
     with pytest.raises(SpecError, match="no request completed"):
-        vllm_rows(_result(tmp_path, completed=0), {"model": "m", "hardware": "h", "precision": "fp8"})
+        bench_rows(_result(tmp_path, completed=0), {"model": "m", "hardware": "h", "precision": "fp8"})
+
+
+# The shape of AIPerf's profile_export_aiperf.json (ai-dynamo/aiperf docs, working-with-profile-exports.md).
+AIPERF = {
+    "request_throughput": {"unit": "requests/sec", "avg": 6.1},
+    "time_to_first_token": {"unit": "ms", "avg": 180.0, "p50": 170.0, "p99": 400.0},
+    "inter_token_latency": {"unit": "ms", "avg": 28.0, "p50": 27.5},
+    "output_token_throughput": {"unit": "tokens/sec", "avg": 780.0},
+    "input_sequence_length": {"unit": "tokens", "avg": 2048.0},
+    "output_sequence_length": {"unit": "tokens", "avg": 256.4},
+    "request_count": {"unit": "requests", "avg": 500.0},
+    "input_config": {"loadgen": {"concurrency": 32}},
+}
+
+
+def test_aiperf_export_is_detected_and_read(tmp_path):
+    path = tmp_path / "aiperf-c32.json"
+    path.write_text(json.dumps(AIPERF))
+    rows = bench_rows(
+        path, {"model": "llama-3.1-8b", "hardware": "h100-sxm", "precision": "fp8", "instances": 2}
+    )
+    assert rows["metric"].tolist() == ["output_tokens_per_s_total", "ttft_ms", "tpot_ms"]
+    assert rows["value"].tolist() == [780.0, 180.0, 28.0]
+    assert set(rows["isl"]) == {2048}
+    assert set(rows["osl"]) == {256}
+    assert set(rows["batch"]) == {"16"}  # 32 in flight over 2 instances
+    assert set(rows["instances"]) == {2}
+    broken = tmp_path / "aiperf-broken.json"
+    broken.write_text(json.dumps({**AIPERF, "input_sequence_length": 2048}))
+    with pytest.raises(SpecError, match="input_sequence_length"):
+        bench_rows(broken, {"model": "llama-3.1-8b", "hardware": "h100-sxm", "precision": "fp8"})
