@@ -32,18 +32,26 @@ from planner.perf.calibration import Calibration, EfficiencyBlock
 Progress = Callable[[str], None]
 """Receives one line of progress text (the CLI prints it on stderr)."""
 
-FITTED_FIELDS = (
-    "gemm_efficiency_fraction",
-    "gemm_half_saturation_tokens",
-    "attention_efficiency_fraction",
-    "memory_efficiency_fraction",
-    "collective_efficiency_fraction",
-    "collective_latency_us",
-    "step_overhead_ms",
-    "moe_load_imbalance_ratio",
-    "attention_dp_balance_fraction",
+FITTED_FIELDS = tuple(
+    name
+    for name in (
+        "gemm_efficiency_fraction",
+        "gemm_half_saturation_tokens",
+        "grouped_gemm_efficiency_fraction",
+        "grouped_gemm_half_saturation_tokens",
+        "attention_efficiency_fraction",
+        "memory_efficiency_fraction",
+        "collective_efficiency_fraction",
+        "collective_latency_us",
+        "step_overhead_ms",
+        "moe_load_imbalance_ratio",
+        "attention_dp_balance_fraction",
+    )
+    if name in EfficiencyBlock.model_fields
 )
-"""Constants the fit moves; memory capacity constants stay at their (documented) values."""
+"""Constants the fit moves (those of this list the block defines; the grouped-GEMM pair comes with
+the MoE physics). Memory capacity constants stay at their documented values, and the per-fabric
+collective latencies at their fit to collective microbenchmarks (planner.perf)."""
 
 PRIOR_WEIGHT = 0.01
 """Strength of the pull towards the starting block, per log-unit, relative to one row's log error."""

@@ -3,8 +3,8 @@
 Every prediction uses one calibration block (GPU generation x precision, see
 :mod:`planner.perf.calibration`); the block's constants were fitted to
 ``rows_per_block[key]`` measured rows (``disagg calibrate`` records it). A block with
-fewer than :data:`THIN_BLOCK_ROWS` rows (two per fitted constant) is *thin*: its
-constants are barely determined, so its numbers are estimates. The ``default`` block,
+fewer than :func:`thin_block_rows` rows (two per fitted constant, 18 with today's 9) is
+*thin*: its constants are barely determined, so its numbers are estimates. The ``default`` block,
 used for a GPU generation with no block of its own, rests on no row of that hardware.
 """
 
@@ -18,9 +18,13 @@ from planner.perf.calibration import Calibration, load_calibration
 from planner.specs import HardwareSpec, Precision
 
 ROWS_PER_FITTED_CONSTANT = 2
-THIN_BLOCK_ROWS = 18
-"""Fewer rows than this (two per fitted constant of ``planner.calibrate.FITTED_FIELDS``, 9 today)
-make a block thin; tests keep the two in step."""
+
+
+def thin_block_rows() -> int:
+    """Rows below which a block is thin: two per constant ``disagg calibrate`` fits."""
+    from planner.calibrate import FITTED_FIELDS  # the fit imports this module's caller
+
+    return ROWS_PER_FITTED_CONSTANT * len(FITTED_FIELDS)
 
 
 @dataclass(frozen=True)
@@ -32,8 +36,8 @@ class BlockSupport:
 
     @property
     def thin(self) -> bool:
-        """Fewer rows than :data:`THIN_BLOCK_ROWS`."""
-        return self.rows < THIN_BLOCK_ROWS
+        """Fewer rows than :func:`thin_block_rows`."""
+        return self.rows < thin_block_rows()
 
     def warning(self, hardware_name: str, precision: str) -> str | None:
         """One sentence for the terminal when the block is thin, else None."""
@@ -46,8 +50,8 @@ class BlockSupport:
             else f"calibration block {self.block} rests on {self.rows} measured row{plural}"
         )
         return (
-            f"warning: {basis} (fewer than {THIN_BLOCK_ROWS}, two per fitted constant), so these numbers are "
-            f"estimates; add measurements of {hardware_name} at {precision} and run `disagg calibrate`"
+            f"warning: {basis} (fewer than {thin_block_rows()}, two per fitted constant), so these numbers "
+            f"are estimates; add measurements of {hardware_name} at {precision} and run `disagg calibrate`"
         )
 
     def as_dict(self) -> dict[str, object]:

@@ -12,7 +12,7 @@ from planner.calibrate import FITTED_FIELDS
 from planner.catalog import load_hardware
 from planner.cli import main
 from planner.perf.calibration import Calibration, load_calibration
-from planner.thin_blocks import ROWS_PER_FITTED_CONSTANT, THIN_BLOCK_ROWS, block_support
+from planner.thin_blocks import ROWS_PER_FITTED_CONSTANT, block_support, thin_block_rows
 
 SMALL = ("qwen3-32b-h200-4000-500", "--set", "cluster.max_gpus=16")
 
@@ -26,8 +26,12 @@ def _calibration_with_rows(tmp_path: Path, rows: int) -> Path:
     return path
 
 
+THIN_BLOCK_ROWS = thin_block_rows()
+
+
 def test_threshold_is_two_rows_per_fitted_constant():
-    assert ROWS_PER_FITTED_CONSTANT * len(FITTED_FIELDS) == THIN_BLOCK_ROWS
+    assert ROWS_PER_FITTED_CONSTANT == 2
+    assert 2 * len(FITTED_FIELDS) == THIN_BLOCK_ROWS
 
 
 def test_block_support_reads_the_rows_the_calibration_records():
