@@ -10,9 +10,11 @@ plan exists it says which constraint binds and what would make it feasible.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
+from planner.economics import counted_gpus, economics, fleet_gpus
 from planner.errors import InfeasibleError
-from planner.frontier import MODES, mode_optimizer, mode_tables, why_no_plan
+from planner.frontier import MODES, lp_path, mode_optimizer, mode_tables, why_no_plan
 from planner.optimize.plan import LAYOUT_FIELDS, Plan
 from planner.perf.calibration import Calibration
 from planner.problem import Problem
@@ -35,6 +37,8 @@ class Advice:
         objective = self.problem.instance.objective
         if objective == "max_tokens_per_s_per_gpu":
             return max(feasible, key=lambda p: (p.tokens_per_s_per_gpu, p.mode == "disaggregated"))
+        if objective == "max_throughput":
+            return max(feasible, key=lambda p: (p.output_tokens_per_s, -p.total_gpus, p.mode != "aggregated"))
         if objective == "min_gpus":
             return min(feasible, key=lambda p: (p.total_gpus, p.mode != "disaggregated"))
         return min(feasible, key=lambda p: (p.nodes, p.mode != "disaggregated"))
@@ -61,8 +65,12 @@ def advise(
     *,
     solver: str = "highs",
     time_limit_s: float = 60.0,
+    write_lp: Path | None = None,
 ) -> Advice:
-    """Solve both modes at the target; raise InfeasibleError (with the fix) when neither has a plan."""
+    """Solve both modes at the target; raise InfeasibleError (with the fix) when neither has a plan.
+
+    ``write_lp``: also write each mode's model at the target (``planner.frontier.lp_path``).
+    """
     plans: dict[str, Plan | None] = {}
     reasons: dict[str, str] = {}
     for mode in MODES:
@@ -72,6 +80,8 @@ def advise(
         except InfeasibleError as err:
             plans[mode], reasons[mode] = None, str(err)
             continue
+        if write_lp is not None:
+            optimizer.write_lp(lp_path(write_lp, mode), min_tokens_per_s_per_user)
         plan = optimizer.best_at(min_tokens_per_s_per_user)
         plans[mode] = plan
         if plan is None:
@@ -93,7 +103,7 @@ def _why(problem: Problem, optimizer, target: float) -> str:
             f"batch {fastest.batch}) reaches {fastest.tokens_per_s_per_user:.1f}: lower "
             f"--min-tokens-per-s-per-user to at most {int(fastest.tokens_per_s_per_user * 10) / 10:g}"
         )
-    return why_no_plan(problem, optimizer)
+    return why_no_plan(problem, optimizer, target)
 
 
 # --------------------------------------------------------------------------- rendering
@@ -108,7 +118,14 @@ def _layout(row) -> str:
     )
 
 
-def plan_text(plan: Plan, *, price_usd_per_gpu_hour: float | None = None) -> list[str]:
+def plan_economics(plan: Plan, problem: Problem) -> dict[str, float]:
+    """A plan's GPUs billed (whole nodes, or the owned fleet) and its :data:`planner.economics.COLUMNS`."""
+    billed = counted_gpus(plan.nodes, plan.gpus_per_node, fleet_gpus(problem))
+    values = economics(billed, plan.output_tokens_per_s, problem.hardware)
+    return {"billed_gpus": int(billed), **{k: float(v) for k, v in values.items()}}
+
+
+def plan_text(plan: Plan, problem: Problem) -> list[str]:
     """A plan as indented lines a person can act on."""
     lines = []
     for pool in plan.pools.values():
@@ -140,39 +157,77 @@ def plan_text(plan: Plan, *, price_usd_per_gpu_hour: float | None = None) -> lis
             f"  KV transfer: {plan.kv_transfer_gb_per_s:,.2f} GB/s in total, "
             f"{plan.kv_transfer_gb_per_s_per_gpu:,.2f} GB/s per prefill GPU"
         )
-    if price_usd_per_gpu_hour is not None:
-        hourly = plan.nodes * plan.gpus_per_node * price_usd_per_gpu_hour
-        per_million = hourly / (plan.output_tokens_per_s * 3600 / 1e6)
+    money = plan_economics(plan, problem)
+    what = "the owned fleet" if fleet_gpus(problem) is not None else "whole nodes"
+    if problem.hardware.price_usd_per_gpu_hour is not None:
         lines.append(
-            f"  cost: ${hourly:,.2f} per hour for whole nodes, ${per_million:,.3f} per million output tokens"
+            f"  cost: ${money['cost_usd_per_h']:,.2f} per hour for {what} ({money['billed_gpus']} GPUs), "
+            f"${money['cost_usd_per_million_output_tokens']:,.3f} per million output tokens"
+        )
+    if problem.hardware.power_w is not None:
+        lines.append(
+            f"  power: {money['power_kw']:,.1f} kW of GPU board power for {what}, "
+            f"{money['output_tokens_per_joule']:,.3f} output tokens per joule"
         )
     return lines
+
+
+def objective_question(problem: Problem) -> str:
+    """Which question the instance's objective answers, in words (plan and frontier output)."""
+    inst = problem.instance
+    return {
+        "max_tokens_per_s_per_gpu": "the most output tokens/s per GPU used (efficiency: pay only for "
+        "the GPUs a plan uses)",
+        "max_throughput": f"the most requests/s the whole budget of {problem.max_gpus} GPUs serves (an "
+        "owned fleet: idle GPUs still cost)",
+        "min_gpus": f"the fewest GPUs serving {inst.traffic.requests_per_s} requests/s",
+        "min_cost": f"the cheapest whole nodes serving {inst.traffic.requests_per_s} requests/s",
+    }[inst.objective]
+
+
+def headroom_text(problem: Problem) -> str | None:
+    """How the pools were sized for queueing (``slo.ttft_percentile``, target utilisation), if at all."""
+    slo, cluster = problem.instance.slo, problem.instance.cluster
+    parts = []
+    if slo.ttft_percentile is not None:
+        parts.append(
+            f"prefill and co-located capacity derated so the p{slo.ttft_percentile:g} TTFT, queueing "
+            f"included, fits {slo.ttft_ms_max:g} ms (Poisson arrivals, random routing; M/D/1 prefill "
+            "instances, M/D/c co-located batch slots)"
+        )
+    if cluster.target_utilization_fraction < 1:
+        parts.append(f"every instance loaded to at most {cluster.target_utilization_fraction:.0%}")
+    return "Headroom: " + "; ".join(parts) + "." if parts else None
 
 
 def advice_text(advice: Advice) -> str:
     """The answer of ``disagg plan`` for a terminal."""
     problem, inst = advice.problem, advice.problem.instance
     best = advice.recommended
-    goal = {
-        "max_tokens_per_s_per_gpu": "the most output tokens/s per GPU",
-        "min_gpus": f"the fewest GPUs serving {inst.traffic.requests_per_s} requests/s",
-        "min_cost": f"the cheapest whole nodes serving {inst.traffic.requests_per_s} requests/s",
-    }[inst.objective]
+    goal = objective_question(problem)
     lines = [
         f"{problem.label}: {inst.model} on {problem.hardware.name} ({inst.precision}), "
         f"{problem.traffic_text}, TTFT <= {inst.slo.ttft_ms_max:g} ms, at "
         f">= {advice.target_tokens_per_s_per_user:g} tokens/s per user; objective: {goal}.",
+        *filter(None, [headroom_text(problem)]),
         f"Deploy {best.mode}:",
-        *plan_text(best, price_usd_per_gpu_hour=problem.hardware.price_usd_per_gpu_hour),
+        *plan_text(best, problem),
     ]
     other = advice.alternative
     if other is not None:
         lines.append(f"Best {other.mode} alternative:")
-        lines.extend(plan_text(other, price_usd_per_gpu_hour=problem.hardware.price_usd_per_gpu_hour))
+        lines.extend(plan_text(other, problem))
     for mode, why in advice.reasons.items():
         lines.append(f"No {mode} plan: {why}")
     gain = advice.disaggregated_over_aggregated
-    if gain is not None:
+    dis, agg = advice.plans.get("disaggregated"), advice.plans.get("aggregated")
+    if inst.objective == "max_throughput" and dis is not None and agg is not None:
+        total = dis.output_tokens_per_s / agg.output_tokens_per_s
+        lines.append(
+            f"Disaggregated / aggregated output tokens/s on the fleet: {total:.3f} "
+            f"({(total - 1) * 100:+.1f}%)."
+        )
+    elif gain is not None:
         lines.append(f"Disaggregated / aggregated tokens/s per GPU: {gain:.3f} ({(gain - 1) * 100:+.1f}%).")
     lines.append(
         f"Solver {advice.solver}: {best.termination}, gap {best.mip_gap:.1e}, {best.solves} solves in "
@@ -181,9 +236,10 @@ def advice_text(advice: Advice) -> str:
     return "\n".join(lines)
 
 
-def plan_json(plan: Plan) -> dict:
-    """A plan as plain data: metrics, and each pool's layouts with instance counts."""
+def plan_json(plan: Plan, problem: Problem) -> dict:
+    """A plan as plain data: metrics, cost and power, and each pool's layouts with instance counts."""
     row = {k: v for k, v in plan.row().items() if not k.endswith("_layouts")}
+    row.update(plan_economics(plan, problem))
     row["pools"] = {
         pool.pool: {
             "instances": pool.instances,
@@ -219,8 +275,22 @@ def advice_json(advice: Advice) -> dict:
         "scenario": advice.problem.scenario,
         "objective": advice.problem.instance.objective,
         "target_tokens_per_s_per_user": advice.target_tokens_per_s_per_user,
+        "model": advice.problem.model.name,
+        "model_source": advice.problem.model.source,
+        "hardware": advice.problem.hardware.name,
+        "gpus_per_node": advice.problem.hardware.gpus_per_node,
+        "precision": advice.problem.instance.precision,
+        "request_classes": [
+            {
+                "name": c.name,
+                "isl_tokens": c.isl_tokens,
+                "osl_tokens": c.osl_tokens,
+                "share_fraction": c.share_fraction,
+            }
+            for c in advice.problem.request_classes
+        ],
         "recommended_mode": advice.recommended.mode,
-        "plans": {mode: (plan_json(p) if p is not None else None) for mode, p in advice.plans.items()},
+        "plans": {mode: p and plan_json(p, advice.problem) for mode, p in advice.plans.items()},
         "no_plan_reasons": advice.reasons,
         "disaggregated_over_aggregated": advice.disaggregated_over_aggregated,
         "solver": advice.solver,

@@ -9,7 +9,7 @@ written atomically by :mod:`planner.report`.
 from __future__ import annotations
 
 import contextlib
-import json
+import functools
 import math
 import sys
 from collections.abc import Iterator
@@ -22,6 +22,7 @@ import pandas as pd
 from planner import __version__
 from planner.catalog import load_hardware, load_instance, load_model, names
 from planner.errors import InfeasibleError, PlannerError, SpecError
+from planner.jsonable import json_text
 from planner.perf import Layouts, evaluate
 from planner.perf.calibration import load_calibration
 from planner.problem import resolve
@@ -253,7 +254,7 @@ def evaluate_command(
             **support.as_dict(),
         }
         if as_json:
-            click.echo(json.dumps(result, indent=2))
+            click.echo(json_text(result))
         else:
             click.echo(_evaluate_text(result))
         _warn_thin(support, hardware, precision)
@@ -674,6 +675,39 @@ _time_limit = click.option(
     help="Time limit per MIP solve, seconds; hitting it is an error (the frontier claims optimality).",
 )
 
+# --write-lp (issue 12): export the model each mode solves, to read or to hand to another solver.
+_write_lp = click.option(
+    "--write-lp",
+    "write_lp",
+    type=click.Path(dir_okay=False),
+    default=None,
+    metavar="FILE",
+    help="Also write each mode's MIP (CPLEX LP format) to FILE with _<mode> before its suffix "
+    "(model.lp -> model_disaggregated.lp, model_aggregated.lp), as set for its first solve.",
+)
+
+
+# --objective (issue 11): which question frontier and plan answer.
+def _objective(func):
+    """``--objective NAME``: the instance's objective for this run (an override applied after --set)."""
+    from typing import get_args
+
+    from planner.specs import Objective
+
+    @functools.wraps(func)
+    def run(*args, objective: str | None = None, overrides: tuple[str, ...] = (), **kwargs):
+        extra = (f"objective={objective}",) if objective else ()
+        return func(*args, overrides=(*overrides, *extra), **kwargs)
+
+    return click.option(
+        "--objective",
+        type=click.Choice(get_args(Objective)),
+        default=None,
+        help="What to optimize: max_tokens_per_s_per_gpu (efficiency of the GPUs used), max_throughput "
+        "(the most requests/s the whole budget serves: an owned fleet), min_gpus or min_cost (serve "
+        "traffic.requests_per_s) [default: the instance's objective].",
+    )(run)
+
 
 @main.command("frontier")
 @click.argument("instance")
@@ -688,6 +722,8 @@ _time_limit = click.option(
 )
 @_solver
 @_time_limit
+@_write_lp
+@_objective
 @_scenario
 @_calibration
 @_debug
@@ -697,12 +733,15 @@ def frontier_command(
     fixed_ratio: float | None,
     solver: str,
     time_limit_s: float,
+    write_lp: str | None,
     scenario: str | None,
     overrides: tuple[str, ...],
     calibration_path: str | None,
     debug: bool,
 ) -> None:
-    """Trace the exact Pareto frontier (tokens/s per GPU vs tokens/s per user), both modes.
+    """Trace the exact Pareto frontier of throughput vs tokens/s per user, both modes.
+
+    Throughput is tokens/s per GPU, or total tokens/s on the budget with --objective max_throughput.
 
     Example: disagg frontier deepseek-r1-gb200-16k-2k --out out/r1
 
@@ -716,11 +755,20 @@ def frontier_command(
         problem = resolve(instance, scenario, parse_overrides(overrides))
         calibration = load_calibration(calibration_path)
         frontier = solve_frontier(
-            problem, calibration, solver=solver, fixed_ratio=fixed_ratio, time_limit_s=time_limit_s
+            problem,
+            calibration,
+            solver=solver,
+            fixed_ratio=fixed_ratio,
+            time_limit_s=time_limit_s,
+            write_lp=Path(write_lp) if write_lp else None,
         )
         files = render_frontier(frontier, calibration, command_line())
         paths = write_outputs(Path(out_dir), files)
-        click.echo(f"{problem.label}: exact frontier with {solver}")
+        from planner.advise import headroom_text, objective_question
+
+        click.echo(f"{problem.label}: exact frontier with {solver}; objective: {objective_question(problem)}")
+        if headroom_text(problem):
+            click.echo(headroom_text(problem))
         click.echo(frontier_summary(frontier))
         click.echo(f"wrote {', '.join(str(p) for p in paths)}")
         _warn_thin(_problem_support(problem, calibration), problem.hardware.name, problem.instance.precision)
@@ -736,9 +784,11 @@ def frontier_command(
     help="Interactivity every user must get, output tokens/s per user [default: the instance's "
     "slo.tokens_per_s_per_user_targets].",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (a list with several targets).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list with one answer per target.")
 @_solver
 @_time_limit
+@_write_lp
+@_objective
 @_scenario
 @_calibration
 @_debug
@@ -748,6 +798,7 @@ def plan_command(
     as_json: bool,
     solver: str,
     time_limit_s: float,
+    write_lp: str | None,
     scenario: str | None,
     overrides: tuple[str, ...],
     calibration_path: str | None,
@@ -758,7 +809,8 @@ def plan_command(
     Example: disagg plan deepseek-r1-gb200-16k-2k --min-tokens-per-s-per-user 50
 
     For min_gpus / min_cost instances: the fewest GPUs (cheapest nodes) serving
-    traffic.requests_per_s at the target.
+    traffic.requests_per_s at the target; for max_throughput the most requests/s the
+    whole budget serves.
     """
     from planner.advise import advice_json, advice_text, advise
 
@@ -772,14 +824,223 @@ def plan_command(
                 field="--min-tokens-per-s-per-user",
             )
         calibration = load_calibration(calibration_path)
-        answers = [advise(problem, t, calibration, solver=solver, time_limit_s=time_limit_s) for t in targets]
+        lp = Path(write_lp) if write_lp else None  # the first target's models
+        answers = [
+            advise(
+                problem,
+                t,
+                calibration,
+                solver=solver,
+                time_limit_s=time_limit_s,
+                write_lp=lp if i == 0 else None,
+            )
+            for i, t in enumerate(targets)
+        ]
         support = _problem_support(problem, calibration)
         if as_json:
             payload = [{**advice_json(a), **support.as_dict()} for a in answers]
-            click.echo(json.dumps(payload[0] if len(payload) == 1 else payload, indent=2, default=_plain))
+            click.echo(json_text(payload))
         else:
             click.echo("\n\n".join(advice_text(a) for a in answers))
         _warn_thin(support, problem.hardware.name, problem.instance.precision)
+
+
+# --------------------------------------------------------------------------- export (issue 11)
+
+
+def interactivity_targets(problem, given: list[float]) -> list[float]:
+    """The targets asked on the command line, else the instance's ``slo.tokens_per_s_per_user_targets``."""
+    targets = list(given) or list(problem.instance.slo.tokens_per_s_per_user_targets or [])
+    if not targets:
+        raise SpecError(
+            "give --min-tokens-per-s-per-user X, or list slo.tokens_per_s_per_user_targets in the instance",
+            field="--min-tokens-per-s-per-user",
+        )
+    return targets
+
+
+@main.command("export")
+@click.argument("source", metavar="PLAN_JSON|INSTANCE")
+@click.option(
+    "--out", "out_dir", type=click.Path(file_okay=False), required=True, help="Folder for the files."
+)
+@click.option(
+    "--min-tokens-per-s-per-user",
+    "target",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="With an INSTANCE: the interactivity to plan at [default: its first slo target].",
+)
+@click.option("--answer", type=click.IntRange(min=0), default=0, show_default=True,
+              help="With a PLAN_JSON of several targets: which one (0-based).")  # fmt: skip
+@click.option("--mode", type=click.Choice(["disaggregated", "aggregated"]), default=None,
+              help="Export this mode's plan [default: the recommended one].")  # fmt: skip
+@click.option(
+    "--model-path", default=None, help="Hugging Face repository to serve [default: from the model spec]."
+)
+@click.option("--image", default=None, help="Container image of the Dynamo workers.")
+@click.option("--name", default=None, help="Name of the Dynamo deployment [default: from the instance].")
+@_solver
+@_time_limit
+@_objective
+@_scenario
+@_calibration
+@_debug
+def export_command(
+    source: str,
+    out_dir: str,
+    target: float | None,
+    answer: int,
+    mode: str | None,
+    model_path: str | None,
+    image: str | None,
+    name: str | None,
+    solver: str,
+    time_limit_s: float,
+    scenario: str | None,
+    overrides: tuple[str, ...],
+    calibration_path: str | None,
+    debug: bool,
+) -> None:
+    """Turn a plan into engine launch commands (vLLM, SGLang, TensorRT-LLM) and a Dynamo deployment.
+
+    Example: disagg plan llama-3.1-70b-h100-8k-1k --min-tokens-per-s-per-user 60 --json > plan.json;
+    disagg export plan.json --out deploy/
+
+    or directly: disagg export llama-3.1-70b-h100-8k-1k --min-tokens-per-s-per-user 60 --out deploy/
+
+    Writes OUT/vllm.sh, sglang.sh, trtllm.sh, trtllm-<pool>.yaml, dynamo.yaml and deployment.json.
+    """
+    from planner.export import DYNAMO_IMAGE, deployment_from_answer, render_export
+    from planner.outputs import write_outputs
+
+    with format_errors(debug):
+        chosen = _export_answer(
+            source, answer, target, solver, time_limit_s, scenario, overrides, calibration_path
+        )
+        deployment = deployment_from_answer(chosen, mode=mode, model_path=model_path)
+        label = name or str(chosen.get("instance") or "deployment")
+        safe = "".join(c if c.isalnum() else "-" for c in label.lower()).strip("-")[:63] or "deployment"
+        files = render_export(deployment, name=safe, image=image or DYNAMO_IMAGE)
+        paths = write_outputs(Path(out_dir), files)
+        click.echo(
+            f"{deployment.source}: {deployment.mode}, "
+            + ", ".join(f"{e.name} {e.instances} x {e.gpus_per_instance} GPUs" for e in deployment.engines)
+        )
+        click.echo(f"wrote {', '.join(str(p) for p in paths)}")
+
+
+def _export_answer(
+    source, answer, target, solver, time_limit_s, scenario, overrides, calibration_path
+) -> dict:
+    """One answer of ``plan --json``: read from a file, or planned now for an instance."""
+    import json as json_module
+
+    from planner.advise import advice_json, advise
+
+    path = Path(source)
+    if path.suffix == ".json" or path.is_file() and not source.endswith((".yaml", ".yml")):
+        if scenario or overrides or target is not None:
+            raise SpecError(
+                "--scenario, --set and --min-tokens-per-s-per-user apply to an INSTANCE, not a plan JSON"
+            )
+        try:
+            payload = json_module.loads(path.read_text())
+        except OSError as err:
+            raise SpecError(f"cannot read the plan ({err.strerror})", path=source) from None
+        except ValueError as err:
+            raise SpecError(
+                f"not JSON ({err}); write it with `disagg plan INSTANCE --json`", path=source
+            ) from None
+        if not isinstance(payload, list) or not payload or not all(isinstance(a, dict) for a in payload):
+            raise SpecError("expected the list `disagg plan --json` prints", path=source)
+        if answer >= len(payload):
+            last = len(payload) - 1
+            raise SpecError(
+                f"--answer {answer}: the file has answers 0..{last}", path=source, field="--answer"
+            )
+        return payload[answer]
+    problem = resolve(source, scenario, parse_overrides(overrides))
+    chosen = interactivity_targets(problem, [] if target is None else [target])[0]
+    calibration = load_calibration(calibration_path)
+    return advice_json(advise(problem, chosen, calibration, solver=solver, time_limit_s=time_limit_s))
+
+
+# --------------------------------------------------------------------------- capacity (issue 11)
+
+
+@main.command("capacity")
+@click.argument("instance")
+@click.option(
+    "--out", "out_dir", type=click.Path(file_okay=False), required=True, help="Folder for the table."
+)
+@click.option(
+    "--load",
+    "loads",
+    multiple=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Offered load, requests/s; repeatable [default: traffic.requests_per_s].",
+)
+@click.option(
+    "--min-tokens-per-s-per-user",
+    "targets",
+    multiple=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Interactivity target, tokens/s per user; repeatable [default: slo.tokens_per_s_per_user_targets].",
+)
+@click.option("--xlsx", is_flag=True, help="Also write capacity.xlsx.")
+@_solver
+@_time_limit
+@_scenario
+@_calibration
+@_debug
+def capacity_command(
+    instance: str,
+    out_dir: str,
+    loads: tuple[float, ...],
+    targets: tuple[float, ...],
+    xlsx: bool,
+    solver: str,
+    time_limit_s: float,
+    scenario: str | None,
+    overrides: tuple[str, ...],
+    calibration_path: str | None,
+    debug: bool,
+) -> None:
+    """A capacity table: offered load x interactivity -> GPUs, nodes, layouts, $/h, $/Mtoken, kW.
+
+    Example: disagg capacity llama-3.1-70b-h100-8k-1k --load 1 --load 2 --load 4
+    --min-tokens-per-s-per-user 30 --min-tokens-per-s-per-user 60 --out out/capacity --xlsx
+
+    Each cell is the fewest GPUs (min_cost instances: the cheapest nodes) serving that load at
+    that interactivity within the instance's budget, both modes; each mode's model is built
+    once and re-solved. Writes OUT/capacity.csv (and capacity.xlsx).
+    """
+    from planner.capacity import capacity_table, render_capacity
+    from planner.outputs import write_outputs
+
+    with format_errors(debug):
+        problem = resolve(instance, scenario, parse_overrides(overrides))
+        load_list = list(loads) or (
+            [problem.instance.traffic.requests_per_s] if problem.instance.traffic.requests_per_s else []
+        )
+        if not load_list:
+            raise SpecError(
+                "give --load REQUESTS_PER_S (repeatable) or set traffic.requests_per_s", field="--load"
+            )
+        target_list = interactivity_targets(problem, list(targets))
+        frame = capacity_table(
+            problem, load_list, target_list, load_calibration(calibration_path), solver=solver,
+            time_limit_s=time_limit_s,
+        )  # fmt: skip
+        paths = write_outputs(Path(out_dir), render_capacity(frame, xlsx=xlsx))
+        best = frame[frame["recommended"]]
+        click.echo(
+            f"{problem.label}: {len(load_list)} loads x {len(target_list)} targets, "
+            f"{int(frame['feasible'].sum())} of {len(frame)} mode cells feasible, "
+            f"{len(best)} cells with a recommended plan"
+        )
+        click.echo(f"wrote {', '.join(str(p) for p in paths)}")
 
 
 # --------------------------------------------------------------------------- sweep

@@ -7,7 +7,7 @@ Why it exists
     same performance model and the same trace.
 
 One multi-period MIP
-    :func:`planner.optimize.model.build_model` with one period per trace row:
+    :func:`planner.optimize.formulation.build_model` with one period per trace row:
     layouts are chosen once for the horizon (an engine is not rebuilt hourly) unless
     ``elastic.allow_relayout``; instances per layout per period; every period serves
     its load and mix at the SLO within the budget; GPUs may change by at most
@@ -44,10 +44,13 @@ import numpy as np
 import pandas as pd
 import pyomo.environ as pyo
 
+from planner.economics import over_horizon
 from planner.errors import InfeasibleError, PlannerError
 from planner.frontier import mode_tables
-from planner.optimize.backends import SolveResult, TimeLimitError, make_backend
-from planner.optimize.model import FIXED_RATIO_TOLERANCE, MODE_POOLS, build_model, combine_classes
+from planner.optimize.backends import SolveResult, Termination, TimeLimitError, make_backend
+from planner.optimize.controls import Controls
+from planner.optimize.formulation import build_model
+from planner.optimize.model import FIXED_RATIO_TOLERANCE, MODE_POOLS, combine_classes
 from planner.optimize.optimizer import time_limit_message
 from planner.optimize.packing import geometry
 from planner.optimize.solution import Solution
@@ -77,7 +80,7 @@ class StrategyResult:
     solves: int
     fixed_ratio: float | None = None
     note: str = ""
-    termination: str = "optimal"
+    termination: Termination = Termination.OPTIMAL
     mip_gap: float = 0.0
 
     @property
@@ -109,6 +112,7 @@ class ElasticResult:
         static = self.strategies.get("static")
         rows = []
         for name, r in self.strategies.items():
+            tokens = float((r.periods["output_tokens_per_s"] * r.periods["duration_h"]).sum() * 3600.0)
             rows.append(
                 {
                     "strategy": name,
@@ -126,6 +130,8 @@ class ElasticResult:
                     "solve_time_s": r.solve_time_s,
                     "solves": r.solves,
                     "note": r.note,
+                    "output_tokens": tokens,
+                    **over_horizon(r.gpu_hours, tokens, self.trace.hours, self.problem.hardware),
                 }
             )
         return pd.DataFrame(rows)
@@ -183,21 +189,18 @@ class ElasticPlanner:
             allow_unserved=True,
         )
         m = self.model
-        m.tokens_weight.value = 0.0
-        for t in m.T:
-            m.load_requests_per_s[t].value = float(trace.requests_per_s[t] * load_scale)
-            for k in m.K:
-                m.share[k, t].value = float(trace.shares[t, k])
-        if inst.elastic.ramp_limit_gpus is not None:
-            m.ramp_gpus.value = float(inst.elastic.ramp_limit_gpus)
-        m.min_pool_gpus.value = float(inst.elastic.min_pool_gpus)
+        self.controls = Controls(m)
+        self.controls.set_load(np.asarray(trace.requests_per_s, dtype=float) * load_scale, trace.shares)
+        self.controls.set_elastic_limits(
+            ramp_gpus=inst.elastic.ramp_limit_gpus, min_pool_gpus=inst.elastic.min_pool_gpus
+        )
         self.cost_objective = inst.objective == "min_cost"
         if self.cost_objective and problem.hardware.price_usd_per_gpu_hour is None:
             raise PlannerError(
                 "objective min_cost needs hardware.price_usd_per_gpu_hour; set it or use min_gpus"
             )
         self.solution = Solution(m, self.candidates, self.geometry, self.pools, inst.cluster.exclusive_nodes)
-        self.solution.set_target(self.target, floors)
+        self.controls.set_target(*self.solution.at_target(self.target, floors))
         # GPU-hours (node-hours x price) only take values on a lattice of whole GPUs x period hours:
         # half the smallest step proves optimality.
         step = float(trace.duration_h.min()) * (
@@ -214,24 +217,20 @@ class ElasticPlanner:
     def _solve(self, *, incumbent_ok: bool = False) -> SolveResult:
         result = self.backend.solve()
         self._results.append(result)
-        if result.termination == "time_limit" and not (incumbent_ok and result.has_solution):
+        if result.termination == Termination.TIME_LIMIT and not (incumbent_ok and result.has_solution):
             raise TimeLimitError(
                 time_limit_message(self.backend.name, self.time_limit_s, f"{self.trace.periods}-period model")
             )
         return result
 
     def _weights(self, *, resources: bool, unserved: bool) -> None:
-        m = self.model
         node_price = (self.problem.hardware.price_usd_per_gpu_hour or 0.0) * self.geometry.gpus_per_node
-        for t in m.T:
-            hours = float(self.trace.duration_h[t])
-            m.gpu_weight[t].value = hours if resources and not self.cost_objective else 0.0
-            m.node_weight[t].value = hours * node_price if resources and self.cost_objective else 0.0
-            m.unserved_weight[t].value = hours if unserved else 0.0
-
-    def _set_unserved_caps(self, caps: np.ndarray | None) -> None:
-        for t in self.model.T:
-            self.model.unserved_requests_per_s[t].setub(None if caps is None else float(caps[t]))
+        hours = np.asarray(self.trace.duration_h, dtype=float)
+        self.controls.set_weights(
+            gpu=hours if resources and not self.cost_objective else 0.0,
+            node=hours * node_price if resources and self.cost_objective else 0.0,
+            unserved=hours if unserved else 0.0,
+        )
 
     def solve(
         self,
@@ -247,11 +246,9 @@ class ElasticPlanner:
         (or, with ``incumbent_ok``, when the time limit passes before any plan is found).
         """
         m = self.model
-        m.static.value = 1.0 if strategy == "static" else 0.0
-        m.ratio_enforced.value = 1.0 if fixed_ratio is not None else 0.0
-        m.fixed_ratio.value = float(fixed_ratio or 1.0)
+        self.controls.set_strategy(static=strategy == "static", fixed_ratio=fixed_ratio)
         self._results = []
-        self._set_unserved_caps(np.zeros(self.trace.periods))
+        self.controls.set_unserved_caps(np.zeros(self.trace.periods))
         self._weights(resources=True, unserved=False)
         try:
             result = self._solve(incumbent_ok=incumbent_ok)
@@ -260,21 +257,21 @@ class ElasticPlanner:
                 return None
             raise
         note = ""
-        if result.termination == "infeasible":
+        if result.termination == Termination.INFEASIBLE:
             if not allow_shortfall:
                 return None
-            self._set_unserved_caps(None)
+            self.controls.set_unserved_caps(None)
             self._weights(resources=False, unserved=True)
             first = self._solve()
-            if first.termination != "optimal":
+            if first.termination != Termination.OPTIMAL:
                 raise InfeasibleError(self._why_infeasible(strategy, fixed_ratio))
             shortfall = np.array([pyo.value(m.unserved_requests_per_s[t]) for t in m.T])
-            self._set_unserved_caps(shortfall + UNSERVED_TOLERANCE)
+            self.controls.set_unserved_caps(shortfall + UNSERVED_TOLERANCE)
             self._weights(resources=True, unserved=False)
             result = self._solve()
             note = "some periods cannot be served within the budget"
-        self._set_unserved_caps(np.zeros(self.trace.periods))
-        if result.termination != "optimal":
+        self.controls.set_unserved_caps(np.zeros(self.trace.periods))
+        if result.termination != Termination.OPTIMAL:
             note = f"not proven optimal within the time limit (gap {result.mip_gap:.1%})"
         return self._read(strategy, fixed_ratio, note, result)
 
@@ -336,9 +333,11 @@ class ElasticPlanner:
                 elapsed += sum(r.solve_time_s for r in self._results)
                 solves += len(self._results)
                 if found is None:
-                    unproven += bool(self._results and self._results[-1].termination == "time_limit")
+                    unproven += bool(
+                        self._results and self._results[-1].termination == Termination.TIME_LIMIT
+                    )
                     continue
-                unproven += found.termination != "optimal"
+                unproven += found.termination != Termination.OPTIMAL
                 if found.gpu_hours < best.gpu_hours - 1e-9:
                     best = found
         finally:

@@ -18,11 +18,13 @@ disaggregated / aggregated comparison is like for like.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from planner.compare import FIXED_RATIO_MODE, step_comparison
+from planner.economics import fleet_gpus, step_economics, with_economics
 from planner.errors import InfeasibleError
 from planner.optimize.model import MODE_POOLS, combine_classes
 from planner.optimize.optimizer import ModeOptimizer
@@ -31,6 +33,7 @@ from planner.optimize.plan import Plan
 from planner.perf.calibration import Calibration
 from planner.problem import Problem
 from planner.space import LAYOUT_COLUMNS
+from planner.specs import LOAD_OBJECTIVES
 
 MODES = ("disaggregated", "aggregated")
 """The two deployment modes every frontier compares (``--fixed-ratio`` adds :data:`FIXED_RATIO_MODE`)."""
@@ -52,11 +55,15 @@ class Frontier:
     def frame(self) -> pd.DataFrame:
         """frontier.csv: one row per Pareto point and mode, interactivity ascending."""
         rows = [plan.row() for mode in (*MODES, FIXED_RATIO_MODE) for plan in self.plans.get(mode, [])]
-        return pd.DataFrame(rows)
+        return with_economics(pd.DataFrame(rows), self.problem.hardware, fleet_gpus(self.problem))
 
     def comparison(self) -> pd.DataFrame:
         """comparison.csv: every frontier as a step function, and the ratios, at every breakpoint."""
-        return step_comparison(self.frame())
+        frame = self.frame()
+        fleet = self.problem.instance.objective == "max_throughput"
+        by = "output_tokens_per_s" if fleet else "tokens_per_s_per_gpu"
+        modes = tuple(dict.fromkeys((*MODES, *self.modes)))
+        return step_economics(step_comparison(frame), frame, modes, by)
 
     @property
     def modes(self) -> tuple[str, ...]:
@@ -65,9 +72,11 @@ class Frontier:
 
 
 def score(plan: Plan, objective: str) -> float:
-    """Higher is better: tokens/s per GPU, or fewer GPUs, or lower cost (whole nodes)."""
+    """Higher is better: tokens/s per GPU, total tokens/s, or fewer GPUs, or lower cost (whole nodes)."""
     if objective == "max_tokens_per_s_per_gpu":
         return plan.tokens_per_s_per_gpu
+    if objective == "max_throughput":
+        return plan.output_tokens_per_s
     if objective == "min_gpus":
         return -plan.total_gpus
     return -plan.nodes
@@ -180,8 +189,11 @@ def mode_optimizer(
     )
 
 
-def why_no_plan(problem: Problem, optimizer: ModeOptimizer) -> str:
-    """Explain an empty mode: the budget cannot hold one instance per pool, or the load is too high."""
+def why_no_plan(problem: Problem, optimizer: ModeOptimizer, target: float | None = None) -> str:
+    """Explain an empty mode: the budget cannot hold one instance per pool, or the load is too high.
+
+    ``target`` is the interactivity asked (default: the lowest any layout offers).
+    """
     table = optimizer.candidates.table
     smallest = {pool: int(table.loc[table["pool"] == pool, "gpus"].min()) for pool in optimizer.pools}
     need = sum(smallest.values())
@@ -193,17 +205,24 @@ def why_no_plan(problem: Problem, optimizer: ModeOptimizer) -> str:
             f"{problem.max_gpus}; raise cluster.max_gpus (or max_nodes) to at least {need}"
         )
     load = problem.instance.traffic.requests_per_s
-    if problem.instance.objective != "max_tokens_per_s_per_gpu" and load is not None:
-        capacity = optimizer.max_requests_per_s(optimizer.breakpoints[0])
+    cluster = problem.instance.cluster
+    budget = " or ".join(f"cluster.{f}" for f in ("max_gpus", "max_nodes") if getattr(cluster, f) is not None)
+    if problem.instance.objective in LOAD_OBJECTIVES and load is not None:
+        at = optimizer.breakpoints[0] if target is None else target
+        capacity = optimizer.max_requests_per_s(at)
         if capacity is not None and capacity < load:
             return (
-                f"{where}: traffic.requests_per_s = {load:g} exceeds the most this budget can serve, "
-                f"{capacity:.4g} requests/s; lower the load or raise cluster.max_gpus (or max_nodes)"
+                f"{where}: traffic.requests_per_s = {load:g} exceeds the most this budget can serve at "
+                f"{at:g} tokens/s per user, {capacity:.4g} requests/s; lower the load, or raise {budget} "
+                "(objective max_throughput answers how much the budget serves)"
             )
-    return (
-        f"{where} within the budget and packing rules; raise cluster.max_gpus or relax "
-        "cluster.exclusive_nodes"
-    )
+    fixes = [f"raise {budget}"] + (["set cluster.exclusive_nodes: false"] if cluster.exclusive_nodes else [])
+    return f"{where} within the budget and packing rules; {' or '.join(fixes)}"
+
+
+def lp_path(path: Path, mode: str) -> Path:
+    """Where ``--write-lp FILE`` puts one mode's model: ``FILE`` with ``_<mode>`` before its suffix."""
+    return path.with_name(f"{path.stem}_{mode}{path.suffix or '.lp'}")
 
 
 def solve_frontier(
@@ -214,8 +233,12 @@ def solve_frontier(
     modes: tuple[str, ...] = MODES,
     fixed_ratio: float | None = None,
     time_limit_s: float = 60.0,
+    write_lp: Path | None = None,
 ) -> Frontier:
-    """Trace the exact frontier of every mode; raise InfeasibleError only if no mode has a plan."""
+    """Trace the exact frontier of every mode; raise InfeasibleError only if no mode has a plan.
+
+    ``write_lp``: also write each mode's model, as set for its first solve, to :func:`lp_path`.
+    """
     plans: dict[str, list[Plan]] = {}
     infeasible: dict[str, str] = {}
     funnels: dict[str, dict] = {}
@@ -241,6 +264,8 @@ def solve_frontier(
             infeasible[mode] = str(err)
             continue
         version = optimizer.backend.version
+        if write_lp is not None:
+            optimizer.write_lp(lp_path(write_lp, mode), optimizer.breakpoints[0])
         found = trace(optimizer, problem.instance.objective)
         if found:
             plans[mode] = found

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import pandas as pd
@@ -29,6 +30,7 @@ from pydantic import ValidationError
 from planner.catalog import check_precision_supported, load_hardware, load_instance, load_model
 from planner.errors import SpecError
 from planner.perf.calibration import Calibration
+from planner.queueing import derate_candidates
 from planner.space import candidate_table, instance_max_gpus
 from planner.specs import HardwareSpec, Instance, ModelSpec, Phase, RequestClass, SpecModel
 
@@ -97,6 +99,12 @@ class Problem:
     ) -> pd.DataFrame:
         """One phase's candidate table for one request class (:func:`planner.space.candidate_table`)."""
         cls = self.request_class(request_class)
+        derate = partial(
+            derate_candidates,
+            ttft_ms_max=self.ttft_ms_max(cls),
+            ttft_percentile=self.instance.slo.ttft_percentile,
+            target_utilization_fraction=self.instance.cluster.target_utilization_fraction,
+        )
         return candidate_table(
             self.model,
             self.hardware,
@@ -108,6 +116,7 @@ class Problem:
             max_gpus=self.max_gpus,
             calibration=calibration,
             prune=prune,
+            derate=derate,
         )
 
     @property

@@ -68,6 +68,7 @@ bandwidth; otherwise with the scale-out bandwidth (the conservative case).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -405,11 +406,13 @@ def candidate_table(
     max_gpus: int,
     calibration: Calibration | None = None,
     prune: bool = True,
+    derate: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
 ) -> pd.DataFrame:
     """The pruned candidate instances of one phase: one row each, ``candidate_id`` 0..n-1.
 
     ``prune=False`` keeps the dominated rows (the whole feasible cloud, e.g. for plots);
-    the MIP wants the default.
+    the MIP wants the default. ``derate`` (e.g. :func:`planner.queueing.derate_candidates`)
+    rescales the rows meeting the TTFT limit before they are pruned (queueing headroom).
 
     Columns are :data:`COLUMNS`; ``frame.attrs["funnel"]`` holds the :class:`Funnel`
     counts as a dict, and ``frame.attrs`` also records the question (model,
@@ -463,6 +466,13 @@ def candidate_table(
         if not meets.any():
             raise InfeasibleError(_ttft_message(question, frame, largest, price))
         frame = frame[meets]
+    if derate is not None:
+        frame = derate(frame)
+        if frame.empty:
+            raise InfeasibleError(
+                f"no {phase} layout meets slo.ttft_ms_max = {ttft_ms_max:g} ms at its TTFT percentile with "
+                "any load; raise slo.ttft_ms_max or lower slo.ttft_percentile"
+            )
     meet_ttft = len(frame)
 
     x, y, gpus = dominance_criteria(frame, phase)

@@ -10,8 +10,8 @@ Unit vocabulary used in field names (1 GB = 1e9 bytes, 1 TFLOP/s = 1e12 FLOP/s):
 ``num_*`` counts, ``*_dim`` tensor dimensions (elements), ``*_tokens``,
 ``*_gpus``, ``*_gb``, ``*_gb_per_s``, ``*_tflops_per_s``, ``*_ms``, ``*_us``,
 ``*_fraction`` (0..1), ``*_ratio`` (dimensionless, >= 1), ``*_usd_per_gpu_hour``,
-``*_w`` (watts), ``*_per_s`` (rates), ``*_per_s_per_user_min`` (interactivity floors),
-``*_nodes`` (node counts), and counts of a named
+``*_w`` (watts), ``*_percentile`` (0..100), ``*_per_s`` (rates),
+``*_per_s_per_user_min`` (interactivity floors), ``*_nodes`` (node counts), and counts of a named
 thing per container: ``gpus_per_node``, ``layouts_per_pool``.
 """
 
@@ -32,8 +32,13 @@ PRECISIONS: tuple[Precision, ...] = ("bf16", "fp8", "fp4")
 Phase = Literal["prefill", "decode", "aggregated"]
 """Which work one serving instance does."""
 
-Objective = Literal["max_tokens_per_s_per_gpu", "min_gpus", "min_cost"]
-"""What the planner optimizes for an instance."""
+Objective = Literal["max_tokens_per_s_per_gpu", "max_throughput", "min_gpus", "min_cost"]
+"""What the planner optimizes for an instance: the most output tokens/s per GPU used; the most
+requests/s the whole budget serves (the owned-fleet question); the fewest GPUs or the cheapest
+whole nodes serving ``traffic.requests_per_s``."""
+
+LOAD_OBJECTIVES: tuple[str, ...] = ("min_gpus", "min_cost")
+"""Objectives that serve a given load (``traffic.requests_per_s``)."""
 
 
 class SpecModel(BaseModel):
@@ -302,6 +307,9 @@ class Slo(SpecModel):
         default=None, min_length=1
     )
     """Interactivity targets (output tokens/s per user) to report; None traces the exact frontier."""
+    ttft_percentile: float | None = Field(default=None, ge=50, lt=100)
+    """Percentile of requests whose TTFT, queueing wait included, must fit ``ttft_ms_max`` (e.g. 99);
+    None: the no-queue TTFT of one request must fit (pools may run at full utilisation)."""
 
     @model_validator(mode="after")
     def _sorted_targets(self) -> Slo:
@@ -320,6 +328,8 @@ class Cluster(SpecModel):
     """Largest number of nodes the plan may use (GPUs per node come from the hardware)."""
     exclusive_nodes: bool = False
     """Give each pool whole nodes (prefill and decode never share a node)."""
+    target_utilization_fraction: float = Field(default=1.0, gt=0, le=1)
+    """Largest share of an instance's capacity the plan may load it with (headroom for bursts)."""
 
     @model_validator(mode="after")
     def _some_budget(self) -> Cluster:

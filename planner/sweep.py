@@ -70,6 +70,8 @@ import pandas as pd
 
 from planner import __version__
 from planner.compare import gain_curve, gain_summary, mode_rows, step_comparison
+from planner.economics import COLUMNS as ECONOMICS_COLUMNS
+from planner.economics import best_point_economics
 from planner.errors import InfeasibleError, PlannerError, SpecError
 from planner.grid import Grid, GridCell
 from planner.perf.calibration import Calibration
@@ -102,6 +104,7 @@ SUMMARY_COLUMNS = (
     "aggregated_max_tokens_per_s_per_user",
     "disaggregated_points",
     "aggregated_points",
+    *(f"best_{mode}_{column}" for mode in ("disaggregated", "aggregated") for column in ECONOMICS_COLUMNS),
 )
 """Per-cell columns computed from the cell's frontier by :func:`summarize_frontier`."""
 
@@ -540,6 +543,7 @@ def summarize_frontier(frame: pd.DataFrame) -> dict[str, Any]:
     modes = {m: frame[frame["mode"] == m] for m in ("disaggregated", "aggregated")}
     for mode, rows in modes.items():
         out[f"{mode}_points"] = len(rows)
+        out.update(best_point_economics(rows, f"best_{mode}"))
         if len(rows):
             out[f"best_{mode}_tokens_per_s_per_gpu"] = float(rows["tokens_per_s_per_gpu"].max())
             out[f"{mode}_max_tokens_per_s_per_user"] = float(rows["tokens_per_s_per_user"].max())

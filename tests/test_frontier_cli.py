@@ -189,7 +189,7 @@ def test_plan_json_matches_the_frontier(frontier_dir: Path) -> None:
     target = row["target_tokens_per_s_per_user"]
     result = _run("plan", *SMALL, "--min-tokens-per-s-per-user", repr(float(target)), "--json")
     assert result.exit_code == 0, result.output
-    payload = json.loads(result.output)
+    (payload,) = json.loads(result.output)
     dis = payload["plans"]["disaggregated"]
     assert dis["tokens_per_s_per_gpu"] == pytest.approx(row["tokens_per_s_per_gpu"], rel=1e-9)
     assert dis["tokens_per_s_per_user"] >= target
@@ -207,7 +207,7 @@ def test_plan_min_gpus_serves_the_load_with_fewest_gpus() -> None:
         "--min-tokens-per-s-per-user", "60", "--json",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    payload = json.loads(result.output)
+    (payload,) = json.loads(result.output)
     for plan in payload["plans"].values():
         assert plan["requests_per_s"] >= 10 * (1 - 1e-9)
     # One GPU fewer in the cheapest mode cannot serve the load: check against a budget one smaller.

@@ -14,8 +14,8 @@ from collections import defaultdict
 from functools import cache
 
 import numpy as np
-import pandas as pd
 import pytest
+from hand_tables import NAN, OSL, frame
 
 from planner.catalog import load_hardware
 from planner.errors import InfeasibleError
@@ -23,12 +23,10 @@ from planner.frontier import mode_optimizer, mode_tables, solve_frontier, trace,
 from planner.optimize.brute_force import BruteForce, Cluster, place
 from planner.optimize.model import FIXED_RATIO_TOLERANCE, combine
 from planner.optimize.optimizer import ModeOptimizer
-from planner.optimize.packing import Geometry, geometry, is_chain
+from planner.optimize.packing import Geometry, geometry, is_chain, least_shared_nodes, node_patterns
 from planner.optimize.plan import Plan
 from planner.problem import resolve
 
-NAN = float("nan")
-OSL = 100
 EXACT = 1e-9
 """Relative tolerance for "the same number" (float noise only)."""
 TIE = 1e-7
@@ -36,32 +34,6 @@ TIE = 1e-7
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _frame(rows: list[tuple[int, float, float]]) -> pd.DataFrame:
-    """A candidate table from ``(gpus, requests_per_s, tokens_per_s_per_user)`` rows (one layout each)."""
-    return pd.DataFrame(
-        [
-            {
-                "candidate_id": i,
-                "tp": g,
-                "pp": 1,
-                "ep": 1,
-                "attention_dp": 1,
-                "batch": i + 1,
-                "chunked_prefill": False,
-                "gpus": g,
-                "requests_per_s": r,
-                "tokens_per_s_per_user": u,
-                "tpot_ms": 1000.0 / u if u == u else NAN,
-                "ttft_ms": 100.0,
-                "kv_cache_bytes_per_request": 0.0,
-                "osl_tokens": OSL,
-                "output_tokens_per_s": r * OSL,
-            }
-            for i, (g, r, u) in enumerate(rows)
-        ]
-    )
 
 
 def _hand(
@@ -74,15 +46,18 @@ def _hand(
     layouts: int = 1,
     exclusive: bool = False,
     mode: str = "disaggregated",
+    aggregate: bool = True,
     **options,
 ) -> tuple[ModeOptimizer, BruteForce]:
     """The MIP and the referee of a hand-written instance (aggregated mode: ``decode`` = aggregated rows)."""
     hardware = load_hardware("h100-sxm").update({"gpus_per_node": node, "scale_up_domain_gpus": domain})
     if mode == "aggregated":
-        tables = {"aggregated": _frame(decode)}
+        tables = {"aggregated": frame(decode)}
     else:
-        tables = {"prefill": _frame(prefill), "decode": _frame(decode)}
-    geo = geometry(hardware, budget, {int(g) for t in tables.values() for g in t["gpus"]})
+        tables = {"prefill": frame(prefill), "decode": frame(decode)}
+    geo = geometry(
+        hardware, budget, {int(g) for t in tables.values() for g in t["gpus"]}, aggregate=aggregate
+    )
     candidates = combine(tables, geo)
     common = {"layouts_per_pool": layouts, "exclusive_nodes": exclusive}
     optimizer = ModeOptimizer(mode, candidates, geo, **common, **options)
@@ -267,11 +242,6 @@ def test_non_chain_sub_node_plans_always_pack(budget: int, exclusive: bool) -> N
         assert plan.tokens_per_s_per_gpu <= best.tokens_per_s_per_gpu * (1 + EXACT)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="non-chain sub-node sizes: the MIP's one-size-per-node fallback (packing.py) rejects a "
-    "3-GPU and a 2-GPU instance sharing one 8-GPU node, so it finds no plan where one exists",
-)
 def test_non_chain_sub_node_sizes_share_a_node() -> None:
     # One 8-GPU node: a 3-GPU prefill and a 2-GPU decode instance fit in it (5 GPUs), lambda
     # = min(1.5, 1.5) over 5 GPUs = 0.3 -> 30 tokens/s/GPU (a 3 + 3 + 2 plan: 1.5 / 8).
@@ -282,18 +252,26 @@ def test_non_chain_sub_node_sizes_share_a_node() -> None:
     assert plan.tokens_per_s_per_gpu == pytest.approx(30.0, rel=EXACT)
 
 
-def test_domains_hold_whole_node_instances() -> None:
+@pytest.mark.parametrize("aggregate", [True, False])
+def test_domains_hold_whole_node_instances(aggregate: bool) -> None:
     # GB200-like: 4-GPU nodes, 72-GPU (18-node) domains, 144 GPUs = two domains. Decode (64 GPUs
     # = 16 nodes, 100 req/s) never binds; prefill P = (16 GPUs = 4 nodes, 4 req/s) or
     # P' = (8 GPUs = 2 nodes, 1.5 req/s). One decode instance leaves 2 nodes in its domain and
     # 18 in the other: 4 x P fit (16 / 128 = 0.125); a fifth needs 4 nodes in one domain, so
     # 5 x P + 1 x decode = 144 GPUs (20 / 144 = 0.139) only fits by GPU count. With P' the
     # spare nodes hold 1 + 9: 15 / 144 = 0.104. -> 12.5 tokens/s/GPU, 1600 tokens/s.
+    # Aggregated: one bin of 36 nodes and a prefix row for 4-node instances (4 per 18-node domain).
     optimizer, referee = _hand(
-        [(16, 4.0, NAN), (8, 1.5, NAN)], [(64, 100.0, 20.0)], node=4, domain=72, budget=144
+        [(16, 4.0, NAN), (8, 1.5, NAN)],
+        [(64, 100.0, 20.0)],
+        node=4,
+        domain=72,
+        budget=144,
+        aggregate=aggregate,
     )
-    assert optimizer.geometry.bins_are_domains
-    assert optimizer.geometry.bin_nodes == (18, 18)
+    assert optimizer.geometry.bins_are_domains is not aggregate
+    assert optimizer.geometry.bin_nodes == ((36,) if aggregate else (18, 18))
+    assert optimizer.geometry.prefix_levels == ((4, 16) if aggregate else ())
     plan = optimizer.best_at(20.0)
     assert _instances(plan) == {"prefill": [(16, 4)], "decode": [(64, 1)]}
     assert plan.tokens_per_s_per_gpu == pytest.approx(12.5, rel=EXACT)
@@ -303,12 +281,15 @@ def test_domains_hold_whole_node_instances() -> None:
     assert referee.evaluate({0: 5, 2: 1}) is None  # fits by GPU count, not in the domains
 
 
-def test_domain_spanning_instances_take_whole_domains() -> None:
+@pytest.mark.parametrize("aggregate", [True, False])
+def test_domain_spanning_instances_take_whole_domains(aggregate: bool) -> None:
     # 216 GPUs = three 18-node domains. A 144-GPU decode instance spans two whole domains; the
     # third holds at most four 16-GPU prefill instances (16 of its 18 nodes): 16 req/s over
     # 208 GPUs = 7.69 tokens/s/GPU.
-    optimizer, referee = _hand([(16, 4.0, NAN)], [(144, 100.0, 20.0)], node=4, domain=72, budget=216)
-    assert optimizer.geometry.bins_are_domains
+    optimizer, referee = _hand(
+        [(16, 4.0, NAN)], [(144, 100.0, 20.0)], node=4, domain=72, budget=216, aggregate=aggregate
+    )
+    assert optimizer.geometry.spans_domains
     plan = optimizer.best_at(20.0)
     assert _instances(plan) == {"prefill": [(16, 4)], "decode": [(144, 1)]}
     assert plan.tokens_per_s_per_gpu == pytest.approx(1600.0 / 208.0, rel=EXACT)
@@ -360,11 +341,6 @@ def test_min_cost_pays_for_fewest_nodes() -> None:
         _assert_matches_referee(optimizer, referee, plan, target)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="min_cost's tie-break maximizes tokens/s only, so equal-cost equal-tokens plans with "
-    "different GPU counts tie; the plan is not 'unique in its numbers' (12 GPUs where 10 do)",
-)
 def test_min_cost_plan_is_unique_in_its_numbers() -> None:
     # T = 40 of the case above: 2 x P1 + 4 x D2 (10 GPUs) and 2 x P2 + 4 x D2 (12 GPUs) both
     # take 3 nodes and serve 6 req/s; tokens/s/GPU is 60 or 50 depending on the tie.
@@ -397,11 +373,6 @@ SPLIT_ACROSS_DOMAINS = [
 ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Plan.nodes recounts shared nodes per domain bin, but the solver may spread sub-node "
-    "instances over several domains (nothing penalizes it), so plans report a node more than they need",
-)
 def test_plan_nodes_are_the_least_that_hold_it() -> None:
     # Domain bins (sizes that do not tile a domain). The referee packs each MIP plan and counts
     # the fewest nodes that hold it; the frontier's `nodes` column must be that number.
@@ -410,7 +381,7 @@ def test_plan_nodes_are_the_least_that_hold_it() -> None:
         optimizer, referee = _hand(
             prefill, decode, node=node, domain=domain, budget=budget, exclusive=exclusive
         )
-        assert optimizer.geometry.bins_are_domains
+        assert optimizer.geometry.spans_domains
         plan = optimizer.best_at(10.0)
         reported.append(plan.nodes)
         least.append(referee.evaluate(_counts(optimizer, plan)).nodes)
@@ -665,31 +636,71 @@ def test_is_chain(sizes: set[int], container: int, chain: bool) -> None:
     assert is_chain(sizes, container) is chain
 
 
-def _gb200(max_gpus: int, sizes: set[int]) -> Geometry:
-    return geometry(load_hardware("gb200-nvl72"), max_gpus, sizes)
+def _gb200(max_gpus: int, sizes: set[int], *, aggregate: bool = True) -> Geometry:
+    return geometry(load_hardware("gb200-nvl72"), max_gpus, sizes, aggregate=aggregate)
 
 
 def test_geometry_bins() -> None:
     one_rack = _gb200(72, {4, 8, 16, 32, 64})
     assert one_rack.bin_nodes == (18,)
     assert not one_rack.bins_are_domains
-    # Two racks: 1/2/4/8/16-node instances do not tile 18-node domains -> one bin per domain.
+    assert not one_rack.spans_domains
+    # Two racks: 1/2/4/8/16-node instances chain but do not tile 18-node domains -> one bin with
+    # prefix rows for the sizes that do not divide 18 (4, 8 and 16 nodes).
     two_racks = _gb200(144, {4, 8, 16, 32, 64})
-    assert two_racks.bin_nodes == (18, 18)
-    assert two_racks.bins_are_domains
+    assert two_racks.bin_nodes == (36,)
+    assert two_racks.domain_nodes == (18, 18)
+    assert two_racks.prefix_levels == (4, 8, 16)
+    assert two_racks.level_capacity(16) == 32
+    assert two_racks.level_capacity(4) == 32
     assert two_racks.nodes == 36
-    # 1- and 2-node instances do tile them: counting is exact with one bin.
-    assert _gb200(144, {2, 4, 8}).bin_nodes == (36,)
-    # A partial last domain is its own (smaller) bin.
-    assert _gb200(100, {4, 8, 16, 64}).bin_nodes == (18, 7)
-    # Domain-spanning sizes that are whole domains keep one bin; others split.
-    assert _gb200(144, {4, 144}).bin_nodes == (36,)
-    assert _gb200(216, {16, 144}).bins_are_domains
+    # The reference formulation: one bin per domain.
+    assert _gb200(144, {4, 8, 16, 32, 64}, aggregate=False).bin_nodes == (18, 18)
+    # 1- and 2-node instances do tile them: one bin, no prefix rows.
+    assert _gb200(144, {2, 4, 8}).prefix_levels == ()
+    # A partial last domain (7 nodes) needs rows where it is not a multiple of the size.
+    partial = _gb200(100, {4, 8, 16, 64})
+    assert (partial.bin_nodes, partial.domain_nodes, partial.prefix_levels) == ((25,), (18, 7), (2, 4, 16))
+    assert partial.level_capacity(2) == 24
+    assert partial.full_domains == 1
+    # Sizes that do not chain (3 and 2 nodes) fall back to one bin per domain.
+    assert _gb200(144, {12, 8}).bins_are_domains
+    assert _gb200(216, {16, 144}).bin_nodes == (54,)
     hgx = geometry(load_hardware("h100-sxm"), 32, {1, 2, 3, 8, 16})
     assert hgx.bin_nodes == (4,)
     assert not hgx.sub_node_chain
+    assert hgx.sub_node_patterns
     assert geometry(load_hardware("h100-sxm"), 32, {1, 2, 4, 8, 16}).sub_node_chain
     assert geometry(load_hardware("h100-sxm"), 30, {8}).nodes == 4  # a partial node counts as one
+
+
+@pytest.mark.parametrize(
+    ("sizes", "node", "patterns"),
+    [
+        ([3, 2], 8, [(2, 1), (1, 2), (0, 4)]),
+        ([3], 8, [(2,)]),
+        ([5, 3], 8, [(1, 1), (0, 2)]),
+        ([1, 2, 4], 4, [(4, 0, 0), (2, 1, 0), (0, 2, 0), (0, 0, 1)]),
+    ],
+)
+def test_node_patterns_are_the_maximal_fillings(sizes: list[int], node: int, patterns: list) -> None:
+    assert node_patterns(sizes, node) == patterns
+
+
+@pytest.mark.parametrize(
+    ("sizes", "counts", "nodes"),
+    [
+        ([3, 2], [2, 1], 1),  # 3 + 3 + 2
+        ([3, 2], [3, 3], 2),  # 3 + 3 + 2 | 3 + 2 + 2
+        ([3, 2], [0, 5], 2),  # 2 x 4 | 2
+        ([3, 5], [3, 1], 2),  # 5 + 3 | 3 + 3
+        ([1, 2, 4], [1, 1, 1], 2),  # chain: 7 GPUs in 4-GPU nodes
+        ([3], [0], 0),
+    ],
+)
+def test_least_shared_nodes(sizes: list[int], counts: list[int], nodes: int) -> None:
+    node = 4 if max(sizes) == 4 else 8
+    assert least_shared_nodes(sizes, counts, node) == nodes
 
 
 def test_geometry_placement() -> None:

@@ -28,6 +28,7 @@ UNIT_SUFFIXES = (
     "_ratio",
     "_usd_per_gpu_hour",
     "_w",
+    "_percentile",
     "_per_s",
     "_per_s_per_user_min",
     "_nodes",

@@ -85,7 +85,7 @@ def test_plan_json_carries_the_block_and_text_warns(tmp_path):
     args = ["plan", *SMALL, "--min-tokens-per-s-per-user", "20", "--calibration", str(calibration)]
     result = CliRunner().invoke(main, [*args, "--json"])
     assert result.exit_code == 0, result.output
-    payload = json.loads(result.stdout)
+    (payload,) = json.loads(result.stdout)
     assert payload["calibration_block"] == "hopper/fp8"
     assert payload["calibration_rows"] == 3
     assert payload["calibration_thin"] is True

@@ -1,7 +1,9 @@
 """The planner's mixed-integer program: the best deployment of a mode, per target and per period.
 
 Modules: :mod:`~planner.optimize.packing` (nodes and domains), :mod:`~planner.optimize.model`
-(the Pyomo model), :mod:`~planner.optimize.backends` (persistent HiGHS and OR-Tools),
+(candidates), :mod:`~planner.optimize.formulation` (the Pyomo model, one ``define_*`` builder per
+block), :mod:`~planner.optimize.controls` (the only setters of its parameters and bounds),
+:mod:`~planner.optimize.backends` (persistent HiGHS and OR-Tools),
 :mod:`~planner.optimize.optimizer` (objectives and re-solves for one period),
 :mod:`~planner.optimize.solution` (reading a solved model back), :mod:`~planner.optimize.plan`
 (plans and their metrics), :mod:`~planner.optimize.brute_force` (the referee).
@@ -14,8 +16,9 @@ rows ``r = (c, k)``, layout ``c`` priced at request class ``k``'s shape, with ``
 requests/s per instance and ``u_r`` tokens/s per user; classes ``k`` with output length
 ``OSL_k``; periods ``t`` (one for a frontier point) with share ``s_kt`` and load ``L_t``;
 the GPU budget ``G``, ``L`` = ``layouts_per_pool``, node size ``N``, scale-up domain size
-``D``, and bins ``b`` with ``K_b`` nodes (:mod:`~planner.optimize.packing`: one bin for the
-whole cluster when counting is exact, else one per domain). One-shape traffic is one class,
+``D`` (``M`` nodes; domains of ``M_d`` nodes), and bins ``b`` with ``K_b`` nodes
+(:mod:`~planner.optimize.packing`: one bin for the whole cluster when instance sizes chain, else
+one per domain; the proofs are in ``docs/formulation.md``). One-shape traffic is one class,
 and then rows and layouts coincide.
 
 Variables::
@@ -41,10 +44,14 @@ Constraints::
     f[r,t] <= 0 if u_r < max(T, floor_k)             decode-like rows (a bound, not a rebuild)
     GPUs_t <= G
     N s[k,b,t] >= sum_{c in k} g_c x[c,b,t]          sub-node instances (g_c < N) fill whole nodes;
-                                                     k = all, or per pool with exclusive_nodes, or
-                                                     per size (floor(N/g) per node) when sizes don't chain
-    sum_c (g_c/N) x[c,b,t] + sum_k s[k,b,t] <= K_b (1 - z[b,t])   whole-node instances, shared nodes
-    sum_c (g_c/D) w[c,t] <= sum_b z[b,t]             domain-spanning instances take whole domains
+                                                     k = all, or per pool with exclusive_nodes; sizes
+                                                     that don't chain: by maximal node fillings
+    one bin (sizes in nodes chain, the default), W_t = sum_c (g_c/D) w[c,t] domains spanned:
+      sum_c (g_c/N) x[c,t] + sum_k s[k,t] + M W_t <= nodes,   W_t <= full domains
+      sum_{c: g_c/N >= s_j} (g_c/N) x[c,t] (+ sum_k s[k,t] if s_j = 1) + floor(M/s_j) s_j W_t
+          <= sum_d floor(M_d/s_j) s_j                for each size s_j not dividing a domain
+    else one bin per domain:
+      sum_c (g_c/N) x[c,b,t] + sum_k s[k,b,t] <= K_b (1 - z[b,t]),  W_t <= sum_b z[b,t]
     prefill GPUs within R (1 +- 3%) x decode GPUs    (fixed-ratio studies)
     |n[c,t] - n[c,t-1]| <= (1 - static) floor(G/g_c)  (static = 1 freezes the deployment)
     |GPUs_t - GPUs_{t-1}| <= ramp_limit_gpus,  pool GPUs_t >= min_pool_gpus
@@ -56,11 +63,56 @@ Objectives (one linear form ``a sum_t OSL_t lam[t] - sum_t theta_t GPUs_t - sum_
   (repeat: maximize ``OSL lam - theta GPUs``, set ``theta`` to the ratio found, until
   the optimum is 0);
 - ``min_gpus``: minimize GPUs; ``min_cost``: minimize ``price x N x nodes used``;
-- then a tie-break: keep the optimum as a constraint, maximize ``OSL lam``;
+- ``max_throughput`` (an owned fleet): maximize ``OSL lam`` with load 0, then keep that rate as
+  the load ``L`` and minimize GPUs (its own tie-break);
+- then a tie-break: keep the optimum as a constraint, maximize ``OSL lam`` (``min_cost``: then,
+  keeping that too, minimize GPUs);
 - elastic studies: minimize GPU-hours (``theta_t`` = period hours), after minimizing
   hour-weighted unserved load when a period cannot be served.
 
 Pruned candidates (dominated rows, :mod:`planner.space`) never change a one-shape optimum, and
 the frontier (:mod:`planner.frontier`) solves only at the ``u_r`` where the optimum can change.
 For a mix, a layout is kept when it is non-dominated for some class.
+
+Symbols and their names in the model
+------------------------------------
+Built by the ``define_*`` functions of :mod:`planner.optimize.formulation`; changed between
+solves only through :class:`planner.optimize.controls.Controls`. ::
+
+    ===================  =======================================  =================
+    symbol               code name (m.*)                          define_*
+    ===================  =======================================  =================
+    c, r, k, q, t, b     L, R, K, Q, T, B                         sets
+    x[c,b,t]             copies                                   variables
+    w[c,t]               spanning_copies                          variables
+    y[c] (y[c,t])        use                                      variables
+    f[r,t]               flow                                     variables
+    lam[t]               served_requests_per_s                    variables
+    e[t]                 unserved_requests_per_s                  variables
+    n[c,t], GPUs_t       instances, total_gpus                    variables
+    s[k,b,t], z[b,t]     shared_nodes, reserved                   packing
+    u_p (fillings)       pattern_nodes                            packing
+    W_t                  spanned_domains                          packing
+    L_t, s_kt            load_requests_per_s, share               parameters
+    a, theta_t           tokens_weight, gpu_weight                parameters
+    kappa_t, pi_t        node_weight, unserved_weight             parameters
+    G, node cap          gpu_cap, node_cap                        parameters
+    tie-break floors     ratio_floor, tokens_floor                parameters
+    R, fixed ratio on    fixed_ratio, ratio_enforced              parameters
+    static, ramp, floor  static, ramp_gpus, min_pool_gpus         parameters
+    time-sharing         capacity                                 capacity
+    rate matching        rate_matching, serve_load                rate_matching
+    y-n links            only_if_used, used_runs                  layout_choice
+    1..L per pool        layouts_per_pool, pool_present           layout_choice
+    GPUs_t <= G          gpu_budget                               packing
+    shared nodes         sub_node_fill, patterns_fit              packing
+    bins, domains        bin_capacity, spanning_fit, node_budget  packing
+    prefix rows (P_j)    prefix_capacity                          packing
+    fallback symmetry    bins_ordered, reserved_last              packing
+    tie-break            tokens_per_gpu_floor, tokens_floor_row   study_constraints
+    fixed ratio          ratio_high, ratio_low                    study_constraints
+    pool floor           pool_floor                               study_constraints
+    static, ramps        frozen_up/down, ramp_up/down             study_constraints
+    objective            objective                                objective
+    ===================  =======================================  =================
 """

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from enum import StrEnum
 from importlib.metadata import version
 
 import pyomo.environ as pyo
@@ -35,12 +36,21 @@ REL_GAP = 1e-9
 """Relative optimality gap: the frontier is exact, not 0.01%-good (HiGHS's default)."""
 
 
+class Termination(StrEnum):
+    """How a solve ended (its value is what the CSV files print)."""
+
+    OPTIMAL = "optimal"
+    """Proven optimal within the gaps."""
+    INFEASIBLE = "infeasible"
+    TIME_LIMIT = "time_limit"
+    """Stopped by the limit before a proof; a loaded incumbent carries its gap."""
+
+
 @dataclass(frozen=True)
 class SolveResult:
     """What one solve returned; on ``optimal`` the Pyomo variables hold the solution."""
 
-    termination: str
-    """``optimal``, ``infeasible`` or ``time_limit``."""
+    termination: Termination
     objective: float
     bound: float
     solve_time_s: float
@@ -105,15 +115,17 @@ class HighsBackend:
         cond = results.termination_condition
         if cond == T.convergenceCriteriaSatisfied:
             results.solution_loader.load_vars()
-            return SolveResult("optimal", results.incumbent_objective, results.objective_bound, elapsed, True)
+            return SolveResult(
+                Termination.OPTIMAL, results.incumbent_objective, results.objective_bound, elapsed, True
+            )
         if cond in (T.provenInfeasible, T.locallyInfeasible, T.infeasibleOrUnbounded):
-            return SolveResult("infeasible", float("nan"), float("nan"), elapsed)
+            return SolveResult(Termination.INFEASIBLE, float("nan"), float("nan"), elapsed)
         if cond in (T.maxTimeLimit, T.iterationLimit):
             if results.incumbent_objective is None:
-                return SolveResult("time_limit", float("nan"), float("nan"), elapsed)
+                return SolveResult(Termination.TIME_LIMIT, float("nan"), float("nan"), elapsed)
             results.solution_loader.load_vars()
             incumbent, bound = results.incumbent_objective, results.objective_bound
-            return SolveResult("time_limit", incumbent, bound, elapsed, True)
+            return SolveResult(Termination.TIME_LIMIT, incumbent, bound, elapsed, True)
         raise RuntimeError(f"HiGHS ended with {cond}; this is a bug in the model")
 
 
@@ -192,16 +204,16 @@ class OrToolsBackend:
                 integral = var.is_integer() or var.is_binary()
                 var.set_value(round(value) if integral else value, skip_validation=True)
             return SolveResult(
-                "optimal" if status == mb.SolveStatus.OPTIMAL else "time_limit",
+                Termination.OPTIMAL if status == mb.SolveStatus.OPTIMAL else Termination.TIME_LIMIT,
                 self._solver.objective_value + offset,
                 self._solver.best_objective_bound + offset,
                 elapsed,
                 True,
             )
         if status == mb.SolveStatus.INFEASIBLE:
-            return SolveResult("infeasible", float("nan"), float("nan"), elapsed)
+            return SolveResult(Termination.INFEASIBLE, float("nan"), float("nan"), elapsed)
         if status in (mb.SolveStatus.NOT_SOLVED, mb.SolveStatus.CANCELLED_BY_USER):
-            return SolveResult("time_limit", float("nan"), float("nan"), elapsed)
+            return SolveResult(Termination.TIME_LIMIT, float("nan"), float("nan"), elapsed)
         raise RuntimeError(f"OR-Tools ended with {status}: {self._solver.status_string}; this is a bug")
 
 

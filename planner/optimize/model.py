@@ -1,20 +1,9 @@
-"""The Pyomo model of one deployment mode, built once and steered by mutable parameters.
+"""Candidates of one deployment mode: layouts, their rows per request class, and the mode's pools.
 
-The formulation is written out in :mod:`planner.optimize`; this module only
-builds it, for one or many request classes and one or many periods (a frontier
-point is one period; an elastic plan is a day of them). Everything a study changes
-between solves is a mutable parameter or a variable bound, so a persistent solver
-re-solves without a rebuild:
-
-- the interactivity target: the upper bound of ``flow[r, t]`` for every
-  decode-like row (0 below the target, unbounded at or above it);
-- the objective weights ``tokens_weight``, ``gpu_weight[t]``, ``node_weight[t]``
-  (Dinkelbach's ratio, min-GPUs, min-cost, GPU-hours and the tie-break stages all
-  reuse one linear objective);
-- per period: ``load_requests_per_s[t]`` and the class shares ``share[k, t]``;
-- the caps ``gpu_cap``, ``node_cap`` and ``ratio_floor`` the tie-break tightens;
-- multi-period studies: ``static`` (1 freezes every instance count over time),
-  ``ramp_gpus`` and ``min_pool_gpus``; ``fixed_ratio`` and ``ratio_enforced``.
+What the model (:mod:`planner.optimize.formulation`) is built from. A layout is one
+engine configuration (integer instance counts in the MIP); a row is that layout priced
+at one class's shape. :meth:`Candidates.at_target` says which rows and layouts can be
+optimal at a fixed interactivity target, so a study switches the others off.
 """
 
 from __future__ import annotations
@@ -23,7 +12,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import pyomo.environ as pyo
 
 from planner.optimize.packing import Geometry
 from planner.space import LAYOUT_COLUMNS, dominated_mask
@@ -181,257 +169,6 @@ def combine_classes(
     return Candidates(layouts, rows, dropped, tuple(classes))
 
 
-def build_model(
-    candidates: Candidates,
-    geometry: Geometry,
-    *,
-    pools: tuple[str, ...],
-    layouts_per_pool: int,
-    exclusive_nodes: bool,
-    periods: int = 1,
-    fixed_ratio: float | None = None,
-    allow_relayout: bool = False,
-    allow_unserved: bool = False,
-) -> pyo.ConcreteModel:
-    """Build the MIP of one mode over ``periods`` periods (see :mod:`planner.optimize`)."""
-    layouts = candidates.layouts
-    gpus = layouts["gpus"].to_numpy(dtype=np.int64)
-    pool_of = layouts["pool"].to_numpy()
-    placement = layouts["placement"].to_numpy()
-    row_layout, row_class = candidates.layout_of, candidates.class_of
-    rate = candidates.requests_per_s
-    osl = candidates.osl_tokens
-    node, domain, budget = geometry.gpus_per_node, geometry.domain_gpus, geometry.max_gpus
-
-    m = pyo.ConcreteModel(name="disagg-planner")
-    m.L = pyo.Set(initialize=range(len(layouts)), ordered=True)
-    m.R = pyo.Set(initialize=range(len(candidates.table)), ordered=True)
-    m.K = pyo.Set(initialize=range(len(candidates.classes)), ordered=True)
-    m.Q = pyo.Set(initialize=pools, ordered=True)
-    m.B = pyo.Set(initialize=range(len(geometry.bin_nodes)), ordered=True)
-    m.T = pyo.Set(initialize=range(periods), ordered=True)
-    spanning = [c for c in m.L if placement[c] == "whole_domains"]
-    m.S = pyo.Set(initialize=spanning, ordered=True)
-    m.LBT = pyo.Set(
-        initialize=[(c, b, t) for c in m.L if placement[c] != "whole_domains" for b in m.B for t in m.T],
-        dimen=3,
-        ordered=True,
-    )
-    rows_of = {c: [r for r in m.R if row_layout[r] == c] for c in m.L}
-
-    def copies_max(c: int) -> int:
-        return budget // int(gpus[c])
-
-    # ----------------------------------------------------------------- parameters
-    mutable = {"mutable": True}
-    m.tokens_weight = pyo.Param(initialize=1.0, **mutable)
-    m.gpu_weight = pyo.Param(m.T, initialize=0.0, **mutable)
-    m.node_weight = pyo.Param(m.T, initialize=0.0, **mutable)
-    m.unserved_weight = pyo.Param(m.T, initialize=0.0, **mutable)
-    m.load_requests_per_s = pyo.Param(m.T, initialize=0.0, **mutable)
-    m.share = pyo.Param(m.K, m.T, initialize=lambda _, k, t: float(candidates.shares[k]), **mutable)
-    m.gpu_cap = pyo.Param(initialize=float(budget), **mutable)
-    m.node_cap = pyo.Param(initialize=float(geometry.nodes), **mutable)
-    m.ratio_floor = pyo.Param(initialize=0.0, **mutable)
-
-    # ----------------------------------------------------------------- variables
-    m.copies = pyo.Var(m.LBT, domain=pyo.NonNegativeIntegers, bounds=lambda _, c, b, t: (0, copies_max(c)))
-    m.spanning_copies = pyo.Var(
-        m.S, m.T, domain=pyo.NonNegativeIntegers, bounds=lambda _, c, t: (0, copies_max(c))
-    )
-    m.use = pyo.Var(m.L, m.T if allow_relayout else [0], domain=pyo.Binary)
-    m.flow = pyo.Var(m.R, m.T, domain=pyo.NonNegativeReals)
-    m.served_requests_per_s = pyo.Var(m.T, domain=pyo.NonNegativeReals)
-    if allow_unserved:
-        m.unserved_requests_per_s = pyo.Var(m.T, domain=pyo.NonNegativeReals)
-
-    def count(c: int, t: int):
-        if placement[c] == "whole_domains":
-            return m.spanning_copies[c, t]
-        return sum(m.copies[c, b, t] for b in m.B)
-
-    def use(c: int, t: int):
-        return m.use[c, t if allow_relayout else 0]
-
-    m.instances = pyo.Expression(m.L, m.T, rule=lambda _, c, t: count(c, t))
-    m.pool_gpus = pyo.Expression(
-        m.Q, m.T, rule=lambda _, q, t: sum(int(gpus[c]) * m.instances[c, t] for c in m.L if pool_of[c] == q)
-    )
-    m.total_gpus = pyo.Expression(m.T, rule=lambda _, t: sum(m.pool_gpus[q, t] for q in m.Q))
-
-    # ----------------------------------------------------------------- rate matching, per class
-    # An instance time-shares its capacity between the classes it serves.
-    m.capacity = pyo.Constraint(
-        m.L,
-        m.T,
-        rule=lambda _, c, t: sum(m.flow[r, t] / float(rate[r]) for r in rows_of[c]) <= m.instances[c, t],
-    )
-
-    def demand(_, q, k, t):
-        supply = [m.flow[r, t] for r in m.R if row_class[r] == k and pool_of[row_layout[r]] == q]
-        if not supply:
-            return m.share[k, t] * m.served_requests_per_s[t] <= 0
-        # Equality: flows are the traffic actually routed (KV bandwidth reads them), never spare capacity.
-        return sum(supply) == m.share[k, t] * m.served_requests_per_s[t]
-
-    m.rate_matching = pyo.Constraint(m.Q, m.K, m.T, rule=demand)
-    unserved = (lambda t: m.unserved_requests_per_s[t]) if allow_unserved else (lambda t: 0)
-    m.serve_load = pyo.Constraint(
-        m.T, rule=lambda _, t: m.served_requests_per_s[t] + unserved(t) >= m.load_requests_per_s[t]
-    )
-
-    # ----------------------------------------------------------------- layout choice
-    m.only_if_used = pyo.Constraint(
-        m.L, m.T, rule=lambda _, c, t: m.instances[c, t] <= copies_max(c) * use(c, t)
-    )
-    choice_periods = list(m.T) if allow_relayout else [0]
-    m.used_runs = pyo.Constraint(
-        m.L,
-        choice_periods,
-        rule=lambda _, c, t: (
-            m.use[c, t] <= (m.instances[c, t] if allow_relayout else sum(m.instances[c, s] for s in m.T))
-        ),
-    )
-    m.layouts_per_pool = pyo.Constraint(
-        m.Q,
-        choice_periods,
-        rule=lambda _, q, t: sum(m.use[c, t] for c in m.L if pool_of[c] == q) <= layouts_per_pool,
-    )
-    m.pool_present = pyo.Constraint(
-        m.Q, choice_periods, rule=lambda _, q, t: sum(m.use[c, t] for c in m.L if pool_of[c] == q) >= 1
-    )
-    m.gpu_budget = pyo.Constraint(m.T, rule=lambda _, t: m.total_gpus[t] <= m.gpu_cap)
-
-    # ----------------------------------------------------------------- packing into nodes and domains
-    groups = sub_node_groups(layouts, geometry, exclusive_nodes)
-    m.GBT = pyo.Set(initialize=[(k, b, t) for k in sorted(groups) for b in m.B for t in m.T], dimen=3)
-    m.shared_nodes = pyo.Var(m.GBT, domain=pyo.NonNegativeIntegers, bounds=(0, geometry.nodes))
-
-    def group_fill(_, key, b, t):
-        members = groups[key]
-        if geometry.sub_node_chain:
-            used = sum(int(gpus[c]) * m.copies[c, b, t] for c in members)
-            return used <= node * m.shared_nodes[key, b, t]
-        per_node = node // int(gpus[members[0]])
-        return sum(m.copies[c, b, t] for c in members) <= per_node * m.shared_nodes[key, b, t]
-
-    m.sub_node_fill = pyo.Constraint(m.GBT, rule=group_fill)
-
-    whole = [c for c in m.L if placement[c] == "whole_nodes"]
-    m.bin_nodes = pyo.Expression(
-        m.B,
-        m.T,
-        rule=lambda _, b, t: (
-            sum(int(gpus[c]) // node * m.copies[c, b, t] for c in whole)
-            + sum(m.shared_nodes[key, b, t] for key in sorted(groups))
-        ),
-    )
-    full_bins = [b for b in m.B if geometry.bin_nodes[b] * node >= domain]
-    if spanning:
-        m.reserved = pyo.Var(m.B, m.T, domain=pyo.Binary)
-        for b in m.B:
-            if b not in full_bins:
-                for t in m.T:
-                    m.reserved[b, t].fix(0)
-        m.bin_capacity = pyo.Constraint(
-            m.B, m.T, rule=lambda _, b, t: m.bin_nodes[b, t] <= geometry.bin_nodes[b] * (1 - m.reserved[b, t])
-        )
-        m.spanning_fit = pyo.Constraint(
-            m.T,
-            rule=lambda _, t: (
-                sum(int(gpus[c]) // domain * m.spanning_copies[c, t] for c in m.S)
-                <= sum(m.reserved[b, t] for b in m.B)
-            ),
-        )
-        m.reserved_last = pyo.Constraint(
-            range(len(full_bins) - 1),
-            m.T,
-            rule=lambda _, i, t: m.reserved[full_bins[i], t] <= m.reserved[full_bins[i + 1], t],
-        )
-    else:
-        m.bin_capacity = pyo.Constraint(
-            m.B, m.T, rule=lambda _, b, t: m.bin_nodes[b, t] <= geometry.bin_nodes[b]
-        )
-    if len(full_bins) > 1:
-        # Full domains are interchangeable: order them by nodes used to cut symmetric branches.
-        m.bins_ordered = pyo.Constraint(
-            range(len(full_bins) - 1),
-            m.T,
-            rule=lambda _, i, t: m.bin_nodes[full_bins[i], t] >= m.bin_nodes[full_bins[i + 1], t],
-        )
-    m.nodes_used = pyo.Expression(
-        m.T,
-        rule=lambda _, t: (
-            sum(m.bin_nodes[b, t] for b in m.B)
-            + sum(int(gpus[c]) // node * m.spanning_copies[c, t] for c in m.S)
-        ),
-    )
-    m.node_budget = pyo.Constraint(m.T, rule=lambda _, t: m.nodes_used[t] <= m.node_cap)
-
-    # ----------------------------------------------------------------- study constraints
-    m.output_tokens_per_s = pyo.Expression(
-        m.T, rule=lambda _, t: sum(m.share[k, t] * float(osl[k]) for k in m.K) * m.served_requests_per_s[t]
-    )
-    m.tokens_per_gpu_floor = pyo.Constraint(
-        m.T, rule=lambda _, t: m.output_tokens_per_s[t] >= m.ratio_floor * m.total_gpus[t]
-    )
-    if pools == MODE_POOLS["disaggregated"]:
-        # Off (ratio_enforced = 0) unless a study holds prefill:decode GPUs at fixed_ratio.
-        m.fixed_ratio = pyo.Param(initialize=float(fixed_ratio or 1.0), **mutable)
-        m.ratio_enforced = pyo.Param(initialize=1.0 if fixed_ratio is not None else 0.0, **mutable)
-        slack = lambda: budget * (1 - m.ratio_enforced)  # noqa: E731 - reads as the big-M it is
-        m.ratio_high = pyo.Constraint(
-            m.T,
-            rule=lambda _, t: (
-                m.pool_gpus["prefill", t]
-                <= (1 + FIXED_RATIO_TOLERANCE) * m.fixed_ratio * m.pool_gpus["decode", t] + slack()
-            ),
-        )
-        m.ratio_low = pyo.Constraint(
-            m.T,
-            rule=lambda _, t: (
-                m.pool_gpus["prefill", t]
-                >= (1 - FIXED_RATIO_TOLERANCE) * m.fixed_ratio * m.pool_gpus["decode", t] - slack()
-            ),
-        )
-    elif fixed_ratio is not None:
-        raise ValueError("a fixed prefill:decode ratio needs the disaggregated pools")
-    m.static = pyo.Param(initialize=0.0, **mutable)
-    m.ramp_gpus = pyo.Param(initialize=float(budget), **mutable)
-    m.min_pool_gpus = pyo.Param(initialize=0.0, **mutable)
-    m.pool_floor = pyo.Constraint(m.Q, m.T, rule=lambda _, q, t: m.pool_gpus[q, t] >= m.min_pool_gpus)
-    if periods > 1:
-        later = [t for t in m.T if t > 0]
-        m.frozen_up = pyo.Constraint(
-            m.L,
-            later,
-            rule=lambda _, c, t: m.instances[c, t] - m.instances[c, t - 1] <= copies_max(c) * (1 - m.static),
-        )
-        m.frozen_down = pyo.Constraint(
-            m.L,
-            later,
-            rule=lambda _, c, t: m.instances[c, t - 1] - m.instances[c, t] <= copies_max(c) * (1 - m.static),
-        )
-        m.ramp_up = pyo.Constraint(
-            later, rule=lambda _, t: m.total_gpus[t] - m.total_gpus[t - 1] <= m.ramp_gpus
-        )
-        m.ramp_down = pyo.Constraint(
-            later, rule=lambda _, t: m.total_gpus[t - 1] - m.total_gpus[t] <= m.ramp_gpus
-        )
-
-    m.objective = pyo.Objective(
-        expr=sum(
-            m.tokens_weight * m.output_tokens_per_s[t]
-            - m.gpu_weight[t] * m.total_gpus[t]
-            - m.node_weight[t] * m.nodes_used[t]
-            - (m.unserved_weight[t] * m.unserved_requests_per_s[t] if allow_unserved else 0)
-            for t in m.T
-        ),
-        sense=pyo.maximize,
-    )
-    return m
-
-
 def sub_node_groups(layouts: pd.DataFrame, geometry: Geometry, exclusive_nodes: bool) -> dict[str, list[int]]:
     """Sub-node layouts grouped by what may share a node: all, per pool, per size, or both.
 
@@ -442,7 +179,7 @@ def sub_node_groups(layouts: pd.DataFrame, geometry: Geometry, exclusive_nodes: 
         if row["placement"] != "sub_node":
             continue
         parts = [row["pool"]] if exclusive_nodes else ["shared"]
-        if not geometry.sub_node_chain:
+        if not (geometry.sub_node_chain or geometry.sub_node_patterns):
             parts.append(f"{int(row['gpus'])}gpu")
         groups.setdefault("/".join(parts), []).append(int(c))
     return groups

@@ -12,6 +12,9 @@ changes variable bounds and mutable parameters.
   with the previous frontier point's ratio.
 - ``min_gpus`` minimizes GPUs and ``min_cost`` the price of the whole nodes the
   plan occupies, both serving ``traffic.requests_per_s``.
+- ``max_throughput`` maximizes the requests/s served (output tokens/s at the
+  traffic's mix) within the budget: the owned-fleet question. Its tie-break keeps
+  that rate as the load to serve and minimizes GPUs.
 
 Then a tie-break solve fixes the optimum as a constraint and maximizes output
 tokens/s, so the plan reported is the largest one at the optimal value: unique
@@ -20,15 +23,20 @@ in its numbers, whichever solver runs.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pyomo.environ as pyo
 
-from planner.errors import PlannerError
-from planner.optimize.backends import SolveResult, TimeLimitError, make_backend
-from planner.optimize.model import MODE_POOLS, Candidates, build_model
+from planner.errors import PlannerError, SpecError
+from planner.optimize.backends import SolveResult, Termination, TimeLimitError, make_backend
+from planner.optimize.controls import Controls
+from planner.optimize.formulation import build_model
+from planner.optimize.model import MODE_POOLS, Candidates
 from planner.optimize.packing import Geometry
 from planner.optimize.plan import Plan
 from planner.optimize.solution import Solution
+from planner.specs import LOAD_OBJECTIVES
 
 RATIO_TOLERANCE = 1e-9
 """Dinkelbach stops when ``tokens - theta x gpus`` is within this fraction of the tokens (exact
@@ -84,10 +92,11 @@ class ModeOptimizer:
             exclusive_nodes=exclusive_nodes,
             fixed_ratio=fixed_ratio,
         )
-        if objective != "max_tokens_per_s_per_gpu":
+        self.controls = Controls(self.model)
+        if objective in LOAD_OBJECTIVES:
             if load_requests_per_s is None:
                 raise PlannerError(f"objective {objective} needs traffic.requests_per_s (the load to serve)")
-            self.model.load_requests_per_s[0].value = load_requests_per_s
+            self.controls.set_load(load_requests_per_s)
         if objective == "min_cost" and price_usd_per_gpu_hour is None:
             raise PlannerError(
                 "objective min_cost needs hardware.price_usd_per_gpu_hour; set it or use min_gpus"
@@ -107,10 +116,10 @@ class ModeOptimizer:
 
     def best_at(self, min_tokens_per_s_per_user: float) -> Plan | None:
         """The optimal plan whose every decode-like instance meets the target, or None if none does."""
-        self.solution.set_target(min_tokens_per_s_per_user, self.class_floors)
+        self.controls.set_target(*self.solution.at_target(min_tokens_per_s_per_user, self.class_floors))
         self._results = []
-        ratio = self.objective == "max_tokens_per_s_per_gpu"
-        if not (self._max_ratio() if ratio else self._min_resources()):
+        solve = {"max_tokens_per_s_per_gpu": self._max_ratio, "max_throughput": self._max_throughput}
+        if not solve.get(self.objective, self._min_resources)():
             return None
         if self.solution.served_requests_per_s() <= 0:
             # Feasible only by serving nothing: some class has no layout at this target.
@@ -119,41 +128,57 @@ class ModeOptimizer:
 
     def max_requests_per_s(self, min_tokens_per_s_per_user: float) -> float | None:
         """The most requests/s the budget can serve at a target, ignoring the load (for diagnoses)."""
-        m = self.model
-        self.solution.set_target(min_tokens_per_s_per_user, self.class_floors)
+        self.controls.set_target(*self.solution.at_target(min_tokens_per_s_per_user, self.class_floors))
         self._results = []
-        saved = m.load_requests_per_s[0].value
-        m.load_requests_per_s[0].value = 0.0
-        self._weights(1.0, 0.0, 0.0)
+        saved = self.controls.load()
+        self.controls.set_load(0.0)
+        self.controls.set_weights(tokens=1.0)
         try:
             result = self._solve()
         finally:
-            m.load_requests_per_s[0].value = saved
-        return None if result.termination != "optimal" else self.solution.served_requests_per_s()
+            self.controls.set_load(saved)
+        return None if result.termination != Termination.OPTIMAL else self.solution.served_requests_per_s()
+
+    def write_lp(self, path, min_tokens_per_s_per_user: float) -> None:
+        """Write the model as set for the first solve at this target (CPLEX LP format, readable names)."""
+        self.controls.set_target(*self.solution.at_target(min_tokens_per_s_per_user, self.class_floors))
+        if self.objective == "max_tokens_per_s_per_gpu":
+            self.controls.set_weights(tokens=1.0, gpu=self._theta_hint)
+        elif self.objective == "max_throughput":
+            self.controls.set_weights(tokens=1.0)
+        else:
+            self._resource_weights()
+        from pyomo.opt import ProblemFormat
+
+        path = Path(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.model.write(
+                str(path), format=ProblemFormat.cpxlp, io_options={"symbolic_solver_labels": True}
+            )
+        except OSError as err:
+            raise SpecError(
+                f"cannot write the model to {path} ({err.strerror}); give a writable file", field="--write-lp"
+            ) from None
 
     # ----------------------------------------------------------------- internals
 
     def _solve(self, *, presolve: bool = True) -> SolveResult:
         result = self.backend.solve(presolve=presolve)
         self._results.append(result)
-        if result.termination == "time_limit":
+        if result.termination == Termination.TIME_LIMIT:
             raise TimeLimitError(
                 time_limit_message(self.backend.name, self.time_limit_s, f"{self.mode} model")
             )
         return result
 
-    def _weights(self, tokens: float, gpu: float, node: float) -> None:
-        m = self.model
-        m.tokens_weight.value, m.gpu_weight[0].value, m.node_weight[0].value = tokens, gpu, node
-
     def _max_ratio(self) -> bool:
-        m = self.model
         tolerance = RATIO_TOLERANCE if self._exact else MIX_RATIO_TOLERANCE
         theta = self._theta_hint
         for _ in range(MAX_DINKELBACH_STEPS):
-            self._weights(1.0, theta, 0.0)
+            self.controls.set_weights(tokens=1.0, gpu=theta)
             result = self._solve()
-            if result.termination == "infeasible":
+            if result.termination == Termination.INFEASIBLE:
                 return False
             tokens, gpus = self.solution.tokens(), self.solution.gpus()
             gap = tokens - theta * gpus
@@ -170,18 +195,19 @@ class ModeOptimizer:
         # Tie-break: the largest plan at the optimal tokens/s per GPU.
         optimum = self._snapshot()
         tokens = self.solution.tokens()
-        m.ratio_floor.value = theta * (1 - TIE_BREAK_SLACK)
-        self._weights(1.0, 0.0, 0.0)
-        try:
+        self.controls.set_weights(tokens=1.0)
+        with self.controls.capped(ratio_floor=theta * (1 - TIE_BREAK_SLACK)):
             result = self._solve()
-            if result.termination == "optimal" and self.solution.tokens() <= tokens * (1 + RATIO_TOLERANCE):
+            if result.termination == Termination.OPTIMAL and self.solution.tokens() <= tokens * (
+                1 + RATIO_TOLERANCE
+            ):
                 # No larger plan found: confirm without presolve, which HiGHS 1.12 has gotten wrong here.
                 result = self._solve(presolve=False)
-        finally:
-            m.ratio_floor.value = 0.0
         # The optimum is feasible for the tie-break, so a smaller or less efficient answer is a solver
         # slip (HiGHS 1.12's presolve has returned one as "optimal"): keep the optimum then.
-        better = result.termination == "optimal" and self.solution.tokens() >= tokens * (1 - RATIO_TOLERANCE)
+        better = result.termination == Termination.OPTIMAL and self.solution.tokens() >= tokens * (
+            1 - RATIO_TOLERANCE
+        )
         if better and self.solution.tokens() >= theta * (1 - TIE_BREAK_SLACK) * self.solution.gpus():
             self._main = result  # its gap is relative to tokens/s, a meaningful scale
         else:
@@ -197,24 +223,52 @@ class ModeOptimizer:
         for var, value in values:
             var.set_value(value, skip_validation=True)
 
-    def _min_resources(self) -> bool:
-        m = self.model
-        node_price = (self.price_usd_per_gpu_hour or 0.0) * self.geometry.gpus_per_node
-        if self.objective == "min_gpus":
-            self._weights(0.0, 1.0, 0.0)
-        else:
-            self._weights(0.0, 0.0, node_price)
+    def _max_throughput(self) -> bool:
+        """The most requests/s the budget serves, then the fewest GPUs serving that many."""
+        self.controls.set_weights(tokens=1.0)
         result = self._solve()
-        if result.termination == "infeasible":
+        if result.termination == Termination.INFEASIBLE:
             return False
         self._main = result
-        cap = m.gpu_cap if self.objective == "min_gpus" else m.node_cap
-        saved = cap.value
-        used = pyo.value(m.total_gpus[0] if self.objective == "min_gpus" else m.nodes_used[0])
-        cap.value = round(used)
-        self._weights(1.0, 0.0, 0.0)
+        served = self.solution.served_requests_per_s()
+        optimum = self._snapshot()
+        self.controls.set_load(served * (1 - TIE_BREAK_SLACK))
+        self.controls.set_weights(gpu=1.0)
         try:
-            self._solve()  # if it fails, the minimal plan is still loaded: keep it
+            result = self._solve()
         finally:
-            cap.value = saved
+            self.controls.set_load(0.0)
+        if result.termination != Termination.OPTIMAL or self.solution.served_requests_per_s() < served * (
+            1 - TIE_BREAK_SLACK
+        ):
+            self._restore(optimum)
+        return True
+
+    def _resource_weights(self) -> None:
+        if self.objective == "min_gpus":
+            self.controls.set_weights(gpu=1.0)
+        else:
+            node_price = (self.price_usd_per_gpu_hour or 0.0) * self.geometry.gpus_per_node
+            self.controls.set_weights(node=node_price)
+
+    def _min_resources(self) -> bool:
+        m = self.model
+        self._resource_weights()
+        result = self._solve()
+        if result.termination == Termination.INFEASIBLE:
+            return False
+        self._main = result
+        if self.objective == "min_gpus":
+            cap = {"gpus": round(pyo.value(m.total_gpus[0]))}
+        else:
+            cap = {"nodes": round(pyo.value(m.nodes_used[0]))}
+        self.controls.set_weights(tokens=1.0)
+        with self.controls.capped(**cap):
+            result = self._solve()  # if it fails, the minimal plan is still loaded: keep it
+            if self.objective == "min_cost" and result.termination == Termination.OPTIMAL:
+                # Equal cost and tokens/s may still differ in GPUs: the fewest, so the plan is unique.
+                tokens = pyo.value(m.output_tokens_per_s[0])
+                self.controls.set_weights(gpu=1.0)
+                with self.controls.capped(tokens_floor=tokens * (1 - TIE_BREAK_SLACK)):
+                    self._solve()
         return True

@@ -196,7 +196,7 @@ class Plan:
                 "nodes": self.nodes,
                 "kv_transfer_gb_per_s": self.kv_transfer_gb_per_s,
                 "kv_transfer_gb_per_s_per_gpu": self.kv_transfer_gb_per_s_per_gpu,
-                "termination": self.termination,
+                "termination": str(self.termination),
                 "mip_gap": self.mip_gap,
                 "solve_time_s": self.solve_time_s,
                 "solves": self.solves,

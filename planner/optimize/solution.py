@@ -1,6 +1,6 @@
 """Reading a solved model back: targets in, exact counts, served rates, nodes and plans out.
 
-Shared by every study that drives :func:`planner.optimize.model.build_model` (a
+Shared by every study that drives :func:`planner.optimize.formulation.build_model` (a
 frontier point is period 0; an elastic plan reads every period). Solver values
 carry feasibility tolerances (a GPU total of 51.99999999999977), so instance
 counts are rounded and, for one-shape traffic, the served rate is recomputed
@@ -14,7 +14,7 @@ import pandas as pd
 import pyomo.environ as pyo
 
 from planner.optimize.model import Candidates, sub_node_groups
-from planner.optimize.packing import Geometry
+from planner.optimize.packing import Geometry, least_shared_nodes
 from planner.optimize.plan import Plan, PoolPlan
 
 FLOW_EPSILON = 1e-9
@@ -32,28 +32,21 @@ class Solution:
         self.geometry = geometry
         self.pools = pools
         self._groups = sub_node_groups(candidates.layouts, geometry, exclusive)
-        self._whole = np.flatnonzero(candidates.layouts["placement"].to_numpy() == "whole_nodes")
         self._judged_rows = candidates.pools == pools[-1]
         layout_pools = candidates.layouts["pool"].to_numpy()
         self._judged_layouts = layout_pools == pools[-1]
 
-    # ----------------------------------------------------------------- steering
+    # ----------------------------------------------------------------- targets
 
-    def set_target(self, min_tokens_per_s_per_user: float, floors: np.ndarray | None = None) -> None:
-        """Allow only what can be optimal at this target (``Candidates.at_target``): bounds, not a rebuild.
+    def at_target(
+        self, min_tokens_per_s_per_user: float, floors: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Rows allowed and layouts usable at a target (``Candidates.at_target``): ``Controls.set_target``.
 
         Rows below the target get no flow; layouts another dominates at this target are
         switched off, so the MIP sees a handful of layouts per pool instead of every batch.
         """
-        allowed, usable = self.candidates.at_target(
-            self.pools[-1], self.need(min_tokens_per_s_per_user, floors)
-        )
-        m = self.model
-        for r in m.R:
-            for t in m.T:
-                m.flow[r, t].setub(None if allowed[r] else 0.0)
-        for (layout, _period), var in m.use.items():
-            var.setub(1 if usable[layout] else 0)
+        return self.candidates.at_target(self.pools[-1], self.need(min_tokens_per_s_per_user, floors))
 
     def need(self, min_tokens_per_s_per_user: float, floors: np.ndarray | None = None) -> np.ndarray:
         """The interactivity each row must reach: the target, or its class's floor if higher."""
@@ -109,27 +102,22 @@ class Solution:
         return float((self.shares(t) * self.candidates.osl_tokens).sum())
 
     def nodes(self, t: int = 0) -> int:
-        """Nodes period ``t`` occupies, recounted from its placement (solvers may leave idle shared nodes).
+        """The fewest nodes that hold period ``t``'s instances (solvers may leave idle shared nodes).
 
         The MIP only bounds shared nodes from below, so with a throughput objective the
-        solver is free to report idle ones; the real count is the least that holds the plan.
+        solver is free to report idle ones, or spread small instances over domains; any
+        placement of the plan still fits with its shared nodes packed tightest (fewer
+        one-node items), so the count is whole nodes plus the fewest shared nodes.
         """
-        m, geo = self.model, self.geometry
+        geo = self.geometry
         gpus = self.candidates.layouts["gpus"].to_numpy(dtype=np.int64)
-        node = geo.gpus_per_node
-        nodes = 0
-        for b in m.B:
-            for members in self._groups.values():
-                placed = [(c, round(pyo.value(m.copies[c, b, t]))) for c in members]
-                if geo.sub_node_chain:
-                    nodes += -(-sum(int(gpus[c]) * n for c, n in placed) // node)
-                else:
-                    per_node = node // int(gpus[members[0]])
-                    nodes += -(-sum(n for _, n in placed) // per_node)
-            for c in self._whole:
-                nodes += int(gpus[c]) // node * round(pyo.value(m.copies[c, b, t]))
-        for c in m.S:
-            nodes += int(gpus[c]) // node * round(pyo.value(m.spanning_copies[c, t]))
+        counts = self.counts(t)
+        whole = gpus >= geo.gpus_per_node
+        nodes = int((gpus[whole] // geo.gpus_per_node * counts[whole]).sum())
+        for members in self._groups.values():
+            nodes += least_shared_nodes(
+                [int(gpus[c]) for c in members], [int(counts[c]) for c in members], geo.gpus_per_node
+            )
         return nodes
 
     def pool_plans(self, t: int = 0) -> dict[str, PoolPlan]:

@@ -1,0 +1,122 @@
+"""The one place that changes a built model: targets, weights, loads, caps and strategy.
+
+Why it exists
+    A persistent solver re-solves a model after its mutable parameters and variable
+    bounds change. When every study writes those through these typed setters, what a
+    study can change is listed in one class, a change cannot miss a period, and a
+    faster path to the solver (pushing bounds and costs straight to it) has one place
+    to go. Nothing else assigns ``.value`` or calls ``setub`` on the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import numpy as np
+import pyomo.environ as pyo
+
+PerPeriod = float | Sequence[float] | np.ndarray
+"""One value for every period, or one per period."""
+
+
+def _per_period(value: PerPeriod, periods: int) -> np.ndarray:
+    return np.broadcast_to(np.asarray(value, dtype=float), (periods,))
+
+
+class Controls:
+    """Typed setters of one model's parameters and bounds (see :mod:`planner.optimize.formulation`)."""
+
+    def __init__(self, model: pyo.ConcreteModel):
+        self.model = model
+        self.periods = len(model.T)
+
+    # ----------------------------------------------------------------- objective
+
+    def set_weights(
+        self, *, tokens: float = 0.0, gpu: PerPeriod = 0.0, node: PerPeriod = 0.0, unserved: PerPeriod = 0.0
+    ) -> None:
+        """Objective ``tokens x OSL lam - gpu x GPUs - node x nodes - unserved x e`` (per period)."""
+        m = self.model
+        m.tokens_weight.value = float(tokens)
+        gpu_t, node_t = _per_period(gpu, self.periods), _per_period(node, self.periods)
+        unserved_t = _per_period(unserved, self.periods)
+        for t in m.T:
+            m.gpu_weight[t].value = float(gpu_t[t])
+            m.node_weight[t].value = float(node_t[t])
+            m.unserved_weight[t].value = float(unserved_t[t])
+
+    # ----------------------------------------------------------------- what may be used
+
+    def set_target(self, allowed_rows: np.ndarray, usable_layouts: np.ndarray) -> None:
+        """Rows that may carry flow and layouts that may be used (boolean masks): bounds, not a rebuild."""
+        m = self.model
+        for r in m.R:
+            for t in m.T:
+                m.flow[r, t].setub(None if allowed_rows[r] else 0.0)
+        for (layout, _period), var in m.use.items():
+            var.setub(1 if usable_layouts[layout] else 0)
+
+    # ----------------------------------------------------------------- traffic
+
+    def set_load(self, requests_per_s: PerPeriod, shares: np.ndarray | None = None) -> None:
+        """Load to serve per period and, optionally, class shares ``shares[t, k]``."""
+        m = self.model
+        load = _per_period(requests_per_s, self.periods)
+        for t in m.T:
+            m.load_requests_per_s[t].value = float(load[t])
+            if shares is not None:
+                for k in m.K:
+                    m.share[k, t].value = float(shares[t, k])
+
+    def load(self, t: int = 0) -> float:
+        """Load to serve in period ``t``."""
+        return float(self.model.load_requests_per_s[t].value)
+
+    def set_unserved_caps(self, caps: np.ndarray | None) -> None:
+        """Most unserved requests/s per period (None: unlimited)."""
+        for t in self.model.T:
+            self.model.unserved_requests_per_s[t].setub(None if caps is None else float(caps[t]))
+
+    # ----------------------------------------------------------------- caps
+
+    @contextmanager
+    def capped(
+        self,
+        *,
+        gpus: float | None = None,
+        nodes: float | None = None,
+        ratio_floor: float | None = None,
+        tokens_floor: float | None = None,
+    ) -> Iterator[None]:
+        """In the block: at most ``gpus`` GPUs and ``nodes`` nodes, at least ``ratio_floor`` tokens/s per GPU.
+
+        ``tokens_floor``: at least that many output tokens/s (an optimum a later tie-break keeps).
+        """
+        m = self.model
+        params = (m.gpu_cap, m.node_cap, m.ratio_floor, m.tokens_floor)
+        saved = [p.value for p in params]
+        for param, value in zip(params, (gpus, nodes, ratio_floor, tokens_floor), strict=True):
+            if value is not None:
+                param.value = float(value)
+        try:
+            yield
+        finally:
+            for param, value in zip(params, saved, strict=True):
+                param.value = value
+
+    # ----------------------------------------------------------------- study
+
+    def set_strategy(self, *, static: bool, fixed_ratio: float | None) -> None:
+        """Freeze the deployment over time (``static``) and/or hold prefill:decode GPUs at ``fixed_ratio``."""
+        m = self.model
+        m.static.value = 1.0 if static else 0.0
+        m.ratio_enforced.value = 1.0 if fixed_ratio is not None else 0.0
+        m.fixed_ratio.value = float(fixed_ratio or 1.0)
+
+    def set_elastic_limits(self, *, ramp_gpus: float | None, min_pool_gpus: float) -> None:
+        """Most GPUs added or removed between periods (None: the budget) and the least GPUs per pool."""
+        m = self.model
+        if ramp_gpus is not None:
+            m.ramp_gpus.value = float(ramp_gpus)
+        m.min_pool_gpus.value = float(min_pool_gpus)
