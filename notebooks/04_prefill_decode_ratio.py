@@ -41,6 +41,8 @@ INSTANCES = {
 }
 FIXED_RATIO_MODEL = "Llama-3.1-405B"
 FIXED_AT = (0.1, 0.5, 0.9)  # positions along the free frontier whose ratio is then held fixed
+COLORS = {label: f"C{i}" for i, label in enumerate(INSTANCES)}  # one colour per model, in every panel
+STYLES = ("-", "--", ":")  # the fixed ratios of one model: same colour, different line
 
 # %%
 problems = {label: resolve(name) for label, name in INSTANCES.items()}
@@ -66,7 +68,7 @@ def ratio_stats(rows: pd.DataFrame) -> dict:
 
 
 stats = pd.DataFrame({label: ratio_stats(rows) for label, rows in free.items()}).T
-stats.round(3)
+print(stats.round(3).to_string())
 
 # %% [markdown]
 # `fold_change_upper_half` looks only at the part of the frontier that keeps at least half of the maximum
@@ -98,12 +100,19 @@ shares = pd.DataFrame(
         }
     ]
 )
-shares.round(3)
+print(shares.round(3).to_string())
 
 # %%
 fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.5))
 for label, rows in free.items():
-    left.plot(rows["tokens_per_s_per_user"], rows["prefill_decode_gpu_ratio"], marker="o", ms=3, label=label)
+    left.plot(
+        rows["tokens_per_s_per_user"],
+        rows["prefill_decode_gpu_ratio"],
+        marker="o",
+        ms=3,
+        color=COLORS[label],
+        label=label,
+    )
 log_axis(left, "x")
 log_axis(left, "y")
 left.set_xlabel("interactivity (output tokens/s per user)")
@@ -111,18 +120,20 @@ left.set_ylabel("best prefill GPUs / decode GPUs")
 left.set_title("Best prefill:decode ratio along the frontier")
 left.grid(True, which="both", alpha=0.3)
 left.legend()
-for ratio, comparison in fixed.items():
+for (ratio, comparison), style in zip(fixed.items(), STYLES, strict=False):
     right.step(
         comparison["tokens_per_s_per_user"],
         comparison["fixed_ratio_over_dynamic"],
-        where="post",
+        where="pre",
+        color=COLORS[FIXED_RATIO_MODEL],
+        ls=style,
         label=f"{FIXED_RATIO_MODEL}, ratio held at {ratio:.2f}",
     )
 right.step(
     small_fixed["tokens_per_s_per_user"],
     small_fixed["fixed_ratio_over_dynamic"],
-    where="post",
-    ls="--",
+    where="pre",
+    color=COLORS[small],
     label=f"{small}, ratio held at {small_ratio:.2f}",
 )
 log_axis(right, "x")

@@ -53,7 +53,7 @@ for label, stage in STAGES.items():
 table = pd.concat(frames, ignore_index=True)
 columns = ["stage", "pp", "gpus", "fits", "ttft_ms", "ttft_speedup", "speedup_per_stage"]
 columns += ["input_tokens_per_s_per_gpu", "throughput_vs_pp1", "memory_per_gpu_gb"]
-table[columns].round(3)
+print(table[columns].round(3).to_string())
 
 # %%
 fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))

@@ -72,7 +72,7 @@ table["kv_gb_per_s_total"] = table["requests_per_s"] * unique_bytes / 1e9
 table["kv_gb_per_s_per_prefill_gpu"] = table["kv_gb_per_s_total"] / table["prefill_gpus"]
 table["kv_gb_per_s_per_gpu_of_plan"] = table["kv_gb_per_s_total"] / table["total_gpus"]
 table["share_of_network_link"] = table["kv_gb_per_s_per_prefill_gpu"] / network_gb_per_s
-table.round(3)
+print(table.round(3).to_string())
 
 # %% [markdown]
 # `csv_*` columns are what `frontier.csv` reports (`kv_transfer_gb_per_s_per_gpu`); the others recompute
@@ -108,17 +108,19 @@ ax.legend(fontsize="small")
 fig.tight_layout()
 
 # %% [markdown]
-# **Result: holds.** With the shipped calibration every plan on the frontier ships roughly 0.2-0.9 GB/s
-# per prefill GPU (most near 0.9 GB/s: a 16k prompt's 576 MB at the rate one GPU prefills them), i.e. under
-# 2% of a 400 Gb/s (50 GB/s) NIC, and less per GPU of the whole plan. The rate per prefill GPU is nearly
-# constant along the frontier because a prefill GPU's rate of 16k prompts hardly depends on what the decode
-# pool does; only the number of prefill GPUs changes.
+# **Result: holds.** With the shipped calibration every plan on the frontier ships at most about 0.9 GB/s
+# per prefill GPU (most plans near 0.8-0.9 GB/s: a 16k prompt's 576 MB at the rate one GPU prefills them),
+# i.e. under 2% of a 400 Gb/s (50 GB/s) NIC, and less per GPU of the whole plan. The rate per prefill GPU
+# is nearly constant along most of the frontier because a prefill GPU's rate of 16k prompts hardly depends
+# on what the decode pool does; only the number of prefill GPUs changes. At the most interactive end (above
+# about 200 tokens/s per user) the decode pool serves so few requests that even the smallest prefill pool
+# idles, and the rate per prefill GPU falls to about 0.05 GB/s.
 
 
 # %%
 for column in ("kv_gb_per_s_per_prefill_gpu", "csv_kv_gb_per_s_per_prefill_gpu"):
     per_gpu = table[column]
-    assert per_gpu.between(0.1, 10).all(), table  # on the order of 1 GB/s per GPU ...
+    assert per_gpu.between(0.01, 10).all(), table  # at most on the order of 1 GB/s per GPU ...
     assert 0.3 <= per_gpu.median() <= 3, table
 assert (table["share_of_network_link"] <= 0.1).all(), table  # ... well within the network
 np.testing.assert_allclose(

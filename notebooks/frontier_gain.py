@@ -8,23 +8,35 @@ from __future__ import annotations
 import pandas as pd
 
 from planner.compare import (  # noqa: F401  (re-exported for the notebooks)
+    band_gain,
     disaggregation_gain,
-    gain_curve,
     gain_summary,
+    gains_at,
     mode_rows,
-    read_line,
     read_step,
 )
 
+SUMMARY_COLUMNS = [
+    "typical_gain",
+    "min_gain",
+    "peak_gain",
+    "peak_gain_at_tokens_per_s_per_user",
+    "decision_range_high_tokens_per_s_per_user",
+]
+"""The gain summary's columns the notebooks print (:func:`planner.compare.gain_summary`)."""
+
 
 def log_axis(ax, axis: str = "x") -> None:
-    """A log scale with plain numbers as labels (1, 10, 100) and unlabeled minor ticks."""
-    from matplotlib.ticker import NullFormatter, ScalarFormatter
+    """A log scale labelled with plain numbers at 1, 2 and 5 of every decade (0.5, 1, 2, 5, 10, 20 ...).
 
-    scale = getattr(ax, f"set_{axis}scale")
-    scale("log")
+    Labels at the decades alone leave a short range (20-200 tokens/s per user) with one tick label.
+    """
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    getattr(ax, f"set_{axis}scale")("log")
     target = getattr(ax, f"{axis}axis")
-    target.set_major_formatter(ScalarFormatter())
+    target.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    target.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
     target.set_minor_formatter(NullFormatter())
 
 

@@ -1,6 +1,6 @@
 """disagg-planner: plan LLM inference deployments and decide whether to disaggregate prefill and decode.
 
-The pipeline (DESIGN.md): specs (:mod:`planner.specs`, :mod:`planner.catalog`) ->
+The pipeline (docs/DESIGN.md §1-6): specs (:mod:`planner.specs`, :mod:`planner.catalog`) ->
 performance model (:mod:`planner.perf`) -> candidate table -> MIP -> frontier/plan -> outputs.
 """
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from planner.economics import counted_gpus, economics, fleet_gpus
 from planner.errors import InfeasibleError
 from planner.frontier import MODES, lp_path, mode_optimizer, mode_tables, why_no_plan
+from planner.humanize import plural
 from planner.optimize.plan import LAYOUT_FIELDS, Plan
 from planner.perf.calibration import Calibration
 from planner.problem import Problem
@@ -114,7 +115,7 @@ def _layout(row) -> str:
     chunk += ", two-batch overlap + EPLB" if row.get("two_batch_overlap", False) else ""
     return (
         f"TP{row.tp} PP{row.pp} EP{row.ep} attention-DP{row.attention_dp}, batch {row.batch}{chunk} "
-        f"({row.gpus} GPUs each)"
+        f"({plural(int(row.gpus), 'GPU')} each)"
     )
 
 
@@ -130,8 +131,8 @@ def plan_text(plan: Plan, problem: Problem) -> list[str]:
     lines = []
     for pool in plan.pools.values():
         lines.append(
-            f"  {pool.pool} pool: {pool.instances} instance(s), {pool.gpus} GPUs, "
-            f"{pool.nodes(plan.gpus_per_node)} node(s) if on its own nodes, "
+            f"  {pool.pool} pool: {plural(pool.instances, 'instance')}, {plural(pool.gpus, 'GPU')}, "
+            f"{plural(pool.nodes(plan.gpus_per_node), 'node')} if on its own nodes, "
             f"{pool.capacity_requests_per_s:,.2f} requests/s capacity"
         )
         for _, row in pool.rows.iterrows():
@@ -146,7 +147,7 @@ def plan_text(plan: Plan, problem: Problem) -> list[str]:
     if plan.mode != "aggregated":
         prefill, decode = plan.pools["prefill"].gpus, plan.pools["decode"].gpus
         ratio = f"; prefill:decode GPUs {prefill}:{decode} = {prefill / decode:.2f}"
-    lines.append(f"  total: {plan.total_gpus} GPUs on {plan.nodes} node(s){ratio}")
+    lines.append(f"  total: {plural(plan.total_gpus, 'GPU')} on {plural(plan.nodes, 'node')}{ratio}")
     lines.append(
         f"  predicted: {plan.tokens_per_s_per_gpu:,.1f} output tokens/s per GPU, "
         f"{plan.output_tokens_per_s:,.0f} output tokens/s, {plan.requests_per_s:,.2f} requests/s, "
@@ -206,8 +207,7 @@ def advice_text(advice: Advice) -> str:
     best = advice.recommended
     goal = objective_question(problem)
     lines = [
-        f"{problem.label}: {inst.model} on {problem.hardware.name} ({inst.precision}), "
-        f"{problem.traffic_text}, TTFT <= {inst.slo.ttft_ms_max:g} ms, at "
+        f"{problem.label}: {problem.question_text}, at "
         f">= {advice.target_tokens_per_s_per_user:g} tokens/s per user; objective: {goal}.",
         *filter(None, [headroom_text(problem)]),
         f"Deploy {best.mode}:",
@@ -230,8 +230,8 @@ def advice_text(advice: Advice) -> str:
     elif gain is not None:
         lines.append(f"Disaggregated / aggregated tokens/s per GPU: {gain:.3f} ({(gain - 1) * 100:+.1f}%).")
     lines.append(
-        f"Solver {advice.solver}: {best.termination}, gap {best.mip_gap:.1e}, {best.solves} solves in "
-        f"{best.solve_time_s:.2f} s."
+        f"Solver {advice.solver}: {best.termination}, gap {best.mip_gap:.1e}, "
+        f"{plural(best.solves, 'solve')} in {best.solve_time_s:.2f} s."
     )
     return "\n".join(lines)
 

@@ -16,6 +16,7 @@ errors) and which ended on a bound. A fit with no predictable row is an error.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,8 +30,10 @@ from planner.errors import SpecError
 from planner.measurements import LATENCY_METRICS, OPTION_COLUMNS, REQUIRED_COLUMNS, predict_row
 from planner.perf.calibration import Calibration, EfficiencyBlock
 
+log = logging.getLogger(__name__)
+
 Progress = Callable[[str], None]
-"""Receives one line of progress text (the CLI prints it on stderr)."""
+"""Receives one line of progress text; by default the module's logger at INFO (planner.progress)."""
 
 FITTED_FIELDS = tuple(
     name
@@ -173,6 +176,7 @@ def fit_block(
         values = dict(zip(FITTED_FIELDS, np.clip(np.exp(x), lower, upper), strict=True))
         return start.model_copy(update={k: float(v) for k, v in values.items()})
 
+    progress = progress or log.info
     clock = {"evaluations": 0, "last": time.monotonic()}
 
     def residuals(x: np.ndarray) -> np.ndarray:
@@ -264,6 +268,7 @@ def fit_blocks(
     :class:`~planner.errors.SpecError` when no row can be predicted, or when a block has
     fewer distinct rows than free constants and ``allow_underdetermined`` is off.
     """
+    progress = progress or log.info
     keys = measurements.apply(block_key_of_row, axis=1)
     groups = {key: expressible_rows(measurements[keys == key], start) for key in sorted(keys.unique())}
     groups = {key: rows for key, rows in groups.items() if len(rows)}
@@ -324,6 +329,7 @@ def leave_one_out(
 ) -> pd.Series:
     """Relative error on each row when its block is refitted without it (warm-started)."""
     keys = measurements.apply(block_key_of_row, axis=1)
+    progress = progress or log.info
     out = pd.Series(np.nan, index=measurements.index, dtype=float)
     done = 0
     for key in sorted(keys.unique()):

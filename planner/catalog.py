@@ -18,6 +18,7 @@ import yaml
 from pydantic import ValidationError
 
 from planner.errors import SpecError
+from planner.safe_input import excerpt, read_text, yaml_error_text, yaml_load
 from planner.specs import HardwareSpec, Instance, ModelSpec, Precision, SpecModel
 
 S = TypeVar("S", bound=SpecModel)
@@ -35,7 +36,7 @@ def catalog_dir(kind: str) -> Path:
     return Path(__file__).resolve().parent.parent / kind
 
 
-def _format_validation_error(err: ValidationError, cls: type[SpecModel]) -> tuple[str, str]:
+def format_validation_error(err: ValidationError, cls: type[SpecModel]) -> tuple[str, str]:
     """Turn pydantic's error list into (field, message-with-fix) for the first problem."""
     problems = []
     first_field = ""
@@ -46,12 +47,14 @@ def _format_validation_error(err: ValidationError, cls: type[SpecModel]) -> tupl
             leaf = str(item["loc"][-1])
             allowed = _allowed_fields(cls, item["loc"][:-1])
             close = difflib.get_close_matches(leaf, allowed, n=1)
-            hint = f"did you mean '{close[0]}'?" if close else f"allowed: {', '.join(allowed)}"
+            hint = (f"did you mean '{close[0]}'? " if close else "") + f"allowed: {', '.join(allowed)}"
             msg = f"unknown field; remove it ({hint})"
         elif kind == "missing":
             msg = "missing required field; add it"
+        elif not item["loc"]:  # a check across fields: the message names them, the input is the whole spec
+            msg = item["msg"].removeprefix("Value error, ")
         else:
-            msg = f"{item['msg']} (got {item.get('input')!r})"
+            msg = f"{item['msg']} (got {excerpt(item.get('input'))})"
         first_field = first_field or loc
         problems.append(f"'{loc}': {msg}" if loc else msg)
     return first_field, "; ".join(problems)
@@ -85,24 +88,18 @@ def parse_spec(data: object, cls: type[S], path: str | Path) -> S:
     try:
         return cls.model_validate(data)
     except ValidationError as err:
-        field, message = _format_validation_error(err, cls)
+        field, message = format_validation_error(err, cls)
         raise SpecError(f"invalid {cls.__name__}: {message}", path=path, field=field or None) from None
 
 
 def read_yaml(path: str | Path) -> object:
-    """Read a YAML file, reporting syntax errors with their line."""
+    """Read a YAML file with sizes bounded (:mod:`planner.safe_input`), reporting errors with their line."""
     path = Path(path)
+    text = read_text(path, fix="save the file as UTF-8 text")
     try:
-        text = path.read_text()
-    except OSError as err:
-        raise SpecError(f"cannot read file ({err.strerror}); check the path", path=path) from None
-    try:
-        return yaml.safe_load(text)
+        return yaml_load(text)
     except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(err, "problem", None) or str(err)
-        raise SpecError(f"not valid YAML{where}: {problem}; fix the syntax", path=path) from None
+        raise SpecError(f"not valid YAML{yaml_error_text(err)}; fix the file", path=path) from None
 
 
 def load_spec(path: str | Path, cls: type[S]) -> S:

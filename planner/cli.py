@@ -2,8 +2,9 @@
 
 Every command reports user mistakes (:class:`~planner.errors.PlannerError`) as one
 paragraph on stderr with a non-zero exit status (2 for bad input, 1 for an
-unanswerable question); ``--debug`` shows the traceback instead. Output files are
-written atomically by :mod:`planner.report`.
+unanswerable question); ``--debug`` shows the traceback instead. Output paths are
+checked before any work, and output folders are written as one set by
+:mod:`planner.output_folder` (single files atomically by :mod:`planner.report`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import signal
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,27 +24,60 @@ import pandas as pd
 
 from planner import __version__
 from planner.catalog import load_hardware, load_instance, load_model, names
+from planner.cli_options import (
+    MAX_BATCH,
+    MAX_LAYOUT_SIZE,
+    MAX_LOAD_SCALE,
+    MAX_RATIO,
+    MAX_TIME_LIMIT_S,
+    MAX_TOKENS,
+    MAX_TOKENS_PER_S_PER_USER,
+    finite,
+)
 from planner.errors import InfeasibleError, PlannerError, SpecError
 from planner.jsonable import json_text
+from planner.output_folder import check_output_folder, check_writable, write_output_set
 from planner.perf import Layouts, evaluate
 from planner.perf.calibration import load_calibration
 from planner.problem import resolve
+from planner.progress import reporting
 from planner.report import write_text_atomic
+from planner.run_limits import SWEEP_RESUME_TEXT, run_deadline
 from planner.thin_blocks import BlockSupport, block_support, with_block_support
 
 _PRECISIONS = click.Choice(["bf16", "fp8", "fp4"])
+_LAYOUT_SIZE = click.IntRange(min=1, max=MAX_LAYOUT_SIZE)
 
 
 @contextlib.contextmanager
 def format_errors(debug: bool) -> Iterator[None]:
-    """Turn planner errors into one message and an exit status; tracebacks only with --debug."""
+    """Turn planner errors into one message and an exit status; tracebacks only with --debug.
+
+    SIGTERM becomes ``SystemExit(143)`` for the command's duration, so cleanup runs (pool
+    workers stopped, a half-written output folder removed) as it does on Ctrl-C.
+    """
+    previous = _exit_on_sigterm()
     try:
         yield
     except PlannerError as err:
         if debug:
             raise
-        click.echo(f"error: {err}", err=True)
+        click.echo("error: " + " ".join(str(err).split()), err=True)
         sys.exit(err.exit_code)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_on_sigterm():  # type: ignore[no-untyped-def]
+    """Install a SIGTERM handler raising SystemExit (main thread only); the previous handler, or None."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def terminate(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    return signal.signal(signal.SIGTERM, terminate)
 
 
 _debug = click.option("--debug", is_flag=True, help="Show the full traceback of an error.")
@@ -52,6 +88,28 @@ _calibration = click.option(
     default=None,
     help="Efficiency calibration YAML (from `disagg calibrate`); default: the shipped fit.",
 )
+
+
+def _verbosity(func):
+    """``--quiet`` / ``-v``: how much progress a long command reports on stderr (planner.progress)."""
+    func = click.option(
+        "-v",
+        "--verbose",
+        "verbose",
+        is_flag=True,
+        help="Also show every MIP solve and the solver's own log on stderr.",
+    )(func)
+    return click.option(
+        "-q", "--quiet", is_flag=True, help="No progress lines on stderr (results and errors only)."
+    )(func)
+
+
+def _level(quiet: bool, verbose: bool) -> int:
+    from planner.progress import NORMAL, QUIET, VERBOSE
+
+    if quiet and verbose:
+        raise SpecError("--quiet and --verbose contradict each other; drop one", field="--quiet")
+    return QUIET if quiet else VERBOSE if verbose else NORMAL
 
 
 def _scenario(func):
@@ -73,15 +131,19 @@ def parse_overrides(pairs: tuple[str, ...]) -> dict[str, object]:
     """``("a.b=3", "hardware=b200")`` -> ``{"a.b": 3, "hardware": "b200"}`` (values parsed as YAML)."""
     import yaml
 
+    from planner.safe_input import excerpt, yaml_load
+
     changes: dict[str, object] = {}
     for pair in pairs:
         key, sep, text = pair.partition("=")
         if not sep or not key.strip():
-            raise SpecError(f"--set expects FIELD=VALUE, got '{pair}'; e.g. --set traffic.isl_tokens=16384")
+            raise SpecError(
+                f"--set expects FIELD=VALUE, got {excerpt(pair)}; e.g. --set traffic.isl_tokens=16384"
+            )
         try:
-            changes[key.strip()] = yaml.safe_load(text)
+            changes[key.strip()] = yaml_load(text)
         except yaml.YAMLError:
-            raise SpecError(f"--set {key}: value '{text}' is not valid YAML; quote strings") from None
+            raise SpecError(f"--set {key}: value {excerpt(text)} is not valid YAML; quote strings") from None
     return changes
 
 
@@ -108,6 +170,7 @@ def list_command(kind: str, debug: bool) -> None:
 
 
 def _summary(kind: str, name: str) -> str:
+    from planner.humanize import memory_text
     from planner.perf.architecture import Architecture
 
     if kind == "models":
@@ -121,7 +184,7 @@ def _summary(kind: str, name: str) -> str:
     if kind == "hardware":
         hw = load_hardware(name)
         return (
-            f"{hw.hbm_capacity_gb:.0f} GB at {hw.hbm_bandwidth_gb_per_s / 1000:.1f} TB/s, "
+            f"{memory_text(hw.hbm_capacity_gb)} at {hw.hbm_bandwidth_gb_per_s / 1000:.2f} TB/s, "
             f"{'/'.join(hw.supported_precisions)}, scale-up domain {hw.scale_up_domain_gpus} GPUs"
         )
     inst = load_instance(name)
@@ -162,14 +225,35 @@ _EVALUATE_KEYS = (
 @click.option("--model", default=None, help="Catalog model name or path to a model YAML.")
 @click.option("--hardware", default=None, help="Catalog hardware name or path to a hardware YAML.")
 @click.option("--precision", type=_PRECISIONS, default=None, help="Weight precision [default: fp8].")
-@click.option("--phase", type=click.Choice(["prefill", "decode", "aggregated"]), required=True)
-@click.option("--tp", type=click.IntRange(min=1), required=True, help="Tensor-parallel size.")
-@click.option("--pp", type=click.IntRange(min=1), default=1, show_default=True, help="Pipeline stages.")
-@click.option("--ep", type=click.IntRange(min=1), default=1, show_default=True, help="Expert-parallel size.")
-@click.option("--attention-dp", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--batch", type=click.IntRange(min=1), required=True, help="Requests in flight per instance.")
-@click.option("--isl", type=click.IntRange(min=1), default=None, help="Input tokens per request.")
-@click.option("--osl", type=click.IntRange(min=1), default=None, help="Output tokens per request.")
+@click.option(
+    "--phase",
+    type=click.Choice(["prefill", "decode", "aggregated"]),
+    required=True,
+    help="The work the instance does: a prefill or decode pool's, or co-located (both).",
+)
+@click.option("--tp", type=_LAYOUT_SIZE, required=True, help="Tensor-parallel size.")
+@click.option("--pp", type=_LAYOUT_SIZE, default=1, show_default=True, help="Pipeline stages.")
+@click.option("--ep", type=_LAYOUT_SIZE, default=1, show_default=True, help="Expert-parallel size.")
+@click.option(
+    "--attention-dp",
+    type=_LAYOUT_SIZE,
+    default=1,
+    show_default=True,
+    help="Attention data-parallel ranks: copies of the attention (and its KV cache) per stage, each "
+    "serving its own requests; GPUs = TP x PP x attention-DP.",
+)
+@click.option(
+    "--batch",
+    type=click.IntRange(min=1, max=MAX_BATCH),
+    required=True,
+    help="Requests in flight per instance.",
+)
+@click.option(
+    "--isl", type=click.IntRange(min=1, max=MAX_TOKENS), default=None, help="Input tokens per request."
+)
+@click.option(
+    "--osl", type=click.IntRange(min=1, max=MAX_TOKENS), default=None, help="Output tokens per request."
+)
 @click.option(
     "--chunked-prefill/--no-chunked-prefill",
     default=True,
@@ -272,8 +356,13 @@ def _plain(value: object) -> object:
 
 
 def _evaluate_text(r: dict) -> str:
+    from planner.humanize import bytes_text
+
     def num(v: object, fmt: str = ",.1f") -> str:
         return "n/a" if v is None else format(v, fmt)
+
+    kv = r["kv_cache_bytes_per_request"]
+    kv_bytes = "n/a" if kv is None else f"{bytes_text(kv)} ({kv:,.0f} bytes)"
 
     fits = "yes" if r["fits"] else "NO (exceeds usable HBM; lower the batch or add GPUs)"
     lines = [
@@ -298,7 +387,7 @@ def _evaluate_text(r: dict) -> str:
         f"  output_tokens_per_s_per_gpu {num(r['output_tokens_per_s_per_gpu'])}",
         f"  input_tokens_per_s_per_gpu  {num(r['input_tokens_per_s_per_gpu'])}",
         f"  requests_per_s              {num(r['requests_per_s'], ',.3f')}",
-        f"  kv_cache_bytes_per_request  {num(r['kv_cache_bytes_per_request'], ',.0f')}",
+        f"  KV cache per request        {kv_bytes}",
         "  where the time goes (ms):   "
         f"compute {num(r['compute_ms'], ',.2f')}, memory {num(r['memory_ms'], ',.2f')}, "
         f"communication {num(r['communication_ms'], ',.2f')}, overhead {num(r['overhead_ms'], ',.2f')}",
@@ -328,8 +417,9 @@ def import_hf_command(config: str, name: str, out: str | None, debug: bool) -> N
     from planner.hf_import import import_hf_config, model_spec_to_yaml
 
     with format_errors(debug):
-        spec = import_hf_config(config, name)
         target = Path(out or f"{name}.yaml")
+        check_writable(target, folder=False)
+        spec = import_hf_config(config, name)
         write_text_atomic(
             target, model_spec_to_yaml(spec, header=f"Imported from {config} by disagg import-hf")
         )
@@ -355,15 +445,16 @@ def import_hf_command(config: str, name: str, out: str | None, debug: bool) -> N
     help="Leave one system (all rows of one model x hardware pair) out, refit on the rest from the "
     "documented priors, predict it; report the error per family (dense/MoE x GPU generation).",
 )
-@click.option("--quiet", is_flag=True, help="No progress lines on stderr.")
 @_calibration
+@_verbosity
 @_debug
 def validate_command(
     measurements: str | None,
     csv_out: str | None,
     cross_validate: str | None,
-    quiet: bool,
     calibration_path: str | None,
+    quiet: bool,
+    verbose: bool,
     debug: bool,
 ) -> None:
     """Predict every measured row and print measured, predicted and error.
@@ -375,10 +466,12 @@ def validate_command(
     """
     from planner.measurements import load_measurements, validate
 
-    with format_errors(debug):
+    with format_errors(debug), reporting(_level(quiet, verbose)):
+        if csv_out:
+            check_writable(Path(csv_out), folder=False, option="--csv")
         frame = load_measurements(measurements)
         if cross_validate:
-            table = _cross_validation(frame, quiet)
+            table = _cross_validation(frame)
         else:
             table = validate(frame, load_calibration(calibration_path))
             click.echo(_validation_text(table))
@@ -386,16 +479,11 @@ def validate_command(
             write_text_atomic(Path(csv_out), table.to_csv(index=False))
 
 
-def _progress(quiet: bool):
-    """A progress callback printing on stderr, or None with --quiet."""
-    return None if quiet else (lambda line: click.echo(line, err=True))
-
-
-def _cross_validation(frame: pd.DataFrame, quiet: bool) -> pd.DataFrame:
+def _cross_validation(frame: pd.DataFrame) -> pd.DataFrame:
     """Leave-one-system-out table, printed per row and per family; family columns joined per row."""
     from planner.crossval import cross_validate_systems, family_summary
 
-    table = cross_validate_systems(frame, progress=_progress(quiet))
+    table = cross_validate_systems(frame)
     lines = [f"{'id':<44} {'family':<16} {'measured':>10} {'held out':>10} {'error':>8}"]
     for _, r in table.iterrows():
         held = "skipped" if np.isnan(r["cv_predicted"]) else f"{r['cv_predicted']:,.0f}"
@@ -456,16 +544,17 @@ def _validation_text(table: pd.DataFrame) -> str:
     help="Fit blocks with fewer distinct rows than free constants (refused otherwise); the constants "
     "the rows cannot identify stay near their starting values.",
 )
-@click.option("--quiet", is_flag=True, help="No progress lines on stderr.")
 @_calibration
+@_verbosity
 @_debug
 def calibrate_command(
     measurements: str,
     out: str,
     no_loo: bool,
     allow_underdetermined: bool,
-    quiet: bool,
     calibration_path: str | None,
+    quiet: bool,
+    verbose: bool,
     debug: bool,
 ) -> None:
     """Fit the efficiency blocks to measurements; print in-sample and leave-one-out error.
@@ -479,23 +568,23 @@ def calibrate_command(
     import yaml
 
     from planner.calibrate import fit_blocks, leave_one_out
-    from planner.measurements import load_measurements, validate
+    from planner.measurements import load_measurements, require_predictable_rows, validate
 
-    with format_errors(debug):
+    with format_errors(debug), reporting(_level(quiet, verbose)):
+        check_writable(Path(out), folder=False)
         frame = load_measurements(measurements)
         start = load_calibration(calibration_path)
-        progress = _progress(quiet)
+        require_predictable_rows(validate(frame, start), measurements)
         fitted, fits = fit_blocks(
             frame,
             start,
             source=f"disagg calibrate on {Path(measurements).name}",
             allow_underdetermined=allow_underdetermined,
-            progress=progress,
             path=measurements,
         )
         table = validate(frame, fitted)
         if not no_loo:
-            table["loo_error_fraction"] = leave_one_out(frame, fitted, progress=progress).to_numpy()
+            table["loo_error_fraction"] = leave_one_out(frame, fitted).to_numpy()
         click.echo(_validation_text(table))
         if not no_loo:
             loo = table["loo_error_fraction"].abs().dropna()
@@ -599,6 +688,7 @@ def candidates_command(
     fit in memory, miss the TTFT limit or are dominated are dropped (planner/space.py).
     """
     with format_errors(debug):
+        check_writable(Path(csv_out), folder=False, option="--csv")
         problem = resolve(instance, scenario, parse_overrides(overrides))
         calibration = load_calibration(calibration_path)
         table = problem.candidate_table(
@@ -669,10 +759,11 @@ _solver = click.option(
 )
 _time_limit = click.option(
     "--time-limit-s",
-    type=click.FloatRange(min=0.1),
+    type=finite(min=0.1, max=MAX_TIME_LIMIT_S),
     default=60.0,
     show_default=True,
-    help="Time limit per MIP solve, seconds; hitting it is an error (the frontier claims optimality).",
+    help="Seconds each MIP solve may take. Every reported plan is proven optimal, so a solve that "
+    "hits the limit stops the command with an error (exit 2) saying what to change.",
 )
 
 # --write-lp (issue 12): export the model each mode solves, to read or to hand to another solver.
@@ -709,6 +800,15 @@ def _objective(func):
     )(run)
 
 
+_run_time_limit = click.option(
+    "--run-time-limit-s",
+    type=finite(min=1, max=MAX_TIME_LIMIT_S),
+    default=None,
+    help="Wall-time limit for the whole run, seconds (a solve in progress finishes first, within "
+    "--time-limit-s); hitting it exits 1 [default: none].",
+)
+
+
 @main.command("frontier")
 @click.argument("instance")
 @click.option(
@@ -716,7 +816,7 @@ def _objective(func):
 )
 @click.option(
     "--fixed-ratio",
-    type=click.FloatRange(min=0, min_open=True),
+    type=finite(min=0, min_open=True, max=MAX_RATIO),
     default=None,
     help="Also trace disaggregated plans with prefill:decode GPUs held at this ratio (+-3%).",
 )
@@ -724,8 +824,10 @@ def _objective(func):
 @_time_limit
 @_write_lp
 @_objective
+@_run_time_limit
 @_scenario
 @_calibration
+@_verbosity
 @_debug
 def frontier_command(
     instance: str,
@@ -734,9 +836,12 @@ def frontier_command(
     solver: str,
     time_limit_s: float,
     write_lp: str | None,
+    run_time_limit_s: float | None,
     scenario: str | None,
     overrides: tuple[str, ...],
     calibration_path: str | None,
+    quiet: bool,
+    verbose: bool,
     debug: bool,
 ) -> None:
     """Trace the exact Pareto frontier of throughput vs tokens/s per user, both modes.
@@ -749,9 +854,10 @@ def frontier_command(
     provenance.json (columns in the README). Nothing is written if no plan exists.
     """
     from planner.frontier import solve_frontier
-    from planner.outputs import command_line, frontier_summary, render_frontier, write_outputs
+    from planner.outputs import command_line, frontier_summary, render_frontier
 
-    with format_errors(debug):
+    with format_errors(debug), reporting(_level(quiet, verbose)), run_deadline(run_time_limit_s):
+        check_output_folder(Path(out_dir))
         problem = resolve(instance, scenario, parse_overrides(overrides))
         calibration = load_calibration(calibration_path)
         frontier = solve_frontier(
@@ -763,14 +869,17 @@ def frontier_command(
             write_lp=Path(write_lp) if write_lp else None,
         )
         files = render_frontier(frontier, calibration, command_line())
-        paths = write_outputs(Path(out_dir), files)
+        paths, replaced = write_output_set(Path(out_dir), files, command_line(), "frontier")
         from planner.advise import headroom_text, objective_question
 
-        click.echo(f"{problem.label}: exact frontier with {solver}; objective: {objective_question(problem)}")
+        click.echo(
+            f"{problem.label}: {problem.question_text}; exact frontier with {solver}; "
+            f"objective: {objective_question(problem)}"
+        )
         if headroom_text(problem):
             click.echo(headroom_text(problem))
         click.echo(frontier_summary(frontier))
-        click.echo(f"wrote {', '.join(str(p) for p in paths)}")
+        click.echo(f"wrote {', '.join(str(p) for p in paths)}" + (f"; {replaced}" if replaced else ""))
         _warn_thin(_problem_support(problem, calibration), problem.hardware.name, problem.instance.precision)
 
 
@@ -779,7 +888,7 @@ def frontier_command(
 @click.option(
     "--min-tokens-per-s-per-user",
     "target",
-    type=click.FloatRange(min=0, min_open=True),
+    type=finite(min=0, min_open=True, max=MAX_TOKENS_PER_S_PER_USER),
     default=None,
     help="Interactivity every user must get, output tokens/s per user [default: the instance's "
     "slo.tokens_per_s_per_user_targets].",
@@ -789,6 +898,7 @@ def frontier_command(
 @_time_limit
 @_write_lp
 @_objective
+@_run_time_limit
 @_scenario
 @_calibration
 @_debug
@@ -799,6 +909,7 @@ def plan_command(
     solver: str,
     time_limit_s: float,
     write_lp: str | None,
+    run_time_limit_s: float | None,
     scenario: str | None,
     overrides: tuple[str, ...],
     calibration_path: str | None,
@@ -814,7 +925,7 @@ def plan_command(
     """
     from planner.advise import advice_json, advice_text, advise
 
-    with format_errors(debug):
+    with format_errors(debug), run_deadline(run_time_limit_s):
         problem = resolve(instance, scenario, parse_overrides(overrides))
         targets = [target] if target is not None else problem.instance.slo.tokens_per_s_per_user_targets
         if not targets:
@@ -915,6 +1026,7 @@ def export_command(
     from planner.outputs import write_outputs
 
     with format_errors(debug):
+        check_output_folder(Path(out_dir))
         chosen = _export_answer(
             source, answer, target, solver, time_limit_s, scenario, overrides, calibration_path
         )
@@ -922,7 +1034,7 @@ def export_command(
         label = name or str(chosen.get("instance") or "deployment")
         safe = "".join(c if c.isalnum() else "-" for c in label.lower()).strip("-")[:63] or "deployment"
         files = render_export(deployment, name=safe, image=image or DYNAMO_IMAGE)
-        paths = write_outputs(Path(out_dir), files)
+        paths = write_outputs(Path(out_dir), files, "export")
         click.echo(
             f"{deployment.source}: {deployment.mode}, "
             + ", ".join(f"{e.name} {e.instances} x {e.gpus_per_instance} GPUs" for e in deployment.engines)
@@ -1020,6 +1132,7 @@ def capacity_command(
     from planner.outputs import write_outputs
 
     with format_errors(debug):
+        check_output_folder(Path(out_dir))
         problem = resolve(instance, scenario, parse_overrides(overrides))
         load_list = list(loads) or (
             [problem.instance.traffic.requests_per_s] if problem.instance.traffic.requests_per_s else []
@@ -1033,7 +1146,7 @@ def capacity_command(
             problem, load_list, target_list, load_calibration(calibration_path), solver=solver,
             time_limit_s=time_limit_s,
         )  # fmt: skip
-        paths = write_outputs(Path(out_dir), render_capacity(frame, xlsx=xlsx))
+        paths = write_outputs(Path(out_dir), render_capacity(frame, xlsx=xlsx), "capacity")
         best = frame[frame["recommended"]]
         click.echo(
             f"{problem.label}: {len(load_list)} loads x {len(target_list)} targets, "
@@ -1073,7 +1186,9 @@ def capacity_command(
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
 @_solver
 @_time_limit
+@_run_time_limit
 @_calibration
+@_verbosity
 @_debug
 def sweep_command(
     grid_path: str,
@@ -1085,7 +1200,10 @@ def sweep_command(
     progress: bool,
     solver: str,
     time_limit_s: float,
+    run_time_limit_s: float | None,
     calibration_path: str | None,
+    quiet: bool,
+    verbose: bool,
     debug: bool,
 ) -> None:
     """Trace the frontier of every cell of a GRID of what-if questions (format: README, Sweeps).
@@ -1100,9 +1218,17 @@ def sweep_command(
     from planner.errors import InfeasibleError
     from planner.grid import load_grid
     from planner.outputs import command_line
-    from planner.sweep import SweepIncompleteError, dry_run_text, resolve_cells, run_sweep, sweep_summary_text
+    from planner.sweep import (
+        SweepIncompleteError,
+        check_sweep_folder,
+        dry_run_text,
+        resolve_cells,
+        run_sweep,
+        sweep_summary_text,
+    )
 
-    with format_errors(debug):
+    with format_errors(debug), run_deadline(run_time_limit_s, SWEEP_RESUME_TEXT):
+        progress = progress and not _level(quiet, verbose) < 0
         if scheduler and workers:
             raise SpecError(
                 "--workers sizes the local pool; with --scheduler the Dask cluster's workers run the "
@@ -1111,9 +1237,15 @@ def sweep_command(
             )
         if out_dir is None and not dry_run:
             raise SpecError("missing --out DIR, the folder for the results (or --dry-run to only count)")
+        if scheduler:
+            from planner.extras import require
+
+            require("distributed", "dask", "--scheduler (a Dask cluster)")
+        if out_dir is not None:
+            check_sweep_folder(Path(out_dir))
         grid = load_grid(grid_path)
         calibration = load_calibration(calibration_path)
-        cells = resolve_cells(grid, calibration, solver)
+        cells = resolve_cells(grid, calibration, solver, progress=progress)
         if dry_run:
             click.echo(dry_run_text(grid, cells, Path(out_dir) if out_dir else None))
             return
@@ -1140,10 +1272,10 @@ def sweep_command(
             sys.exit(130)
         click.echo(sweep_summary_text(result))
         click.echo(f"wrote {', '.join(str(p) for p in result.paths)}")
-        if result.internal_errors:
+        if result.retried_errors:
             raise SweepIncompleteError(
-                f"{len(result.internal_errors)} cells failed unexpectedly (first: "
-                f"{result.internal_errors[0]}); run the same command again to retry them"
+                f"{len(result.retried_errors)} cells did not finish (a solver time limit or an unexpected "
+                f"failure; first: {result.retried_errors[0]}); run the same command again to retry them"
             )
         if result.failed == result.cells:
             raise InfeasibleError(
@@ -1166,20 +1298,20 @@ def sweep_command(
 @click.option(
     "--min-tokens-per-s-per-user",
     "target",
-    type=click.FloatRange(min=0),
+    type=finite(min=0, max=MAX_TOKENS_PER_S_PER_USER),
     default=0.0,
     show_default=True,
     help="Interactivity every request gets, on top of each class's tokens_per_s_per_user_min.",
 )
 @click.option(
     "--fixed-ratio",
-    type=click.FloatRange(min=0, min_open=True),
+    type=finite(min=0, min_open=True, max=MAX_RATIO),
     default=None,
     help="Also plan elastically with prefill:decode GPUs held at this ratio (+-3%).",
 )
 @click.option(
     "--load-scale",
-    type=click.FloatRange(min=0, min_open=True),
+    type=finite(min=0, min_open=True, max=MAX_LOAD_SCALE),
     default=1.0,
     show_default=True,
     help="Multiply the trace's requests/s (the same day on a bigger or smaller service).",
@@ -1187,13 +1319,18 @@ def sweep_command(
 @_solver
 @click.option(
     "--time-limit-s",
-    type=click.FloatRange(min=0.1),
+    type=finite(min=0.1, max=MAX_TIME_LIMIT_S),
     default=120.0,
     show_default=True,
-    help="Time limit per MIP solve, seconds.",
+    help="Seconds each MIP solve may take. The static and dynamic plans must be proven optimal: "
+    "hitting the limit there is an error (exit 2). The best-fixed-ratio search gives each candidate "
+    "ratio min(this, 15) s and keeps the best plan found; the summary says how many were not proven "
+    "optimal.",
 )
+@_run_time_limit
 @_scenario
 @_calibration
+@_verbosity
 @_debug
 def elastic_command(
     instance: str,
@@ -1204,9 +1341,12 @@ def elastic_command(
     load_scale: float,
     solver: str,
     time_limit_s: float,
+    run_time_limit_s: float | None,
     scenario: str | None,
     overrides: tuple[str, ...],
     calibration_path: str | None,
+    quiet: bool,
+    verbose: bool,
     debug: bool,
 ) -> None:
     """Plan pools period by period over a traffic trace: static, fixed-ratio and dynamic.
@@ -1219,10 +1359,11 @@ def elastic_command(
     """
     from planner.elastic import plan_elastic
     from planner.elastic_outputs import elastic_summary, render_elastic
-    from planner.outputs import command_line, write_outputs
+    from planner.outputs import command_line
     from planner.trace import load_trace
 
-    with format_errors(debug):
+    with format_errors(debug), reporting(_level(quiet, verbose)), run_deadline(run_time_limit_s):
+        check_output_folder(Path(out_dir))
         problem = resolve(instance, scenario, parse_overrides(overrides))
         trace = load_trace(trace_path, problem.request_classes)
         calibration = load_calibration(calibration_path)
@@ -1236,17 +1377,51 @@ def elastic_command(
             solver=solver,
             time_limit_s=time_limit_s,
         )
-        paths = write_outputs(Path(out_dir), render_elastic(result, calibration, command_line()))
-        click.echo(f"{problem.label}: {trace.periods} periods, {trace.hours:g} h, with {solver}")
+        files = render_elastic(result, calibration, command_line())
+        paths, replaced = write_output_set(Path(out_dir), files, command_line(), "elastic")
+        click.echo(
+            f"{problem.label}: {problem.question_text}; {trace.periods} periods, {trace.hours:g} h, "
+            f"with {solver}"
+        )
         click.echo(elastic_summary(result))
-        click.echo(f"wrote {', '.join(str(p) for p in paths)}")
+        click.echo(f"wrote {', '.join(str(p) for p in paths)}" + (f"; {replaced}" if replaced else ""))
         if result.unserved_periods:
+            from planner.humanize import plural
+
             first = result.unserved_periods[0]
             raise InfeasibleError(
                 f"{trace.path}: row {first + 2} (period {trace.start[first].isoformat()}) and "
-                f"{len(result.unserved_periods) - 1} other period(s) cannot be served within the budget of "
-                f"{problem.max_gpus} GPUs; raise cluster.max_gpus, lower --load-scale, or relax the SLO"
+                f"{plural(len(result.unserved_periods) - 1, 'other period')} cannot be served within the "
+                f"budget of {problem.max_gpus} GPUs; raise cluster.max_gpus, lower --load-scale, or relax "
+                "the SLO"
             )
+
+
+# --------------------------------------------------------------------------- schema
+
+
+@main.command("schema")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write the reference here (the repository keeps it in docs/schema.md); default: print it.",
+)
+@_debug
+def schema_command(out: str | None, debug: bool) -> None:
+    """The reference of every instance, model and hardware field, generated from the specs.
+
+    Example: disagg schema --out docs/schema.md
+    """
+    from planner.schema import schema_markdown
+
+    with format_errors(debug):
+        text = schema_markdown()
+        if out is None:
+            click.echo(text, nl=False)
+            return
+        write_text_atomic(Path(out), text)
+        click.echo(f"wrote {out}")
 
 
 if __name__ == "__main__":  # pragma: no cover

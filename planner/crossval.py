@@ -15,6 +15,7 @@ x GPU generation.
 
 from __future__ import annotations
 
+import logging
 import time
 
 import numpy as np
@@ -24,6 +25,8 @@ from planner.calibrate import Progress, block_key_of_row, expressible_rows, fit_
 from planner.catalog import load_hardware, load_model
 from planner.measurements import predict_row, validate
 from planner.perf.calibration import Calibration
+
+log = logging.getLogger(__name__)
 
 PRIOR = Calibration(source="documented priors (EfficiencyBlock defaults), no data")
 """The data-free start of every cross-validation fit."""
@@ -56,6 +59,7 @@ def cross_validate_systems(
     wall time and the system count.
     """
     began = time.monotonic()
+    progress = progress or log.info
     if progress:
         progress(f"fitting every block on all {len(measurements)} rows (the in-sample reference)")
     full, _ = fit_blocks(

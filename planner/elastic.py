@@ -1,4 +1,4 @@
-"""Elastic plans: size the prefill and decode pools period by period over a traffic trace (DESIGN.md §5).
+"""Elastic plans: size the prefill and decode pools period by period over a traffic trace (docs/DESIGN.md §5).
 
 Why it exists
     Load follows the day and the request mix shifts (prompt-heavy by day,
@@ -37,6 +37,7 @@ Unservable periods
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 
@@ -57,6 +58,8 @@ from planner.optimize.solution import Solution
 from planner.perf.calibration import Calibration
 from planner.problem import Problem
 from planner.trace import Trace
+
+log = logging.getLogger(__name__)
 
 MODE = "disaggregated"
 RATIO_GRID_STEP = (1 + FIXED_RATIO_TOLERANCE) / (1 - FIXED_RATIO_TOLERANCE)
@@ -326,9 +329,11 @@ class ElasticPlanner:
             mip_gap=static.mip_gap,
         )
         elapsed, solves, unproven = 0.0, 0, 0
-        self.backend.set_time_limit(min(self.time_limit_s, RATIO_SEARCH_TIME_LIMIT_S))
+        limit_s = min(self.time_limit_s, RATIO_SEARCH_TIME_LIMIT_S)
+        self.backend.set_time_limit(limit_s)
         try:
-            for ratio in candidates:
+            for number, ratio in enumerate(candidates, 1):
+                log.info("fixed_ratio: candidate ratio %d of %d, %.3g", number, len(candidates), ratio)
                 found = self.solve("fixed_ratio", ratio, allow_shortfall=False, incumbent_ok=True)
                 elapsed += sum(r.solve_time_s for r in self._results)
                 solves += len(self._results)
@@ -346,7 +351,12 @@ class ElasticPlanner:
         best.note = (
             f"best of {len(candidates)} candidate ratios ({', '.join(f'{r:.3g}' for r in candidates)}) "
             "and the static plan's"
-            + (f"; {unproven} not proven optimal within {RATIO_SEARCH_TIME_LIMIT_S:g} s" if unproven else "")
+            + (
+                f"; {unproven} of them NOT proven optimal within the search's {limit_s:g} s per solve "
+                "(the best plan found is used)"
+                if unproven
+                else ""
+            )
         )
         return best
 
@@ -439,15 +449,32 @@ def plan_elastic(
         solver_version=planner.backend.version,
         build_time_s=planner.build_time_s,
     )
-    dynamic = planner.solve("dynamic")
-    static = planner.solve("static")
+    log.info("elastic: %d-period model built in %.1f s", trace.periods, planner.build_time_s)
+    log.info("dynamic: solving (free rate matching every period)")
+    dynamic = _logged(planner.solve("dynamic"))
+    log.info("static: solving (one deployment for the whole horizon)")
+    static = _logged(planner.solve("static"))
     result.strategies["static"] = static
     if dynamic.served and static.served:
-        result.strategies["fixed_ratio"] = planner.best_fixed_ratio(dynamic, static)
+        log.info("fixed_ratio: searching the best single prefill:decode ratio")
+        result.strategies["fixed_ratio"] = _logged(planner.best_fixed_ratio(dynamic, static))
     if fixed_ratio is not None:
-        given = planner.solve("fixed_ratio", fixed_ratio)
+        log.info("fixed_ratio_given: solving at ratio %g", fixed_ratio)
+        given = _logged(planner.solve("fixed_ratio", fixed_ratio))
         given.strategy = "fixed_ratio_given"
         given.periods["strategy"] = "fixed_ratio_given"
         result.strategies["fixed_ratio_given"] = given
     result.strategies["dynamic"] = dynamic
     return result
+
+
+def _logged(strategy: StrategyResult) -> StrategyResult:
+    """One progress line per strategy solved."""
+    log.info(
+        "%s: %s GPU-hours, %s, %.1f s",
+        strategy.strategy,
+        f"{strategy.gpu_hours:,.1f}",
+        strategy.termination if not strategy.note else strategy.note,
+        strategy.solve_time_s,
+    )
+    return strategy

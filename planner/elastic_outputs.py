@@ -1,7 +1,7 @@
 """The files an elastic study writes: per-period and summary CSVs, a plot, the question and provenance.
 
-Rendered in memory first and written atomically file by file, like
-:mod:`planner.outputs`, so an error leaves nothing half-written.
+Rendered in memory first and written as one set, like :mod:`planner.outputs`
+(:mod:`planner.output_folder`), so an error leaves nothing half-written.
 
 - ``periods.csv``: one row per period and strategy (load, GPUs per pool, ratio, tokens/s/GPU, SLO met);
 - ``summary.csv``: GPU-hours, cost and savings against static, per strategy;
@@ -17,6 +17,7 @@ import json
 import yaml
 
 from planner.elastic import ElasticResult
+from planner.humanize import plural
 from planner.outputs import provenance_common
 
 STRATEGY_STYLE = {
@@ -59,8 +60,7 @@ def elastic_png(result: ElasticResult) -> bytes:
     for ax in (load_ax, prefill_ax, decode_ax):
         ax.grid(alpha=0.3)
     load_ax.set_title(
-        f"{result.problem.label}: {result.problem.instance.model} on {result.problem.hardware.name}, "
-        f"{result.trace.periods} periods",
+        f"{result.problem.label}: {result.problem.question_text}, {result.trace.periods} periods",
         fontsize=9,
     )
     buffer = io.BytesIO()
@@ -100,13 +100,15 @@ def elastic_summary(result: ElasticResult) -> str:
         ratio = f", ratio {row.fixed_ratio:.3g}" if row.fixed_ratio == row.fixed_ratio else ""
         saved = f", {row.savings_vs_static_fraction:.1%} less than static" if row.strategy != "static" else ""
         unserved = (
-            f"; does NOT serve {row.periods_unserved} period(s) at the SLO within the budget"
+            f"; does NOT serve {plural(int(row.periods_unserved), 'period')} at the SLO within the budget"
             if row.periods_unserved
             else ""
         )
+        note = f"; {row.note}" if row.note else ""
         lines.append(
-            f"  {row.strategy}: {row.gpu_hours:,.1f} GPU-hours (peak {row.peak_gpus} GPUs{ratio}{saved}); "
-            f"solved in {row.solve_time_s:.1f} s ({row.solves} solves){unserved}"
+            f"  {row.strategy}: {row.gpu_hours:,.1f} GPU-hours (peak {plural(int(row.peak_gpus), 'GPU')}"
+            f"{ratio}{saved}); solved in {row.solve_time_s:.1f} s ({plural(int(row.solves), 'solve')})"
+            f"{note}{unserved}"
         )
     if result.unserved_periods:
         lines.append(

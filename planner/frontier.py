@@ -1,4 +1,4 @@
-"""The exact Pareto frontier of throughput per GPU against interactivity, both modes (DESIGN.md §4-5).
+"""The exact Pareto frontier of throughput per GPU against interactivity, both modes (docs/DESIGN.md §4-5).
 
 Why it is exact with one solve per point
     The best plan at target ``T`` may use only decode-like candidates with
@@ -17,6 +17,7 @@ disaggregated / aggregated comparison is like for like.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +35,8 @@ from planner.perf.calibration import Calibration
 from planner.problem import Problem
 from planner.space import LAYOUT_COLUMNS
 from planner.specs import LOAD_OBJECTIVES
+
+log = logging.getLogger(__name__)
 
 MODES = ("disaggregated", "aggregated")
 """The two deployment modes every frontier compares (``--fixed-ratio`` adds :data:`FIXED_RATIO_MODE`)."""
@@ -58,12 +61,16 @@ class Frontier:
         return with_economics(pd.DataFrame(rows), self.problem.hardware, fleet_gpus(self.problem))
 
     def comparison(self) -> pd.DataFrame:
-        """comparison.csv: every frontier as a step function, and the ratios, at every breakpoint."""
+        """comparison.csv: every frontier as a step function, the gain and the ratios, at every breakpoint.
+
+        The gain (:mod:`planner.compare`) reads tokens/s per GPU, or total output tokens/s on an
+        owned fleet (objective ``max_throughput``).
+        """
         frame = self.frame()
         fleet = self.problem.instance.objective == "max_throughput"
         by = "output_tokens_per_s" if fleet else "tokens_per_s_per_gpu"
         modes = tuple(dict.fromkeys((*MODES, *self.modes)))
-        return step_economics(step_comparison(frame), frame, modes, by)
+        return step_economics(step_comparison(frame, by), frame, modes, by)
 
     @property
     def modes(self) -> tuple[str, ...]:
@@ -104,6 +111,13 @@ def trace(optimizer: ModeOptimizer, objective: str) -> list[Plan]:
         if plan is None:
             break
         plans.append(plan)
+        log.info(
+            "%s: point %d: %s tokens/s per GPU at %.1f tokens/s per user",
+            optimizer.mode,
+            len(plans),
+            f"{plan.tokens_per_s_per_gpu:,.1f}",
+            plan.tokens_per_s_per_user,
+        )
         # Strictly past the target too, so the trace always moves on (it ends where no plan is left).
         above = points[points > max(plan.tokens_per_s_per_user, target)]
         if not len(above):
@@ -246,6 +260,7 @@ def solve_frontier(
     if fixed_ratio is not None:
         modes = (*modes, FIXED_RATIO_MODE)
     for mode in modes:
+        log.info("%s: pricing the candidate layouts of %s", mode, problem.label)
         try:
             tables = mode_tables(problem, mode, calibration)
             single = len(tables) == 1
@@ -266,6 +281,12 @@ def solve_frontier(
         version = optimizer.backend.version
         if write_lp is not None:
             optimizer.write_lp(lp_path(write_lp, mode), optimizer.breakpoints[0])
+        log.info(
+            "%s: %d candidates, %d interactivity breakpoints; tracing the exact frontier",
+            mode,
+            len(optimizer.candidates.table),
+            len(optimizer.breakpoints),
+        )
         found = trace(optimizer, problem.instance.objective)
         if found:
             plans[mode] = found

@@ -44,12 +44,15 @@ from typing import Any
 
 from planner.catalog import load_instance, read_yaml
 from planner.errors import SpecError
+from planner.safe_input import excerpt
 from planner.specs import HardwareSpec, Instance, ModelSpec, SpecModel
 
 GRID_KEYS = ("base", "description", "set", "axes")
 """Top-level keys of a grid file."""
 SCENARIO_AXIS = "scenario"
 """The axis that picks one of the base instance's named scenarios (``null``: none)."""
+MAX_CELLS = 100_000
+"""Most cells a grid may have (each is a full frontier solve); checked before any cell is built."""
 NOT_SWEEPABLE = ("name", "description", "scenarios")
 """Instance fields that describe the question rather than pose it."""
 _SPEC_PATHS = ("model", "hardware")
@@ -194,7 +197,7 @@ def load_grid(path: str | Path) -> Grid:
         where = f"axes.{axis}"
         if not isinstance(values, list):
             raise SpecError(
-                f"must be a list of values; write [{values!r}] for one value", path=path, field=where
+                f"must be a list of values; write [{excerpt(values)}] for one value", path=path, field=where
             )
         if not values:
             raise SpecError("is empty; give at least one value or remove the axis", path=path, field=where)
@@ -205,10 +208,21 @@ def load_grid(path: str | Path) -> Grid:
             values = [_value_paths(path, axis, v, where) for v in values]
         for i, value in enumerate(values):
             if value in values[:i]:
-                raise SpecError(f"repeats the value {value!r}; remove the duplicate", path=path, field=where)
+                raise SpecError(
+                    f"repeats the value {excerpt(value)}; remove the duplicate", path=path, field=where
+                )
         axes[axis] = values
     description = data.get("description") or ""
-    return Grid(str(path), base, axes, fixed, str(description))
+    grid = Grid(str(path), base, axes, fixed, str(description))
+    if grid.size > MAX_CELLS:
+        shape = " x ".join(str(len(v)) for v in axes.values())
+        raise SpecError(
+            f"the axes make {grid.size:,} cells ({shape}), more than the {MAX_CELLS:,} a sweep runs; "
+            "split the grid or drop values",
+            path=path,
+            field="axes",
+        )
+    return grid
 
 
 # --------------------------------------------------------------------------- field checks
@@ -282,7 +296,7 @@ def _value_paths(path: str | Path, dotted: str, value: Any, where: str) -> Any:
         if not isinstance(value, dict) or not value:
             raise SpecError(
                 f"'{dotted}' is a group of fields, so each value is a mapping of them, e.g. "
-                f"{_group_example(dotted)}; got {value!r}",
+                f"{_group_example(dotted)}; got {excerpt(value)}",
                 path=path,
                 field=where,
             )
@@ -294,7 +308,7 @@ def _value_paths(path: str | Path, dotted: str, value: Any, where: str) -> Any:
     if dotted in _SPEC_PATHS:
         raise SpecError(
             f"'{dotted}' takes a catalog name (`disagg list {'models' if dotted == 'model' else dotted}`) "
-            f"or a YAML path; got {value!r}",
+            f"or a YAML path; got {excerpt(value)}",
             path=path,
             field=where,
         )
@@ -315,7 +329,7 @@ def _check_scenarios(values: list[Any], instance: Instance, path: str | Path) ->
     for value in values:
         if value is not None and not isinstance(value, str):
             raise SpecError(
-                f"scenario values are scenario names or null (no scenario); got {value!r}",
+                f"scenario values are scenario names or null (no scenario); got {excerpt(value)}",
                 path=path,
                 field=f"axes.{SCENARIO_AXIS}",
             )

@@ -27,6 +27,7 @@ import yaml
 
 from planner.catalog import parse_spec
 from planner.errors import SpecError
+from planner.safe_input import excerpt, json_load, read_text
 from planner.specs import ModelSpec, Precision, SpecModel
 
 _FULL = "full_attention"
@@ -92,7 +93,14 @@ class _Reader:
                 return default
             raise self.error(key, "missing in the HF config; add it from the model's published config.json")
         if isinstance(value, bool) or not isinstance(value, int):
-            raise self.error(key, f"expected an integer, got {value!r}; fix the config")
+            raise self.error(key, f"expected an integer, got {excerpt(value)}; fix the config")
+        return value
+
+    def positive(self, key: str) -> int:
+        """A required integer that is at least 1 (a count or a width the importer divides by)."""
+        value = self.integer(key)
+        if value < 1:
+            raise self.error(key, f"must be at least 1, got {value}; fix the config")
         return value
 
     def flag(self, key: str, default: bool) -> bool:
@@ -101,7 +109,7 @@ class _Reader:
         if value is None:
             return default
         if not isinstance(value, bool):
-            raise self.error(key, f"expected true or false, got {value!r}; fix the config")
+            raise self.error(key, f"expected true or false, got {excerpt(value)}; fix the config")
         return value
 
 
@@ -114,14 +122,9 @@ def load_hf_config(path: str | Path) -> dict[str, Any]:
         Naming the file when it cannot be read, is not JSON, or is not an object.
     """
     path = Path(path)
+    text = read_text(path, fix="pass the model's config.json")
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as err:
-        raise SpecError(f"cannot read file ({err.strerror}); check the path", path=path) from None
-    except UnicodeDecodeError:
-        raise SpecError("not UTF-8 text; pass the model's config.json", path=path) from None
-    try:
-        data = json.loads(text)
+        data = json_load(text, path)
     except json.JSONDecodeError as err:
         raise SpecError(
             f"not valid JSON at line {err.lineno}, column {err.colno}: {err.msg}; "
@@ -226,7 +229,7 @@ def _spec_from_config(
 
     num_layers = r.integer("num_hidden_layers")
     hidden = r.integer("hidden_size")
-    heads = r.integer("num_attention_heads")
+    heads = r.positive("num_attention_heads")
     data: dict[str, Any] = {
         "name": name,
         "source": source,
@@ -290,7 +293,7 @@ def _moe(r: _Reader, num_layers: int) -> dict[str, Any] | None:
             "missing in an MoE config; add the number of routed experts per token",
         )
     width_key = "moe_intermediate_size" if r.has("moe_intermediate_size") else "intermediate_size"
-    width = r.integer(width_key)
+    width = r.positive(width_key)
     num_dense = 0
     num_shared = 0
     if experts_key == "n_routed_experts":  # DeepSeek-V2/V3 style
@@ -330,7 +333,7 @@ def _qwen_leading_dense_layers(r: _Reader, num_layers: int) -> int:
     if not isinstance(mlp_only, list) or not all(
         isinstance(i, int) and not isinstance(i, bool) for i in mlp_only
     ):
-        raise r.error("mlp_only_layers", f"expected a list of layer indices, got {mlp_only!r}")
+        raise r.error("mlp_only_layers", f"expected a list of layer indices, got {excerpt(mlp_only)}")
     dense = [i for i in range(num_layers) if i in mlp_only or (i + 1) % step]
     if dense != list(range(len(dense))):
         key = "mlp_only_layers" if mlp_only else "decoder_sparse_step"
@@ -382,7 +385,7 @@ def _precision(r: _Reader) -> Precision:
     quant = r.get("quantization_config")
     if quant is not None:
         if not isinstance(quant, Mapping):
-            raise r.error("quantization_config", f"expected an object, got {quant!r}")
+            raise r.error("quantization_config", f"expected an object, got {excerpt(quant)}")
         method = str(quant.get("quant_method", "")).lower()
         algo = str(quant.get("quant_algo", "")).upper()
         if method in _FP8_METHODS or (method == "modelopt" and algo == "FP8"):
@@ -400,4 +403,4 @@ def _precision(r: _Reader) -> Precision:
         return "bf16"  # the planner's 16-bit class covers fp16 (and fp32) checkpoints too
     if dtype in _FP8_DTYPES:
         return "fp8"
-    raise r.error(dtype_key, f"unsupported dtype {dtype!r}; expected bfloat16, float16 or fp8")
+    raise r.error(dtype_key, f"unsupported dtype {excerpt(dtype)}; expected bfloat16, float16 or fp8")

@@ -47,6 +47,7 @@ from planner.perf.context import PerfContext
 from planner.perf.layout import Layouts, layout_problems
 from planner.perf.phases import aggregated, decode, prefill
 from planner.perf.serving import ServingOptions
+from planner.safe_input import excerpt
 from planner.thin_blocks import block_support
 
 DEFAULT_MEASUREMENTS = Path(__file__).parent / "reference" / "measurements.csv"
@@ -113,13 +114,14 @@ def check_measurements(frame: pd.DataFrame, path: str | Path) -> pd.DataFrame:
             path=path,
             field=missing[0],
         )
+    check_measurement_values(frame, path)
     for column in ("isl", "osl", "instances", "gpus_per_instance", "tp", "pp", "ep", "attention_dp", "value"):
         values = pd.to_numeric(frame[column], errors="coerce")
         bad = frame.index[values.isna() | (values <= 0)]
         if len(bad):
             row = frame.loc[bad[0], "id"]
             raise SpecError(
-                f"row '{row}': '{frame.loc[bad[0], column]}' is not a positive number; fix it",
+                f"row {excerpt(row)}: {excerpt(frame.loc[bad[0], column])} is not a positive number; fix it",
                 path=path,
                 field=column,
             )
@@ -128,7 +130,7 @@ def check_measurements(frame: pd.DataFrame, path: str | Path) -> pd.DataFrame:
         bad = frame.index[~frame[column].isin(allowed)]
         if len(bad):
             raise SpecError(
-                f"row '{frame.loc[bad[0], 'id']}': '{frame.loc[bad[0], column]}' is not one of "
+                f"row {excerpt(frame.loc[bad[0], 'id'])}: {excerpt(frame.loc[bad[0], column])} is not one of "
                 f"{', '.join(allowed)}",
                 path=path,
                 field=column,
@@ -159,16 +161,73 @@ def _check_layout_gpus(frame: pd.DataFrame, path: Path) -> None:
         )
 
 
+INTEGER_COLUMNS = ("isl", "osl", "instances", "gpus_per_instance", "tp", "pp", "ep", "attention_dp")
+"""Columns holding whole numbers (a layout size or a token count)."""
+MAX_MEASURED_INTEGER = 10_000_000
+"""Largest token count, instance count or layout size a row may state."""
+PRECISIONS = ("bf16", "fp8", "fp4")
+
+
+def check_measurement_values(frame: pd.DataFrame, path: Path) -> None:
+    """Refuse rows the model would misread: no rows, unknown precision, non-finite or fractional counts.
+
+    Kept apart from the format checks above so the hardening stays one small layer.
+    """
+    if frame.empty:
+        raise SpecError("the file has a header but no rows; add at least one measurement", path=path)
+
+    def fail(i: object, column: str, what: str) -> SpecError:
+        return SpecError(
+            f"row {excerpt(frame.loc[i, 'id'])}: {excerpt(frame.loc[i, column])} {what}; fix it",
+            path=path,
+            field=column,
+        )
+
+    bad = frame.index[~frame["precision"].isin(PRECISIONS)]
+    if len(bad):
+        raise fail(bad[0], "precision", f"is not one of {', '.join(PRECISIONS)}")
+    for column in (*INTEGER_COLUMNS, "value"):
+        values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float)
+        present = ~np.isnan(values)
+        infinite = frame.index[present & ~np.isfinite(values)]
+        if len(infinite):
+            raise fail(infinite[0], column, "is not a finite number")
+        if column == "value":
+            continue
+        limit = frame.index[present & (np.abs(values) > MAX_MEASURED_INTEGER)]
+        if len(limit):
+            raise fail(limit[0], column, f"is larger than {MAX_MEASURED_INTEGER:,}")
+        fractional = frame.index[present & (values != np.round(values))]
+        if len(fractional):
+            raise fail(fractional[0], column, "is not a whole number")
+    batch = frame["batch"].map(lambda v: "" if pd.isna(v) else str(v)).str.strip()
+    whole = batch.str.fullmatch(r"[0-9]{1,8}")
+    bad = frame.index[~(whole | (batch == "max"))]
+    if len(bad):
+        raise fail(bad[0], "batch", "is neither a whole number (up to 8 digits) nor 'max'")
+
+
+def require_predictable_rows(table: pd.DataFrame, path: str | Path) -> None:
+    """A fit needs at least one row the model can predict; else say why the first was skipped."""
+    if len(table) and (table["skip_reason"] != "").all():
+        first = table.iloc[0]
+        raise SpecError(
+            f"none of the {len(table)} rows can be predicted, so there is nothing to fit (row "
+            f"{excerpt(first['id'])}: {first['skip_reason']}); fix the rows or add measurable ones",
+            path=path,
+        )
+
+
 def _parse_flags(frame: pd.DataFrame, column: str, path: Path) -> pd.Series:
     """An optional true/false column as bools; absent or empty means off."""
     if column not in frame.columns:
         return pd.Series(False, index=frame.index, dtype=bool)
-    text = frame[column].astype(object).fillna("").astype(str).str.strip().str.lower()
+    text = frame[column].map(lambda v: "" if pd.isna(v) else str(v)).str.strip().str.lower()
     bad = frame.index[~text.isin(_TRUE + _FALSE)]
     if len(bad):
         raise SpecError(
-            f"row '{frame.loc[bad[0], 'id']}': '{frame.loc[bad[0], column]}' is not true or false "
-            "(or yes/no, 1/0; empty means false); fix it",
+            f"row {excerpt(frame.loc[bad[0], 'id'])}: {excerpt(frame.loc[bad[0], column])} is not true or "
+            "false (or yes/no, 1/0; empty means false); fix it",
             path=path,
             field=column,
         )

@@ -1,8 +1,9 @@
 """The files a frontier study writes: CSVs for spreadsheets, a plot, the resolved question and provenance.
 
-Everything is rendered in memory first and then written file by file atomically
-(:mod:`planner.report`), so an error while solving or rendering leaves no output
-behind, and a crash mid-write never leaves a half file.
+Everything is rendered in memory first and then written as one set
+(:mod:`planner.output_folder`: a staging folder swapped in whole), so an error while
+solving or rendering leaves no output behind, and an interrupted write leaves the
+previous complete set, never a mix.
 
 - ``frontier.csv``: one row per Pareto point and mode (columns in README.md);
 - ``comparison.csv``: both frontiers as step functions and their ratio;
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import platform
 import sys
 from datetime import UTC, datetime
@@ -24,11 +26,11 @@ from pathlib import Path
 import yaml
 
 from planner import __version__
-from planner.compare import gain_curve, gain_summary, mode_rows
+from planner.compare import gain_summary, gains_at
 from planner.frontier import FIXED_RATIO_MODE, Frontier
+from planner.output_folder import write_output_set
 from planner.perf.calibration import Calibration
 from planner.problem import Problem
-from planner.report import write_bytes_atomic
 from planner.thin_blocks import block_support, with_block_support
 
 MODE_STYLE = {
@@ -60,19 +62,20 @@ def frontier_png(frontier: Frontier) -> bytes:
     top.set_ylim(bottom=0)
     top.grid(alpha=0.3)
     top.legend(loc="upper right")
-    inst = frontier.problem.instance
-    top.set_title(
-        f"{frontier.problem.label}: {inst.model} on {frontier.problem.hardware.name}, "
-        f"{frontier.problem.traffic_text}, TTFT <= {inst.slo.ttft_ms_max:g} ms",
-        fontsize=9,
-    )
+    top.set_title(f"{frontier.problem.label}: {frontier.problem.question_text}", fontsize=9)
     comparison = frontier.comparison()
     ratio = comparison["disaggregated_over_aggregated"]
-    if fleet:  # total tokens/s of the plans each mode's step reading picks on the fleet
-        ratio = comparison["disaggregated_output_tokens_per_s"] / comparison["aggregated_output_tokens_per_s"]
-    bottom.step(comparison["tokens_per_s_per_user"], ratio, where="pre", color="black")
+    bottom.step(comparison["tokens_per_s_per_user"], ratio, where="pre", color="black", label="gain")
     bottom.axhline(1.0, color="grey", linewidth=0.8, linestyle="--")
-    bottom.set_ylabel("disaggregated /\naggregated")
+    gains = gain_summary(comparison, _targets(frontier))
+    if math.isfinite(gains["typical_gain"]):
+        high = gains["decision_range_high_tokens_per_s_per_user"]
+        bottom.axvspan(high, comparison["tokens_per_s_per_user"].max(), color="grey", alpha=0.15, lw=0)
+        bottom.axhline(gains["typical_gain"], color="tab:blue", linewidth=0.8, label="typical gain")
+        peak_at = gains["peak_gain_at_tokens_per_s_per_user"]
+        bottom.plot(peak_at, gains["peak_gain"], "v", color="tab:red", label="peak")
+        bottom.legend(loc="upper left", fontsize=7)
+    bottom.set_ylabel("gain: disaggregated /\naggregated")
     bottom.set_xlabel("interactivity, output tokens/s per user")
     bottom.grid(alpha=0.3)
     buffer = io.BytesIO()
@@ -128,14 +131,9 @@ def render_frontier(
     }
 
 
-def write_outputs(out_dir: Path, files: dict[str, bytes]) -> list[Path]:
-    """Write rendered files into ``out_dir`` atomically, one by one."""
-    paths = []
-    for name, data in files.items():
-        path = Path(out_dir) / name
-        write_bytes_atomic(path, data)
-        paths.append(path)
-    return paths
+def write_outputs(out_dir: Path, files: dict[str, bytes], kind: str = "") -> list[Path]:
+    """Write rendered files into ``out_dir`` as one set (:func:`planner.output_folder.write_output_set`)."""
+    return write_output_set(Path(out_dir), files, command_line(), kind)[0]
 
 
 def frontier_summary(frontier: Frontier) -> str:
@@ -157,15 +155,7 @@ def frontier_summary(frontier: Frontier) -> str:
     for mode, why in frontier.infeasible.items():
         lines.append(f"  {mode}: no plan ({why})")
     comparison = frontier.comparison()
-    ratio = comparison["disaggregated_over_aggregated"].dropna()
-    if len(ratio):
-        frame = frontier.frame()
-        gains = gain_summary(gain_curve(mode_rows(frame, "disaggregated"), mode_rows(frame, "aggregated")))
-        lines.append(
-            f"  disaggregated / aggregated tokens/s per GPU: typically {gains['typical_gain']:.2f}x "
-            f"(geometric mean over the interactivity both reach), peak {gains['peak_gain']:.2f}x at "
-            f"{gains['peak_at_tokens_per_s_per_user']:,.1f} tokens/s per user"
-        )
+    lines += gain_lines(comparison, _targets(frontier), _gain_measure(frontier))
     if "fixed_ratio_over_dynamic" in comparison:
         share = comparison["fixed_ratio_over_dynamic"]
         if share.notna().any():
@@ -176,6 +166,44 @@ def frontier_summary(frontier: Frontier) -> str:
         else:
             lines.append("  fixed ratio: no plan holds that ratio within 3% on this budget")
     return "\n".join(lines)
+
+
+def _targets(frontier: Frontier) -> list[float]:
+    return list(frontier.problem.instance.slo.tokens_per_s_per_user_targets or [])
+
+
+def _gain_measure(frontier: Frontier) -> str:
+    """What the gain divides: tokens/s per GPU, or total tokens/s on an owned fleet (max_throughput)."""
+    if frontier.problem.instance.objective == "max_throughput":
+        return f"output tokens/s on {frontier.problem.max_gpus} GPUs"
+    return "tokens/s per GPU"
+
+
+def gain_lines(comparison, targets, measure: str = "tokens/s per GPU") -> list[str]:
+    """The gain as a user reads it: at the instance's targets, and over the decision range."""
+    gains = gain_summary(comparison, targets)
+    if not math.isfinite(gains["typical_gain"]):
+        return []
+    low = gains["decision_range_low_tokens_per_s_per_user"]
+    high = gains["decision_range_high_tokens_per_s_per_user"]
+    lines = [
+        f"  gain = disaggregated / aggregated {measure}, the best plan of each at the same "
+        "interactivity target (comparison.csv, the lower panel of frontier.png):"
+    ]
+    for target, gain in gains_at(comparison, targets).items():
+        reading = f"{gain:.2f}x" if math.isfinite(gain) else "only one mode (or none) has a plan"
+        lines.append(f"    at the instance's target of {target:g} tokens/s per user: {reading}")
+    lines.append(
+        f"    typically {gains['typical_gain']:.2f}x over {low:,.1f}-{high:,.1f} tokens/s per user, from "
+        f"{gains['min_gain']:.2f}x to {gains['peak_gain']:.2f}x (at "
+        f"{gains['peak_gain_at_tokens_per_s_per_user']:,.1f} tokens/s per user)"
+    )
+    if high < comparison["tokens_per_s_per_user"].max():
+        lines.append(
+            f"    beyond {high:,.1f} tokens/s per user neither mode keeps a quarter of the best "
+            "throughput; the gain there is not summarized"
+        )
+    return lines
 
 
 def command_line() -> list[str]:

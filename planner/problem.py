@@ -27,7 +27,13 @@ from typing import Any
 import pandas as pd
 from pydantic import ValidationError
 
-from planner.catalog import check_precision_supported, load_hardware, load_instance, load_model
+from planner.catalog import (
+    check_precision_supported,
+    format_validation_error,
+    load_hardware,
+    load_instance,
+    load_model,
+)
 from planner.errors import SpecError
 from planner.perf.calibration import Calibration
 from planner.queueing import derate_candidates
@@ -108,7 +114,7 @@ class Problem:
         return candidate_table(
             self.model,
             self.hardware,
-            self.instance.precision,
+            self.instance.quantization_spec,
             phase,
             isl_tokens=cls.isl_tokens,
             osl_tokens=cls.osl_tokens,
@@ -117,6 +123,19 @@ class Problem:
             calibration=calibration,
             prune=prune,
             derate=derate,
+            inter_token_gap_ms_max=self.instance.slo.inter_token_gap_ms_max,
+        )
+
+    @property
+    def question_text(self) -> str:
+        """What is solved, overrides applied: the model, hardware, precision, traffic and TTFT limit.
+
+        E.g. ``qwen3-32b on h200-sxm (fp8), ISL 4000 / OSL 500, TTFT <= 2000 ms``. The instance's
+        name (:attr:`label`) stays the same under ``--set model=...``; this names the specs.
+        """
+        return (
+            f"{self.model.name} on {self.hardware.name} ({self.instance.precision}), {self.traffic_text}, "
+            f"TTFT <= {self.instance.slo.ttft_ms_max:g} ms"
         )
 
     @property
@@ -141,15 +160,16 @@ class Problem:
         return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _revalidate(spec: SpecModel, changes: dict[str, Any], where: str) -> SpecModel:
+def _revalidate(spec: SpecModel, changes: dict[str, Any], where: str, prefix: str = "") -> SpecModel:
     try:
         return spec.update(changes)
     except ValidationError as err:
-        first = err.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or ", ".join(changes)
+        field, detail = format_validation_error(err, type(spec))
+        if field:
+            field, detail = prefix + field, detail.replace(f"'{field}'", f"'{prefix}{field}'", 1)
         kind = type(spec).__name__.removesuffix("Spec").lower()
-        message = f"{where} makes the {kind} spec invalid ({field}): {first['msg']}; change the override"
-        raise SpecError(message, field=field) from None
+        message = f"{where} makes the {kind} spec invalid: {detail}; change the override"
+        raise SpecError(message, field=field or ", ".join(prefix + key for key in changes)) from None
 
 
 def resolve(
@@ -184,8 +204,8 @@ def resolve(
     model: SpecModel = load_model(instance.model)
     hardware: SpecModel = load_hardware(instance.hardware)
     if spec_changes["model"]:
-        model = _revalidate(model, spec_changes["model"], where)
+        model = _revalidate(model, spec_changes["model"], where, "model.")
     if spec_changes["hardware"]:
-        hardware = _revalidate(hardware, spec_changes["hardware"], where)
+        hardware = _revalidate(hardware, spec_changes["hardware"], where, "hardware.")
     check_precision_supported(hardware, instance.precision)  # type: ignore[arg-type]
     return Problem(instance, model, hardware, scenario, name_or_path)  # type: ignore[arg-type]

@@ -1,4 +1,4 @@
-"""The candidate table: every serving instance the optimizer may use, priced and pruned (DESIGN.md §3).
+"""The candidate table: every serving instance the optimizer may use, priced and pruned (docs/DESIGN.md §3).
 
 Why it exists
     The MIP in :mod:`planner.optimize` never sees hardware or model numbers: it
@@ -77,7 +77,9 @@ import pandas as pd
 from planner.errors import InfeasibleError
 from planner.perf import Layouts, evaluate, layout_problems
 from planner.perf.calibration import Calibration
-from planner.specs import HardwareSpec, Instance, ModelSpec, Phase, Precision
+from planner.perf.phases import PREFILL_CHUNK_TOKENS
+from planner.perf.quantization import resolve
+from planner.specs import HardwareSpec, Instance, ModelSpec, Phase, Precision, QuantizationSpec
 
 PHASES: tuple[Phase, ...] = ("prefill", "decode", "aggregated")
 
@@ -110,6 +112,14 @@ micro-batches holds at least one request (every value >= 4 in the grid is a
 multiple of 4, so the micro-batches are even).
 """
 
+PIPELINE_CHUNK_TOKENS: tuple[int, ...] = (1024, 2048, 4096, 8192)
+"""Chunk sizes tried for chunked pipeline prefill (PP > 1): smaller chunks fill a deep
+pipeline sooner (first token earlier) but run smaller, less efficient GEMMs."""
+
+PIGGYBACK_CHUNK_TOKENS: tuple[int, ...] = (512, 2048, 8192)
+"""Prompt tokens per rank and step tried for chunked-prefill piggybacking: smaller chunks
+shorten the worst inter-token gap but spread a prompt over more steps."""
+
 LAYOUT_COLUMNS: tuple[str, ...] = (
     "tp",
     "pp",
@@ -117,6 +127,7 @@ LAYOUT_COLUMNS: tuple[str, ...] = (
     "attention_dp",
     "batch",
     "chunked_prefill",
+    "prefill_chunk_tokens",
     "two_batch_overlap",
     "eplb",
 )
@@ -130,6 +141,7 @@ COLUMNS: tuple[str, ...] = (
     "ttft_ms",
     "tpot_ms",
     "tokens_per_s_per_user",
+    "worst_inter_token_gap_ms",
     "requests_per_s",
     "requests_per_s_per_gpu",
     "output_tokens_per_s",
@@ -159,7 +171,8 @@ class Funnel:
     fit_memory: int
     """Rows whose busiest GPU fits in usable HBM."""
     meet_ttft: int
-    """Fitting rows that also meet the TTFT limit (decode: same as ``fit_memory``)."""
+    """Fitting rows that also meet the TTFT limit (decode: same as ``fit_memory``) and, when one
+    is set, the inter-token gap limit."""
     non_dominated: int
     """Rows left after dominance pruning: the table (equal to ``meet_ttft`` with ``prune=False``)."""
 
@@ -206,8 +219,12 @@ def enumerate_layouts(
     *,
     max_gpus: int,
     isl_tokens: int | None = None,
+    quantization: QuantizationSpec | None = None,
 ) -> Layouts:
     """Every layout x batch worth pricing for one phase, all runnable (``layout_problems`` accepts them).
+
+    With a block-scaled weight format (``quantization``) layouts whose shards would
+    cut a scale block are left out.
 
     - **TP**: the divisors of the attention heads up to the scale-up domain (TP across
       domains would put two all-reduces per layer on the slow network); the KV-head
@@ -221,7 +238,11 @@ def enumerate_layouts(
       ranks avoid replicating the latent KV cache over TP.
     - **stage**: TP x attention-DP stays inside one scale-up domain, so TP
       all-reduces and the EP all-to-all stay on scale-up links; PP stages may span
-      domains (the hand-off is one point-to-point send per micro-batch).
+      domains (the hand-off is one point-to-point send per micro-batch). The one
+      exception is **wide expert parallelism** (MoE only): TP1, PP1 and attention-DP =
+      EP over 2, 4, ... whole domains (DeepSeek's and SGLang's multi-node
+      deployments), when EP divides the experts; the EP all-to-all then crosses the
+      network (:func:`~planner.perf.collectives.ep_all_to_all_s`).
     - **EP** (MoE only): every divisor of the experts that divides TP x attention-DP,
       from 1 (experts split by tensor parallelism) to the whole stage.
     - **GPUs**: TP x PP x attention-DP <= ``max_gpus``.
@@ -251,9 +272,16 @@ def enumerate_layouts(
                 for ep in eps:
                     for per_rank in _batches_per_rank(phase, pp, isl_tokens):
                         rows.append((tp, pp, ep, dp, per_rank * dp))
+    if model.is_moe:
+        for dp in _powers_of_two(max_gpus):
+            if dp > domain and dp % domain == 0 and experts % dp == 0:
+                rows.extend(
+                    (1, 1, dp, dp, per_rank * dp) for per_rank in _batches_per_rank(phase, 1, isl_tokens)
+                )
     table = np.array(rows, dtype=np.int64).reshape(-1, 5)
     layouts = Layouts.of(*table.T)
-    ok = np.array([p is None for p in layout_problems(model, hardware, layouts)], dtype=bool)
+    problems = layout_problems(model, hardware, layouts, quantization=quantization)
+    ok = np.array([p is None for p in problems], dtype=bool)
     return Layouts.of(
         *(a[ok] for a in (layouts.tp, layouts.pp, layouts.ep, layouts.attention_dp, layouts.batch))
     )
@@ -265,7 +293,7 @@ def enumerate_layouts(
 def _price(
     model: ModelSpec,
     hardware: HardwareSpec,
-    precision: Precision,
+    precision: Precision | QuantizationSpec,
     phase: Phase,
     *,
     isl_tokens: int,
@@ -275,13 +303,16 @@ def _price(
     calibration: Calibration | None,
 ) -> pd.DataFrame:
     """All enumerated rows of a phase priced by the performance model (one call per variant)."""
-    layouts = enumerate_layouts(model, hardware, phase, max_gpus=max_gpus, isl_tokens=isl_tokens)
+    layouts = enumerate_layouts(
+        model, hardware, phase, max_gpus=max_gpus, isl_tokens=isl_tokens, quantization=resolve(precision)
+    )
     variants = _variants(phase)
     wide_ep = layouts.ep > 1
     frames = []
     for chunked in variants:
         for serving in (False, True) if wide_ep.any() else (False,):
             rows = Layouts.of(*(a[wide_ep] for a in _fields(layouts))) if serving else layouts
+            rows, chunk_tokens = _with_chunk_sizes(phase, chunked, rows)
             frame = evaluate(
                 model,
                 hardware,
@@ -295,6 +326,7 @@ def _price(
                 kv_link_gb_per_s=kv_link_gb_per_s if phase == "prefill" else None,
                 two_batch_overlap=serving,
                 eplb=serving,
+                prefill_chunk_tokens=chunk_tokens,
             )
             frame["chunked_prefill"] = chunked
             frame["two_batch_overlap"] = frame["eplb"] = serving
@@ -305,18 +337,49 @@ def _price(
     return frame
 
 
+def chunk_sizes(phase: Phase, chunked_prefill: bool, pp: int) -> tuple[int, ...]:
+    """Prompt chunk sizes a layout is priced at: only where the chunk changes the answer."""
+    if phase == "prefill" and pp > 1:
+        return PIPELINE_CHUNK_TOKENS
+    if phase == "aggregated" and chunked_prefill:
+        return PIGGYBACK_CHUNK_TOKENS
+    return (PREFILL_CHUNK_TOKENS,)
+
+
+def _with_chunk_sizes(phase: Phase, chunked_prefill: bool, layouts: Layouts) -> tuple[Layouts, np.ndarray]:
+    """Each layout repeated once per chunk size it is priced at, with the chunk of each row."""
+    sizes = [chunk_sizes(phase, chunked_prefill, int(pp)) for pp in layouts.pp]
+    repeat = np.array([len(c) for c in sizes], dtype=np.int64)
+    chunks = np.array([c for row in sizes for c in row], dtype=np.int64)
+    return Layouts.of(*(np.repeat(a, repeat) for a in _fields(layouts))), chunks
+
+
 def _variants(phase: Phase) -> tuple[bool, ...]:
     """Chunked-prefill settings a phase is priced with (aggregated: with and without)."""
     return (True, False) if phase == "aggregated" else (False,)
 
 
 def priced_rows(
-    model: ModelSpec, hardware: HardwareSpec, phase: Phase, *, max_gpus: int, isl_tokens: int
+    model: ModelSpec,
+    hardware: HardwareSpec,
+    phase: Phase,
+    *,
+    max_gpus: int,
+    isl_tokens: int,
+    quantization: QuantizationSpec | None = None,
 ) -> int:
     """How many rows :func:`candidate_table` will price for a phase, without pricing them (~ms)."""
-    layouts = enumerate_layouts(model, hardware, phase, max_gpus=max_gpus, isl_tokens=isl_tokens)
-    wide_ep = int((layouts.ep > 1).sum())
-    return (len(layouts.tp) + wide_ep) * len(_variants(phase))
+    layouts = enumerate_layouts(
+        model, hardware, phase, max_gpus=max_gpus, isl_tokens=isl_tokens, quantization=quantization
+    )
+    wide_ep = layouts.ep > 1
+    rows = 0
+    for chunked in _variants(phase):
+        per_layout = np.array(
+            [len(chunk_sizes(phase, chunked, int(pp))) for pp in layouts.pp], dtype=np.int64
+        )
+        rows += int(per_layout.sum() + per_layout[wide_ep].sum())
+    return rows
 
 
 def _fields(layouts: Layouts) -> tuple[np.ndarray, ...]:
@@ -397,7 +460,7 @@ def dominated_mask(x: np.ndarray, y: np.ndarray, gpus: np.ndarray) -> np.ndarray
 def candidate_table(
     model: ModelSpec,
     hardware: HardwareSpec,
-    precision: Precision,
+    precision: Precision | QuantizationSpec,
     phase: Phase,
     *,
     isl_tokens: int,
@@ -407,12 +470,21 @@ def candidate_table(
     calibration: Calibration | None = None,
     prune: bool = True,
     derate: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
+    inter_token_gap_ms_max: float | None = None,
 ) -> pd.DataFrame:
     """The pruned candidate instances of one phase: one row each, ``candidate_id`` 0..n-1.
 
+    ``inter_token_gap_ms_max`` (optional) drops decode and aggregated rows whose worst
+    inter-token gap (``worst_inter_token_gap_ms``: a co-located step carrying a prompt
+    chunk, or stalled by a prefill) exceeds it; like the TTFT limit it is applied
+    before pruning, so the table is exact for its own limits.
+
     ``prune=False`` keeps the dominated rows (the whole feasible cloud, e.g. for plots);
-    the MIP wants the default. ``derate`` (e.g. :func:`planner.queueing.derate_candidates`)
-    rescales the rows meeting the TTFT limit before they are pruned (queueing headroom).
+    the MIP wants the default. ``precision`` is a precision word or a
+    :class:`~planner.specs.QuantizationSpec` (a block-scaled weight format removes the
+    layouts whose shards would cut a block). ``derate`` (e.g.
+    :func:`planner.queueing.derate_candidates`) rescales the rows meeting the TTFT limit
+    before they are pruned (queueing headroom).
 
     Columns are :data:`COLUMNS`; ``frame.attrs["funnel"]`` holds the :class:`Funnel`
     counts as a dict, and ``frame.attrs`` also records the question (model,
@@ -431,7 +503,7 @@ def candidate_table(
     question = {
         "model": model.name,
         "hardware": hardware.name,
-        "precision": precision,
+        "precision": resolve(precision).activations,
         "phase": phase,
         "isl_tokens": isl_tokens,
         "osl_tokens": osl_tokens,
@@ -466,6 +538,16 @@ def candidate_table(
         if not meets.any():
             raise InfeasibleError(_ttft_message(question, frame, largest, price))
         frame = frame[meets]
+    if inter_token_gap_ms_max is not None and phase != "prefill":
+        gaps = frame["worst_inter_token_gap_ms"].to_numpy(dtype=float)
+        if not (gaps <= inter_token_gap_ms_max).any():
+            raise InfeasibleError(
+                f"no {phase} layout of {model.name} on {hardware.name} with up to {_gpus(max_gpus)} keeps "
+                f"every inter-token gap within slo.inter_token_gap_ms_max = {inter_token_gap_ms_max:g} ms: "
+                f"the smallest worst gap is {gaps.min():.2f} ms; raise the limit to at least "
+                f"{np.ceil(gaps.min() * 10) / 10:g}"
+            )
+        frame = frame[gaps <= inter_token_gap_ms_max]
     if derate is not None:
         frame = derate(frame)
         if frame.empty:

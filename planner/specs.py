@@ -17,9 +17,12 @@ thing per container: ``gpus_per_node``, ``layouts_per_pool``.
 
 from __future__ import annotations
 
+import numbers
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from planner.errors import SpecError
 
 AttentionKind = Literal["gqa", "mla"]
 """GQA/MHA (per-head K and V cached) or MLA (one compressed latent cached per token)."""
@@ -28,6 +31,14 @@ Precision = Literal["bf16", "fp8", "fp4"]
 """Weight/GEMM precision of a deployment."""
 
 PRECISIONS: tuple[Precision, ...] = ("bf16", "fp8", "fp4")
+
+WeightFormat = Literal["bf16", "fp8_per_tensor", "fp8_block128", "nvfp4", "mxfp4", "int4_weight_only"]
+"""How GEMM weights are stored: plain bf16, fp8 with one scale per tensor, fp8 with one scale
+per 128 x 128 block (DeepSeek-V3, Qwen3-FP8 checkpoints), NVFP4 (16-element blocks),
+MXFP4 (32-element blocks) or int4 with bf16 activations (128-element groups)."""
+
+KvCacheDtype = Literal["bf16", "fp8", "fp4"]
+"""Element type of the KV cache."""
 
 Phase = Literal["prefill", "decode", "aggregated"]
 """Which work one serving instance does."""
@@ -42,11 +53,17 @@ LOAD_OBJECTIVES: tuple[str, ...] = ("min_gpus", "min_cost")
 
 
 class SpecModel(BaseModel):
-    """Strict, frozen base of every spec: unknown keys are errors, fields self-document."""
+    """Strict, frozen base of every spec: unknown keys are errors, fields self-document.
+
+    ``strict``: a value must already have its field's type, so ``true`` is not read as
+    the integer 1, ``1.5`` is not truncated and ``"8"`` is not parsed (ints still fill
+    float fields).
+    """
 
     model_config = ConfigDict(
         extra="forbid",
         frozen=True,
+        strict=True,
         use_attribute_docstrings=True,
         validate_default=True,
     )
@@ -57,10 +74,19 @@ class SpecModel(BaseModel):
         for dotted, value in changes.items():
             node = data
             *parents, leaf = dotted.split(".")
-            for key in parents:
-                if not isinstance(node.get(key), dict):
-                    node[key] = {} if node.get(key) is None else node[key]
+            for depth, key in enumerate(parents):
+                if node.get(key) is None:
+                    node[key] = {}
+                elif not isinstance(node[key], dict):
+                    group = ".".join(parents[: depth + 1])
+                    raise SpecError(
+                        f"'{group}' is a single value, not a group of fields, so '{dotted}' names "
+                        f"nothing; set '{group}' itself",
+                        field=dotted,
+                    )
                 node = node[key]
+            if isinstance(value, numbers.Integral) and not isinstance(value, int):
+                value = int(value)  # a numpy integer from a what-if loop: strict fields take plain ints
             node[leaf] = value
         return type(self).model_validate(data)
 
@@ -191,6 +217,9 @@ class HardwareSpec(SpecModel):
     """Scale-up (NVLink / Infinity Fabric) bandwidth per GPU, one direction, GB/s."""
     scale_up_domain_gpus: int = Field(gt=0, le=100_000)
     """GPUs that share one scale-up domain (8 on an HGX board, 72 in an NVL72 rack)."""
+    scale_up_in_network_reduction: bool = False
+    """Whether the scale-up switch reduces in the network (NVLink SHARP / NVLS on NVSwitch
+    gen 3+: HGX H100/H200, HGX B200, GB200 NVL72), so an all-reduce moves each byte about once."""
     scale_out_bandwidth_gb_per_s: float = Field(gt=0, le=100_000)
     """Scale-out (InfiniBand / Ethernet) bandwidth per GPU, one direction, GB/s."""
     gpus_per_node: int = Field(gt=0, le=1024)
@@ -303,6 +332,9 @@ class Slo(SpecModel):
 
     ttft_ms_max: float = Field(default=10_000.0, gt=0, le=1e8)
     """Largest acceptable time to first token, ms (prefill plus KV transfer)."""
+    inter_token_gap_ms_max: float | None = Field(default=None, gt=0, le=1e8)
+    """Largest acceptable gap between two output tokens of a request, ms: in co-located
+    serving a decode step that carries a prompt chunk or waits for a prefill; None: no limit."""
     tokens_per_s_per_user_targets: list[Annotated[float, Field(gt=0, le=1e6)]] | None = Field(
         default=None, min_length=1
     )
@@ -349,6 +381,39 @@ class Elastic(SpecModel):
     """Let each period pick its own layouts (an engine rebuild per period); default: layouts fixed."""
 
 
+class QuantizationSpec(SpecModel):
+    """Weight format, activation (GEMM) precision and KV-cache dtype as separate choices.
+
+    A field left out takes the default of the deployment's ``precision``
+    (:meth:`for_precision`): bf16 everywhere; fp8 per-tensor weights with fp8 GEMMs and
+    an fp8 cache; NVFP4 weights with fp4 GEMMs and an fp8 cache.
+    """
+
+    weights: WeightFormat | None = None
+    """How GEMM weights are stored (``fp8_block128``, ``nvfp4``, ...); None: the precision's default."""
+    activations: Precision | None = None
+    """Precision the GEMMs run at (the calibration block's precision); None: ``precision``."""
+    kv_cache: KvCacheDtype | None = None
+    """KV-cache element type; None: the precision's default (bf16 for bf16, else fp8)."""
+
+    @classmethod
+    def for_precision(cls, precision: Precision) -> QuantizationSpec:
+        """The formats a deployment at ``precision`` uses unless told otherwise."""
+        weights: dict[Precision, WeightFormat] = {"bf16": "bf16", "fp8": "fp8_per_tensor", "fp4": "nvfp4"}
+        kv: dict[Precision, KvCacheDtype] = {"bf16": "bf16", "fp8": "fp8", "fp4": "fp8"}
+        return cls(weights=weights[precision], activations=precision, kv_cache=kv[precision])
+
+    def resolved(self, precision: Precision) -> QuantizationSpec:
+        """Every field filled: the given ones, the rest from ``precision``'s defaults."""
+        activations = self.activations or precision
+        base = QuantizationSpec.for_precision(activations)
+        return QuantizationSpec(
+            weights=self.weights or base.weights,
+            activations=activations,
+            kv_cache=self.kv_cache or base.kv_cache,
+        )
+
+
 class Instance(SpecModel):
     """One planning question: which deployment of a model on a cluster serves a traffic best."""
 
@@ -362,6 +427,9 @@ class Instance(SpecModel):
     """Catalog name of the hardware (``disagg list hardware``)."""
     precision: Precision = "fp8"
     """Weight/GEMM precision."""
+    quantization: QuantizationSpec | None = None
+    """Weight format, GEMM precision and KV-cache dtype when they differ from ``precision``'s
+    defaults (e.g. ``{weights: fp8_block128}``); None: the defaults."""
     traffic: Traffic
     """Request shape and load."""
     slo: Slo = Slo()
@@ -376,3 +444,18 @@ class Instance(SpecModel):
     """Ramp and pool-size limits for elastic plans over a traffic trace."""
     scenarios: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """Named what-if overrides: dotted field -> value, applied with ``--scenario NAME``."""
+
+    @model_validator(mode="after")
+    def _quantization_matches_precision(self) -> Instance:
+        q = self.quantization
+        if q is not None and q.activations is not None and q.activations != self.precision:
+            raise ValueError(
+                f"quantization.activations ({q.activations}) differs from precision ({self.precision}); "
+                f"set precision: {q.activations} or drop quantization.activations"
+            )
+        return self
+
+    @property
+    def quantization_spec(self) -> QuantizationSpec:
+        """The deployment's formats with every field resolved."""
+        return (self.quantization or QuantizationSpec()).resolved(self.precision)

@@ -1,4 +1,4 @@
-"""Sweeps: the exact frontier of every cell of a grid, on a process pool or a Dask cluster (DESIGN.md §5).
+"""Sweeps: the exact frontier of every grid cell, on a process pool or a Dask cluster (docs/DESIGN.md §5).
 
 Why it exists
     A study such as "does disaggregation pay off, per model x prompt shape x NVLink
@@ -27,21 +27,22 @@ Failure isolation
     the cell again.
 
 Summary verdict (one row per cell, see :func:`summarize_frontier`)
-    The verdict reads the *typical gain* of :mod:`planner.compare`: disaggregated
-    over aggregated tokens/s per GPU, both frontiers read as lines between their
-    Pareto points, geometric mean over the interactivity range from the lowest either
-    mode reaches to the highest both reach (every factor of interactivity weighs the
-    same). With margin :data:`VERDICT_MARGIN` = 5%:
+    The verdict reads the gain of :mod:`planner.compare` (disaggregated over
+    aggregated tokens/s per GPU, the best plan of each at the same interactivity
+    target, exact): at the instance's ``slo.tokens_per_s_per_user_targets`` when it has
+    any that both modes reach (geometric mean over them), else the *typical* gain over
+    the decision range (where the better mode keeps at least a quarter of the best
+    tokens/s per GPU). ``verdict_reads`` says which. With margin
+    :data:`VERDICT_MARGIN` = 5%:
 
-    - ``disaggregate``: typical gain at least 1.05, or only the disaggregated mode has a plan;
-    - ``co-locate``: typical gain at most 1 / 1.05, or only the aggregated mode has a plan;
+    - ``disaggregate``: gain at least 1.05, or only the disaggregated mode has a plan;
+    - ``co-locate``: gain at most 1 / 1.05, or only the aggregated mode has a plan;
     - ``either``: in between;
     - empty when the cell failed.
 
-    Not the largest step-function ratio (``comparison.csv``): that peaks wherever one
-    mode's breakpoint sits just above the other's, typically at the aggregated
-    frontier's most interactive point, and called every cell ``disaggregate``. The
-    peak is still reported (``peak_gain``, and the step ratios' min and max).
+    The step ratios' extremes over the whole comparison, tail included, are still
+    reported (``max_``/``min_disaggregated_over_aggregated``); ``peak_gain`` is the
+    largest gain within the decision range.
 """
 
 from __future__ import annotations
@@ -69,11 +70,12 @@ import numpy as np
 import pandas as pd
 
 from planner import __version__
-from planner.compare import gain_curve, gain_summary, mode_rows, step_comparison
+from planner.compare import gain_summary, step_comparison, verdict_gain
 from planner.economics import COLUMNS as ECONOMICS_COLUMNS
 from planner.economics import best_point_economics
 from planner.errors import InfeasibleError, PlannerError, SpecError
 from planner.grid import Grid, GridCell
+from planner.output_folder import write_files_with_manifest
 from planner.perf.calibration import Calibration
 from planner.problem import Problem, resolve
 from planner.report import write_bytes_atomic
@@ -82,10 +84,18 @@ VERDICT_MARGIN = 0.05
 """Relative gain in tokens/s per GPU below which the two modes count as equal (5%)."""
 CELLS_DIR = "cells"
 """Subfolder of the output folder holding one finished cell per file, ``<key>.json``."""
+MERGED_FILES = ("frontiers.parquet", "frontiers.csv", "summary.csv", "sweep.xlsx", "provenance.json")
+"""The merged outputs a sweep may write (a stale one from an earlier run is removed)."""
 RETRIED_ERRORS = ("time_limit", "internal")
 """Error kinds that are reported but not stored, so a re-run solves the cell again."""
 SCHEDULER_TIMEOUT_S = 10
-"""Seconds to wait for a Dask scheduler before giving up."""
+"""Seconds to wait for a Dask scheduler (and for its first worker) before giving up."""
+HEALTH_CHECK_S = 2.0
+"""Seconds between checks that the executor still has workers while cells run."""
+WORKERLESS_GRACE_S = 30.0
+"""How long a Dask cluster may have no workers mid-sweep before the sweep stops (a worker may restart)."""
+MAX_HANDSHAKE_BYTES = 1 << 20
+"""Largest first message a Dask scheduler sends (its handshake is a few hundred bytes)."""
 POOLS = {"disaggregated": ("prefill", "decode"), "aggregated": ("aggregated",)}
 """The candidate tables a frontier builds per mode (as in :data:`planner.optimize.model.MODE_POOLS`)."""
 SUMMARY_COLUMNS = (
@@ -97,7 +107,11 @@ SUMMARY_COLUMNS = (
     "typical_gain",
     "peak_gain",
     "peak_gain_at_tokens_per_s_per_user",
+    "decision_range_high_tokens_per_s_per_user",
+    "target_tokens_per_s_per_user",
+    "gain_at_target",
     "verdict",
+    "verdict_reads",
     "prefill_decode_gpu_ratio_min",
     "prefill_decode_gpu_ratio_max",
     "disaggregated_max_tokens_per_s_per_user",
@@ -137,6 +151,8 @@ class SweepResult:
     """Cells whose row carries an error (stored planner errors included)."""
     internal_errors: list[str] = field(default_factory=list)
     """Messages of cells that failed unexpectedly (not stored; a re-run retries them)."""
+    retried_errors: list[str] = field(default_factory=list)
+    """Messages of every cell a re-run retries: unexpected failures and solver time limits."""
     design_points: int = 0
     """Design points (candidate-table rows priced) evaluated by the cells solved in this run."""
     wall_time_s: float = 0.0
@@ -152,10 +168,21 @@ def cell_key(problem: Problem, calibration: Calibration | None, solver: str) -> 
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def resolve_cells(grid: Grid, calibration: Calibration | None, solver: str) -> list[SweepCell]:
+PROGRESS_CELLS = 500
+"""Grids with more cells than this show a progress bar while their cells are checked."""
+
+
+def resolve_cells(
+    grid: Grid, calibration: Calibration | None, solver: str, *, progress: bool = False
+) -> list[SweepCell]:
     """Resolve every cell (checking each value); the first bad one is a SpecError naming its axis."""
     cells = []
-    for cell in grid.cells():
+    every = grid.cells()
+    if progress and len(every) > PROGRESS_CELLS:
+        from tqdm import tqdm
+
+        every = tqdm(every, desc="checking cells", unit="cell", file=sys.stderr, leave=False)
+    for cell in every:
         try:
             problem = resolve(grid.base, cell.scenario, cell.overrides)
         except SpecError as err:
@@ -308,37 +335,206 @@ def record_frame(record: dict[str, Any]) -> pd.DataFrame:
 
 
 @contextlib.contextmanager
-def open_executor(workers: int, scheduler: str | None) -> Iterator[tuple[cf.Executor, str]]:
-    """A local process pool of ``workers``, or a Dask cluster's executor; yields it and a description."""
+def open_executor(workers: int, scheduler: str | None) -> Iterator[tuple[cf.Executor, str, Any]]:
+    """A local process pool of ``workers``, or a Dask cluster's executor.
+
+    Yields the executor, a description, and a health check to call while waiting: it
+    raises :class:`SweepIncompleteError` when the executor has lost all its workers.
+    On any exception (Ctrl-C, SIGTERM, a run limit) the local pool's workers are
+    terminated rather than awaited; workers also stop by themselves if this process
+    dies (:func:`_watch_parent`).
+    """
     if scheduler:
-        try:
-            from distributed import Client
-        except ImportError:  # pragma: no cover - a dependency
-            raise SpecError("--scheduler needs dask[distributed]; pip install 'dask[distributed]'") from None
-        try:
-            client = Client(scheduler, timeout=f"{SCHEDULER_TIMEOUT_S}s")
-        except (OSError, TimeoutError, ValueError) as err:
-            raise SpecError(
-                f"cannot reach a Dask scheduler at {scheduler} ({err}); start one (`dask scheduler`, "
-                "then `dask worker ADDRESS` on each machine with the planner installed) or fix the address",
-                field="--scheduler",
-            ) from None
-        try:
-            n = len(client.scheduler_info().get("workers", {}))
-            yield client.get_executor(pure=False), f"dask cluster {scheduler} ({n} workers)"
-        finally:
-            client.close()
+        with _dask_executor(scheduler) as opened:
+            yield opened
         return
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
     if context.get_start_method() == "forkserver":
         # Workers fork from a server that has already imported the planner (once per process).
         context.set_forkserver_preload(["planner.sweep"])
-    pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    pool = cf.ProcessPoolExecutor(
+        max_workers=workers, mp_context=context, initializer=_watch_parent, initargs=(os.getpid(),)
+    )
     try:
-        yield pool, f"local process pool ({workers} workers)"
+        yield pool, f"local process pool ({workers} workers)", lambda: None
+    except BaseException:
+        _terminate_pool(pool)
+        raise
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _terminate_pool(pool: cf.ProcessPoolExecutor) -> None:
+    """Stop a process pool now: pending cells cancelled, running workers terminated (then killed)."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        with contextlib.suppress(Exception):
+            process.terminate()
+    for process in processes:
+        with contextlib.suppress(Exception):
+            process.join(timeout=5)
+            if process.is_alive():
+                process.kill()
+
+
+def _watch_parent(parent_pid: int) -> None:
+    """Pool worker initializer: exit as soon as the sweep's main process is gone, whatever killed it.
+
+    A worker's parent is the forkserver, not the sweep, so ``PR_SET_PDEATHSIG`` alone
+    would not fire; a daemon thread waits on a pidfd of the sweep process (Linux),
+    or polls it elsewhere, and ends the worker when it exits.
+    """
+    import threading
+
+    def wait_and_exit() -> None:
+        try:
+            fd = os.pidfd_open(parent_pid)
+        except (AttributeError, OSError):
+            fd = None
+        if fd is not None:
+            import select
+
+            select.select([fd], [], [])
+        else:  # pragma: no cover - not Linux
+            while _alive(parent_pid):
+                time.sleep(1.0)
+        os._exit(1)
+
+    if not _alive(parent_pid):
+        os._exit(1)
+    threading.Thread(target=wait_and_exit, name="watch-sweep-process", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # pragma: no cover - another user's process with that pid
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def _dask_executor(scheduler: str) -> Iterator[tuple[cf.Executor, str, Any]]:
+    """A Dask cluster's executor: the peer checked to speak Dask, at least one worker present."""
+    from planner.extras import require
+
+    Client = require("distributed", "dask", "--scheduler (a Dask cluster)").Client  # noqa: N806
+    probe_dask_scheduler(scheduler)
+    fix = (
+        "start one (`dask scheduler`, then `dask worker ADDRESS` on each machine with the planner "
+        "installed) or fix the address"
+    )
+    try:
+        client = Client(scheduler, timeout=f"{SCHEDULER_TIMEOUT_S}s")
+    except Exception as err:  # noqa: BLE001 - any failure to connect is the same user-facing problem
+        raise SpecError(
+            f"cannot reach a Dask scheduler at {scheduler} ({type(err).__name__}: {str(err)[:120]}); {fix}",
+            field="--scheduler",
+        ) from None
+    try:
+        try:
+            client.wait_for_workers(1, timeout=SCHEDULER_TIMEOUT_S)
+        except Exception:  # noqa: BLE001 - distributed raises TimeoutError or its own
+            raise SpecError(
+                f"the Dask scheduler at {scheduler} has no workers (none joined within "
+                f"{SCHEDULER_TIMEOUT_S} s); start `dask worker {scheduler}` on machines with the planner "
+                "installed",
+                field="--scheduler",
+            ) from None
+        n = len(client.nthreads())
+        yield (
+            client.get_executor(pure=False),
+            f"dask cluster {scheduler} ({n} workers)",
+            _workers_watch(lambda: len(client.nthreads()), scheduler),
+        )
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        client.close()
+
+
+def _workers_watch(count: Any, scheduler: str) -> Any:
+    """A health check failing once a cluster has had no workers for :data:`WORKERLESS_GRACE_S`."""
+    since: list[float] = []
+
+    def check() -> None:
+        if count() > 0:
+            since.clear()
+            return
+        since.append(time.monotonic()) if not since else None
+        if time.monotonic() - since[0] >= WORKERLESS_GRACE_S:
+            raise SweepIncompleteError(
+                f"every worker of the Dask cluster at {scheduler} left and none came back within "
+                f"{WORKERLESS_GRACE_S:g} s; the finished cells are kept, start workers and run the same "
+                "command again to resume"
+            )
+
+    return check
+
+
+def probe_dask_scheduler(address: str, timeout_s: float | None = None) -> None:
+    """Fail fast unless ``address`` (``tcp://host:port``) answers with a Dask handshake.
+
+    A Dask server sends its handshake as soon as a connection opens: an 8-byte length,
+    then that many bytes. A web server sends nothing (Dask's client would wait for
+    minutes) and other services send text whose first 8 bytes read as an absurd length
+    (Dask's client would try to allocate exabytes). Other schemes (tls://, inproc://)
+    are left to Dask.
+    """
+    import socket
+    import struct
+    from urllib.parse import urlsplit
+
+    timeout_s = SCHEDULER_TIMEOUT_S if timeout_s is None else timeout_s
+
+    if "://" in address and not address.startswith("tcp://"):
+        return
+    parts = urlsplit(address if "://" in address else f"tcp://{address}")
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        host, port = None, None
+    if not host or not port:
+        raise SpecError(f"'{address}' is not an address like tcp://host:8786; fix it", field="--scheduler")
+    not_dask = (
+        f"{address} does not answer like a Dask scheduler ({{why}}); check the address and port "
+        "(`dask scheduler` prints it, usually tcp://host:8786)"
+    )
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s) as sock:
+            sock.settimeout(timeout_s)
+            header = _recv_exactly(sock, 8)
+            (length,) = struct.unpack("Q", header)
+            if not 0 < length <= MAX_HANDSHAKE_BYTES:
+                raise SpecError(
+                    not_dask.format(why=f"its first message claims {length:,} bytes"), field="--scheduler"
+                )
+            _recv_exactly(sock, length)
+    except TimeoutError:
+        raise SpecError(
+            not_dask.format(why=f"no handshake within {timeout_s:g} s"), field="--scheduler"
+        ) from None
+    except ConnectionError as err:
+        raise SpecError(
+            not_dask.format(why=f"connection closed: {err.strerror or err}"), field="--scheduler"
+        ) from None
+    except OSError as err:
+        raise SpecError(
+            f"cannot reach a Dask scheduler at {address} ({err.strerror or err}); start one "
+            "(`dask scheduler`) or fix the address",
+            field="--scheduler",
+        ) from None
+
+
+def _recv_exactly(sock: Any, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise ConnectionError("closed before a full message")
+        data += chunk
+    return data
 
 
 def default_workers() -> int:
@@ -350,6 +546,22 @@ def default_workers() -> int:
 
 
 # --------------------------------------------------------------------------- the sweep
+
+
+def check_sweep_folder(out_dir: Path) -> None:
+    """Before any work: the output folder and its ``cells/`` subfolder can be written."""
+    from planner.output_folder import check_writable
+
+    check_writable(Path(out_dir), folder=True)
+    cells = Path(out_dir) / CELLS_DIR
+    if cells.exists() and not cells.is_dir():
+        raise SpecError(
+            f"{cells} is a file, but the sweep keeps its finished cells in that folder; move the file "
+            "or choose another --out",
+            field="--out",
+        )
+    if cells.is_dir():
+        check_writable(cells, folder=True)
 
 
 def cell_path(out_dir: Path, key: str) -> Path:
@@ -404,13 +616,13 @@ def run_sweep(
     executor_text = "none (every cell already finished)"
     points = 0
     if todo:
-        with open_executor(workers, scheduler) as (executor, executor_text):
+        with open_executor(workers, scheduler) as (executor, executor_text, healthy):
             bar = _progress_bar(len(cells), resumed, progress)
             futures: dict[cf.Future, SweepCell] = {}
             try:
                 for sc in todo.values():
                     futures[executor.submit(solve_cell, sc.problem, calibration, solver, time_limit_s)] = sc
-                for future in cf.as_completed(futures):
+                for future in _as_completed(futures, healthy):
                     sc = futures[future]
                     record = _outcome(future, sc)
                     record["key"] = sc.key
@@ -433,6 +645,7 @@ def run_sweep(
     wall = time.perf_counter() - start
     failed = int((summary["error"] != "").sum())
     internal = [r["error"] for r in records.values() if r.get("error_kind") == "internal"]
+    retried = [r["error"] for r in records.values() if r.get("error_kind") in RETRIED_ERRORS]
     result = SweepResult(
         frontiers,
         summary,
@@ -441,15 +654,23 @@ def run_sweep(
         resumed=resumed,
         failed=failed,
         internal_errors=internal,
+        retried_errors=retried,
         design_points=points,
         wall_time_s=wall,
     )
     files = render_sweep(grid, result, calibration, solver, records, executor_text, command, xlsx=xlsx)
-    for name, data in files.items():
-        path = out_dir / name
-        write_bytes_atomic(path, data)
-        result.paths.append(path)
+    result.paths += write_files_with_manifest(out_dir, files, command or [], "sweep", MERGED_FILES)
     return result
+
+
+def _as_completed(futures: dict[cf.Future, SweepCell], healthy: Any) -> Iterator[cf.Future]:
+    """Futures as they finish, calling ``healthy()`` every :data:`HEALTH_CHECK_S` while none does."""
+    pending = set(futures)
+    while pending:
+        done, pending = cf.wait(pending, timeout=HEALTH_CHECK_S, return_when=cf.FIRST_COMPLETED)
+        yield from done
+        if not done:
+            healthy()
 
 
 def _outcome(future: cf.Future, sc: SweepCell) -> dict[str, Any]:
@@ -500,7 +721,13 @@ def merge(
                 "cell": sc.cell.index,
                 **axes,
                 "instance": record.get("label", sc.problem.label),
-                **summarize_frontier(frame),
+                **summarize_frontier(
+                    frame,
+                    sc.problem.instance.slo.tokens_per_s_per_user_targets,
+                    "output_tokens_per_s"
+                    if sc.problem.instance.objective == "max_throughput"
+                    else "tokens_per_s_per_gpu",
+                ),
                 "design_points_evaluated": record.get("design_points", 0),
                 "cell_wall_time_s": record.get("elapsed_s", float("nan")),
                 "modes_without_plan": "; ".join(f"{m}: {why}" for m, why in without.items()),
@@ -517,7 +744,7 @@ def merge(
     return frontiers, pd.DataFrame(rows)
 
 
-def verdict(typical_gain: float, has_disaggregated: bool, has_aggregated: bool) -> str:
+def verdict(gain: float, has_disaggregated: bool, has_aggregated: bool) -> str:
     """``disaggregate``, ``co-locate`` or ``either`` (module docstring); empty with no plan at all."""
     if not (has_disaggregated or has_aggregated):
         return ""
@@ -525,18 +752,25 @@ def verdict(typical_gain: float, has_disaggregated: bool, has_aggregated: bool) 
         return "disaggregate"
     if not has_disaggregated:
         return "co-locate"
-    if typical_gain >= 1 + VERDICT_MARGIN:
+    if gain >= 1 + VERDICT_MARGIN:
         return "disaggregate"
-    if typical_gain <= 1 / (1 + VERDICT_MARGIN):
+    if gain <= 1 / (1 + VERDICT_MARGIN):
         return "co-locate"
     return "either"
 
 
-def summarize_frontier(frame: pd.DataFrame) -> dict[str, Any]:
-    """One cell's summary columns (:data:`SUMMARY_COLUMNS`) from its frontier rows."""
+def summarize_frontier(frame: pd.DataFrame, targets=None, by: str = "tokens_per_s_per_gpu") -> dict[str, Any]:
+    """One cell's summary columns (:data:`SUMMARY_COLUMNS`) from its frontier rows.
+
+    ``targets``: the instance's ``slo.tokens_per_s_per_user_targets``; the verdict reads the
+    gain there when both modes reach one of them (``verdict_reads`` = ``target``). ``by``: what
+    the gain divides (``output_tokens_per_s`` for an owned fleet), as ``comparison.csv``.
+    """
     nan = float("nan")
+    targets = list(targets or [])
     out: dict[str, Any] = dict.fromkeys(SUMMARY_COLUMNS, nan)
-    out["verdict"] = ""
+    out["verdict"] = out["verdict_reads"] = ""
+    out["target_tokens_per_s_per_user"] = ", ".join(f"{t:g}" for t in targets)
     out["disaggregated_points"] = out["aggregated_points"] = 0
     if frame.empty:
         return out
@@ -552,19 +786,24 @@ def summarize_frontier(frame: pd.DataFrame) -> dict[str, Any]:
         ratio = disagg["prefill_decode_gpu_ratio"].astype(float)
         out["prefill_decode_gpu_ratio_min"] = float(ratio.min())
         out["prefill_decode_gpu_ratio_max"] = float(ratio.max())
-    comparison = step_comparison(frame)
+    comparison = step_comparison(frame, by)
     ratio = comparison["disaggregated_over_aggregated"].dropna()
     if len(ratio):
         at = ratio.idxmax()
         out["max_disaggregated_over_aggregated"] = float(ratio.max())
         out["max_ratio_at_tokens_per_s_per_user"] = float(comparison.loc[at, "tokens_per_s_per_user"])
         out["min_disaggregated_over_aggregated"] = float(ratio.min())
+    gain = nan
     if len(disagg) and len(modes["aggregated"]):
-        gains = gain_summary(gain_curve(mode_rows(frame, "disaggregated"), mode_rows(frame, "aggregated")))
-        out["typical_gain"] = gains["typical_gain"]
-        out["peak_gain"] = gains["peak_gain"]
-        out["peak_gain_at_tokens_per_s_per_user"] = gains["peak_at_tokens_per_s_per_user"]
-    out["verdict"] = verdict(out["typical_gain"], bool(len(disagg)), bool(len(modes["aggregated"])))
+        gains = gain_summary(comparison, targets)
+        for key in ("typical_gain", "peak_gain", "peak_gain_at_tokens_per_s_per_user", "gain_at_target"):
+            out[key] = gains[key]
+        out["decision_range_high_tokens_per_s_per_user"] = gains["decision_range_high_tokens_per_s_per_user"]
+        gain, out["verdict_reads"] = verdict_gain(gains)
+    has = {m: bool(len(rows)) for m, rows in modes.items()}
+    out["verdict"] = verdict(gain, has["disaggregated"], has["aggregated"])
+    if out["verdict"] and not out["verdict_reads"]:
+        out["verdict_reads"] = "one mode"
     return out
 
 

@@ -3,7 +3,7 @@
 Every prediction uses one calibration block (GPU generation x precision, see
 :mod:`planner.perf.calibration`); the block's constants were fitted to
 ``rows_per_block[key]`` measured rows (``disagg calibrate`` records it). A block with
-fewer than :func:`thin_block_rows` rows (two per fitted constant, 18 with today's 9) is
+fewer than :func:`thin_block_rows` rows (two per fitted constant, 22 with today's 11) is
 *thin*: its constants are barely determined, so its numbers are estimates. The ``default`` block,
 used for a GPU generation with no block of its own, rests on no row of that hardware.
 """

@@ -17,6 +17,7 @@ unknown class, shares that do not sum to 1.
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,11 +25,18 @@ import numpy as np
 import pandas as pd
 
 from planner.errors import SpecError
+from planner.safe_input import excerpt, read_text
 from planner.specs import RequestClass
 
 REQUIRED = ("period_start", "duration_h", "requests_per_s")
 SHARE_PREFIX = "share_"
 SHARE_TOLERANCE = 1e-6
+MAX_PERIOD_H = 8784.0
+"""Longest period, hours (a leap year)."""
+MAX_HORIZON_H = 10 * 8784.0
+"""Longest horizon a trace may span, hours (ten years)."""
+MAX_REQUESTS_PER_S = 1e9
+"""Largest load of a period, requests/s (the bound of ``traffic.requests_per_s``)."""
 
 
 @dataclass(frozen=True)
@@ -63,9 +71,10 @@ def load_trace(path: str | Path, classes: list[RequestClass]) -> Trace:
     path = Path(path)
     if not path.is_file():
         raise SpecError("no such trace file; check the path", path=path)
+    text = read_text(path, fix="save the trace as UTF-8 comma-separated text")
     try:
-        frame = pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        frame = pd.read_csv(io.StringIO(text))
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
         raise SpecError(
             f"not a readable CSV ({err}); save the trace as comma-separated text", path=path
         ) from None
@@ -90,30 +99,49 @@ def load_trace(path: str | Path, classes: list[RequestClass]) -> Trace:
     if others:
         raise SpecError(f"unknown column(s) {', '.join(others)}; remove them", path=path, field=others[0])
 
-    start = pd.to_datetime(frame["period_start"], utc=True, errors="coerce", format="ISO8601")
+    text_start = frame["period_start"].astype(str)  # a number is not a time (and not an epoch)
+    start = pd.to_datetime(text_start, utc=True, errors="coerce", format="ISO8601")
     bad = np.flatnonzero(start.isna().to_numpy())
     if len(bad):
         raise SpecError(
-            f"row {_row(bad[0])}: period_start '{frame['period_start'].iloc[bad[0]]}' is not an ISO-8601 "
-            "time; write e.g. 2026-01-05T13:00:00Z",
+            f"row {_row(bad[0])}: period_start {excerpt(frame['period_start'].iloc[bad[0]])} is not an "
+            "ISO-8601 time; write e.g. 2026-01-05T13:00:00Z",
             path=path,
             field="period_start",
         )
     duration = _numbers(frame, "duration_h", path)
     rate = _numbers(frame, "requests_per_s", path)
-    for column, values, rule in (
-        ("duration_h", duration, "positive"),
-        ("requests_per_s", rate, "non-negative"),
+    for column, values, rule, wrong in (
+        ("duration_h", duration, "positive", ~(values_in(duration, 0, MAX_PERIOD_H) & (duration > 0))),
+        ("requests_per_s", rate, "non-negative", ~values_in(rate, 0, MAX_REQUESTS_PER_S)),
     ):
-        wrong = np.flatnonzero(values <= 0) if rule == "positive" else np.flatnonzero(values < 0)
-        if len(wrong):
+        rows = np.flatnonzero(wrong)
+        if len(rows):
+            limit = MAX_PERIOD_H if column == "duration_h" else MAX_REQUESTS_PER_S
             raise SpecError(
-                f"row {_row(wrong[0])}: {column} = {values[wrong[0]]:g} must be {rule}",
+                f"row {_row(rows[0])}: {column} = {values[rows[0]]:g} must be {rule}, finite and at most "
+                f"{limit:g}",
                 path=path,
                 field=column,
             )
+    if duration.sum() > MAX_HORIZON_H:
+        raise SpecError(
+            f"the periods span {duration.sum():,.0f} h, more than {MAX_HORIZON_H:,.0f} h (ten years); "
+            "plan a shorter horizon",
+            path=path,
+            field="duration_h",
+        )
     start = pd.DatetimeIndex(start)
-    ends = start[:-1] + pd.to_timedelta(duration[:-1], unit="h")
+    try:
+        ends = start[:-1] + pd.to_timedelta(duration[:-1], unit="h")
+        start[-1] + pd.to_timedelta(duration[-1], unit="h")
+    except (OverflowError, pd.errors.OutOfBoundsDatetime, pd.errors.OutOfBoundsTimedelta):
+        raise SpecError(
+            "the periods end after the year 2262, past what the planner can date; use earlier "
+            "period_start times",
+            path=path,
+            field="period_start",
+        ) from None
     mismatch = np.flatnonzero(np.asarray(ends != start[1:]))
     if len(mismatch):
         i = mismatch[0] + 1
@@ -153,12 +181,17 @@ def load_trace(path: str | Path, classes: list[RequestClass]) -> Trace:
     return Trace(str(path), start, duration, rate, shares, tuple(names))
 
 
+def values_in(values: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Which values are finite and within ``[low, high]``."""
+    return np.isfinite(values) & (values >= low) & (values <= high)
+
+
 def _numbers(frame: pd.DataFrame, column: str, path: Path) -> np.ndarray:
     values = pd.to_numeric(frame[column], errors="coerce")
     bad = np.flatnonzero(values.isna().to_numpy())
     if len(bad):
         raise SpecError(
-            f"row {_row(bad[0])}: {column} '{frame[column].iloc[bad[0]]}' is not a number",
+            f"row {_row(bad[0])}: {column} {excerpt(frame[column].iloc[bad[0]])} is not a number",
             path=path,
             field=column,
         )

@@ -22,17 +22,19 @@ def case_frontier():
 
 
 def test_the_issue_case_plan_is_priced_by_hand():
-    # The disaggregated plan at 60 tokens/s/user: 20 GPUs on 3 nodes, 3,308 output tokens/s (issue 11).
+    # The disaggregated plan at 60 tokens/s/user (issue 11: 20 GPUs on 3 nodes before the collective
+    # physics of issue 10; the exact count moves with the model, the pricing rule does not).
     problem = resolve("llama-3.1-70b-h100-8k-1k", overrides=CASE)
     plan = advise(problem, 60.0).plans["disaggregated"]
-    assert (plan.total_gpus, plan.nodes) == (20, 3)
+    assert plan.total_gpus < plan.nodes * 8  # a partly used node: its idle GPUs are billed too
     money = plan_economics(plan, problem)
-    assert money["billed_gpus"] == 24  # three whole 8-GPU nodes, four idle GPUs included
-    assert money["cost_usd_per_h"] == pytest.approx(24 * 2.99)
-    assert money["power_kw"] == pytest.approx(24 * 0.700)
+    billed = plan.nodes * 8
+    assert money["billed_gpus"] == billed
+    assert money["cost_usd_per_h"] == pytest.approx(billed * 2.99)
+    assert money["power_kw"] == pytest.approx(billed * 0.700)
     tokens = plan.output_tokens_per_s
-    assert money["cost_usd_per_million_output_tokens"] == pytest.approx(24 * 2.99 / (tokens * 3600 / 1e6))
-    assert money["output_tokens_per_joule"] == pytest.approx(tokens / 16_800)
+    assert money["cost_usd_per_million_output_tokens"] == pytest.approx(billed * 2.99 / (tokens * 3600 / 1e6))
+    assert money["output_tokens_per_joule"] == pytest.approx(tokens / (billed * 700))
 
 
 def test_a_fixed_fleet_pays_for_its_idle_gpus():

@@ -254,6 +254,7 @@ def test_elastic_cli_writes_every_file(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert {p.name for p in out.iterdir()} == {
         "periods.csv", "summary.csv", "elastic.png", "instance.yaml", "provenance.json",
+        ".disagg-manifest.json",
     }  # fmt: skip
     summary = pd.read_csv(out / "summary.csv").set_index("strategy")
     assert summary.loc["static", "gpu_hours"] >= summary.loc["dynamic", "gpu_hours"]

@@ -59,7 +59,14 @@ def frontier_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_frontier_writes_every_file(frontier_dir: Path) -> None:
     names = {p.name for p in frontier_dir.iterdir()}
-    assert names == {"frontier.csv", "comparison.csv", "frontier.png", "instance.yaml", "provenance.json"}
+    assert names == {
+        "frontier.csv",
+        "comparison.csv",
+        "frontier.png",
+        "instance.yaml",
+        "provenance.json",
+        ".disagg-manifest.json",
+    }
     assert (frontier_dir / "frontier.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

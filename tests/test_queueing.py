@@ -15,6 +15,7 @@ from planner.queueing import (
     mdc_wait_quantile_s,
     simulate_ttft_s,
 )
+from planner.space import LAYOUT_COLUMNS
 
 # A prefill pool like the case: 6 instances of TP2 batch 1, 1.775 s per 16k prompt.
 SERVICE_S = 1.775
@@ -71,7 +72,7 @@ def _case(**overrides):
 def test_prefill_candidates_are_derated_by_their_own_percentile_wait():
     plain = _case().candidate_table("prefill", prune=False)
     derated = _case(**{"slo.ttft_percentile": 99}).candidate_table("prefill", prune=False)
-    keys = ["tp", "pp", "ep", "attention_dp", "batch"]
+    keys = list(LAYOUT_COLUMNS)
     merged = plain.merge(derated, on=keys, suffixes=("", "_p99"))
     assert len(merged) > 0
     factor = merged["requests_per_s_p99"] / merged["requests_per_s"]
@@ -135,7 +136,7 @@ def test_derated_slot_pool_meets_its_limit_in_simulation(limit_s, servers):
 def test_aggregated_candidates_are_derated_by_their_slot_queue():
     plain = _case().candidate_table("aggregated", prune=False)
     derated = _case(**{"slo.ttft_percentile": 99}).candidate_table("aggregated", prune=False)
-    keys = ["tp", "pp", "ep", "attention_dp", "batch", "chunked_prefill", "two_batch_overlap"]
+    keys = list(LAYOUT_COLUMNS)
     merged = plain.merge(derated, on=keys, suffixes=("", "_p99"))
     assert len(merged) > 0
     rate = merged["requests_per_s"].to_numpy()

@@ -34,14 +34,18 @@ NVLINK_BYTES_PER_S = 450e9
 Z_MAX_OF_8 = 1.4342  # Blom's expected maximum of 8 standard normal draws: Phi^-1(7.625 / 8.25)
 
 
-def _qwen_ctx(collective_efficiency: float) -> PerfContext:
+def _qwen_ctx(collective_efficiency: float, sm_slowdown: float = 1.0) -> PerfContext:
     """Every efficiency at its limit, no fixed costs, equally popular experts (imbalance ratio 1)."""
     block = EfficiencyBlock(
+        ep_normal_compute_slowdown_ratio=sm_slowdown,
         gemm_efficiency_fraction=1.0,
         gemm_half_saturation_tokens=1.0,
         memory_efficiency_fraction=1.0,
         collective_efficiency_fraction=collective_efficiency,
         collective_latency_us=0.5,
+        ep_normal_latency_us=0.5,
+        grouped_gemm_efficiency_fraction=1.0,
+        grouped_gemm_half_saturation_tokens=1.0,
         step_overhead_ms=0.0,
         moe_load_imbalance_ratio=1.0,
     )
@@ -54,13 +58,15 @@ def _by_hand(tokens_per_rank: float, collective_efficiency: float) -> tuple[floa
     m = tokens_per_rank
     pairs_per_gpu = 8 * m * 8 / 8  # 8 ranks x m tokens x 8 experts each, over 8 GPUs
     imbalance = 1 + Z_MAX_OF_8 * math.sqrt((1 - 1 / 8) / pairs_per_gpu)  # routing a finite batch
-    expert_rows = 8 * m * 8 * imbalance / 128  # rows per expert GEMM on the busiest GPU
+    # Rows per expert GEMM on the busiest GPU: 8m tokens hit every one of the 128 experts.
+    expert_rows = 8 * m * 8 * imbalance / 128
     dense_s = 2 * m * QWEN_NON_EXPERT / (H200_FP8_FLOPS_PER_S * m / (m + 1))
     expert_s = (
         2 * pairs_per_gpu * QWEN_EXPERT * imbalance / (H200_FP8_FLOPS_PER_S * expert_rows / (expert_rows + 1))
     )
     # Each token goes to 7/8 of its 8 experts off-GPU: fp8 out (1 byte) and bf16 back (2 bytes) per element.
     bytes_out = m * imbalance * 8 * (7 / 8) * 4096 * (1 + 2)
+    # Normal mode (far above the low-latency kernels' token limit): one latency each for dispatch and combine.
     a2a_s = bytes_out / (NVLINK_BYTES_PER_S * collective_efficiency) + 2 * 0.5e-6
     return QWEN_LAYERS * (dense_s + expert_s), QWEN_LAYERS * a2a_s
 
@@ -104,6 +110,19 @@ def test_two_batch_overlap_hides_ep_communication(collective_efficiency: float) 
         assert overlapped.communication_s[0] == 0.0
     else:
         assert half_a2a_s > half_compute_s  # link-bound: the compute hides under the all-to-all
+
+
+def test_normal_mode_kernels_slow_the_overlapped_compute() -> None:
+    """65536 tokens per rank use normal-mode EP kernels, whose SMs slow the other half's compute 1.25x."""
+    m = 65536
+    half_compute_s, half_a2a_s = _by_hand(m / 2, 1.0)
+    overlapped = _pass(_qwen_ctx(1.0, sm_slowdown=1.25), m, overlap=True)
+    assert overlapped.compute_s[0] == pytest.approx(2 * 1.25 * half_compute_s, rel=1e-6)
+    assert overlapped.body_s[0] == pytest.approx(2 * max(1.25 * half_compute_s, half_a2a_s), rel=1e-6)
+    # A decode-sized pass (64 tokens per rank) uses low-latency kernels: no slowdown.
+    small = _pass(_qwen_ctx(1.0, sm_slowdown=1.25), 64, overlap=True)
+    plain = _pass(_qwen_ctx(1.0), 64, overlap=True)
+    assert small.compute_s[0] == pytest.approx(plain.compute_s[0], rel=1e-12)
 
 
 def test_two_batch_overlap_needs_expert_parallelism() -> None:

@@ -114,7 +114,14 @@ def test_enumerated_layouts_are_runnable_and_within_budget(
     assert len(layouts) > 0
     assert layout_problems(model, hardware, layouts) == [None] * len(layouts)
     assert (layouts.gpus <= max_gpus).all()
-    assert (layouts.tp * layouts.attention_dp <= hardware.scale_up_domain_gpus).all()
+    stage = layouts.tp * layouts.attention_dp
+    # Only wide expert parallelism spans domains: TP1, PP1, EP over the whole stage.
+    wide = stage > hardware.scale_up_domain_gpus
+    assert (layouts.tp[wide] == 1).all()
+    assert (layouts.pp[wide] == 1).all()
+    assert (layouts.ep[wide] == stage[wide]).all()
+    assert (stage[wide] % hardware.scale_up_domain_gpus == 0).all()
+    assert not wide.any() or model.is_moe
     assert (layouts.pp <= MAX_PP[phase]).all()
     assert (layouts.batch % layouts.attention_dp == 0).all()
     rows = list(zip(layouts.tp, layouts.pp, layouts.ep, layouts.attention_dp, layouts.batch, strict=True))
@@ -193,6 +200,7 @@ def test_table_rows_are_feasible_and_non_dominated(tables, name: str, phase: str
             kv_link_gb_per_s=table.attrs["kv_link_gb_per_s"],
             two_batch_overlap=bool(serving),
             eplb=bool(serving),
+            prefill_chunk_tokens=rows["prefill_chunk_tokens"].to_numpy(),
         )
         assert again["fits"].all()
         assert (rows["eplb"] == rows["two_batch_overlap"]).all()  # priced together: the wide-EP serving mode

@@ -31,7 +31,8 @@ TINY = {
         "traffic": [{"isl_tokens": 8192, "osl_tokens": 1024}, {"isl_tokens": 4096, "osl_tokens": 512}],
     },
 }
-"""Six cells: one GPU fits no layout (an error), two GPUs only co-locate, four GPUs do both."""
+"""Six cells: one GPU fits no layout for 8k prompts (an error) and only co-locates 4k ones (batch 1 in
+512-token chunks), two GPUs only co-locate, four GPUs do both."""
 OUTPUTS = ("frontiers.parquet", "frontiers.csv", "summary.csv", "provenance.json", "sweep.xlsx")
 VOLATILE = {"frontiers.csv": ["solve_time_s"], "summary.csv": ["cell_wall_time_s"]}
 """Columns that depend on the machine's speed."""
@@ -143,7 +144,7 @@ def test_sweep_writes_the_merged_outputs(swept: tuple[Path, Path, Result]) -> No
     csv = pd.read_csv(out / "frontiers.csv")
     assert len(frontiers) == len(csv) > 0
     assert list(frontiers.columns[:5]) == ["cell", *summary.columns[1:4], "mode"]
-    assert set(frontiers["cell"]) == {2, 3, 4, 5}
+    assert set(frontiers["cell"]) == {1, 2, 3, 4, 5}
     for cell, rows in frontiers.groupby("cell"):
         row = summary.set_index("cell").loc[cell]
         assert (rows["cluster.max_gpus"] == row["cluster.max_gpus"]).all()
@@ -157,7 +158,7 @@ def test_sweep_writes_the_merged_outputs(swept: tuple[Path, Path, Result]) -> No
 
     info = json.loads((out / "provenance.json").read_text())
     assert info["cells"] == 6
-    assert info["cells_with_errors"] == 2
+    assert info["cells_with_errors"] == 1
     assert info["grid_spec"]["base"] == BASE
     assert info["executor"].startswith("local process pool")
     assert len(info["sweep_sha256"]) == 64
@@ -166,12 +167,16 @@ def test_sweep_writes_the_merged_outputs(swept: tuple[Path, Path, Result]) -> No
 def test_a_failing_cell_records_its_error_and_the_others_finish(swept: tuple[Path, Path, Result]) -> None:
     _, out, _ = swept
     summary = _summary(out).set_index("cell")
-    failed = summary[summary["cluster.max_gpus"] == 1]
+    one_gpu_long = (summary["cluster.max_gpus"] == 1) & (summary["traffic.isl_tokens"] == 8192)
+    failed = summary[one_gpu_long]
+    assert len(failed) == 1
     assert failed["error"].str.contains("fits in memory").all()
     assert failed["error"].str.contains("raise cluster.max_gpus").all()
     assert failed["verdict"].isna().all()
-    done = summary[summary["cluster.max_gpus"] > 1]
+    done = summary[~one_gpu_long]
     assert done["error"].isna().all()
+    # one GPU holds the 70B model in fp8 for 4k prompts only co-located, one request in small chunks
+    assert (summary[summary["cluster.max_gpus"] == 1]["verdict"].dropna() == "co-locate").all()
     # two GPUs cannot hold a prefill and a decode instance of a 70B model: only co-location has a plan
     two = summary[summary["cluster.max_gpus"] == 2]
     assert (two["verdict"] == "co-locate").all()
@@ -260,7 +265,8 @@ def test_dry_run_counts_cells_and_design_points(swept: tuple[Path, Path, Result]
     assert f"design points to evaluate: {total:,}" in result.output
     # the estimate is exactly what the solved cells priced
     summary = _summary(out)
-    solved = summary[summary["error"].isna()]
+    # (one GPU: the prefill and decode tables fail before pricing counts are kept, so only >1 GPU)
+    solved = summary[summary["error"].isna() & (summary["cluster.max_gpus"] > 1)]
     estimate = {sc.cell.index: sum(design_points(sc.problem).values()) for sc in cells}
     assert list(solved["design_points_evaluated"]) == [estimate[c] for c in solved["cell"]]
 
@@ -356,13 +362,28 @@ def _frontier(*rows: tuple[str, float, float]) -> pd.DataFrame:
         ([("disaggregated", 10, 105), ("aggregated", 10, 100)], "disaggregate", 1.05, 10),
         # 4.9% either way is a tie
         ([("disaggregated", 10, 104.9), ("aggregated", 10, 100)], "either", 1.049, 10),
-        # loses 20% at low interactivity, wins 10% at high: the typical (geometric-mean) gain, 0.89, decides
+        # loses 20% at a target of 10 tokens/s per user, wins 10% at every target above it up to 40
+        # (the best plans there are the 40-tokens/s ones): the exact typical gain is 1.1x
         (
             [
                 ("disaggregated", 10, 80),
                 ("disaggregated", 40, 66),
                 ("aggregated", 10, 100),
                 ("aggregated", 40, 60),
+            ],
+            "disaggregate",
+            1.1,
+            40,
+        ),
+        # ... unless co-location keeps winning over most of the range: 20% behind up to 30, 10% ahead above
+        (
+            [
+                ("disaggregated", 30, 80),
+                ("disaggregated", 40, 66),
+                ("aggregated", 30, 100),
+                ("aggregated", 40, 60),
+                ("aggregated", 10, 120),
+                ("disaggregated", 10, 96),
             ],
             "co-locate",
             1.1,
@@ -416,7 +437,7 @@ def test_summary_ratios_match_the_frontier_comparison() -> None:
 
 
 def test_typical_gain_of_a_constant_ratio_is_that_ratio() -> None:
-    # disaggregated is 1.25x aggregated at both Pareto points, so 1.25x all along the lines between them
+    # disaggregated is 1.25x aggregated at both Pareto points, so 1.25x at every target
     out = summarize_frontier(
         _frontier(
             ("disaggregated", 10, 125),

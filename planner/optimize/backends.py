@@ -16,6 +16,7 @@ Why persistent
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -27,6 +28,9 @@ from pyomo.core.expr.visitor import identify_mutable_parameters
 from pyomo.repn import generate_standard_repn
 
 from planner.errors import PlannerError
+from planner.progress import solver_log
+
+log = logging.getLogger(__name__)
 
 SOLVERS = ("highs", "ortools")
 
@@ -109,10 +113,12 @@ class HighsBackend:
         from pyomo.contrib.solver.common.results import TerminationCondition as T
 
         options = dict(self._options, solver_options={"presolve": "on" if presolve else "off"})
+        options["tee"] = solver_log()
         start = time.perf_counter()
         results = self._solver.solve(self.model, **options)
         elapsed = time.perf_counter() - start
         cond = results.termination_condition
+        log.debug("highs: %s in %.3f s, objective %s", cond.name, elapsed, results.incumbent_objective)
         if cond == T.convergenceCriteriaSatisfied:
             results.solution_loader.load_vars()
             return SolveResult(
@@ -198,6 +204,7 @@ class OrToolsBackend:
         start = time.perf_counter()
         status = self._solver.solve(self._target)
         elapsed = time.perf_counter() - start
+        log.debug("ortools: %s in %.3f s", status.name, elapsed)
         if status in (mb.SolveStatus.OPTIMAL, mb.SolveStatus.FEASIBLE):
             for var, target in self._vars.values():
                 value = self._solver.value(target)

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from planner.optimize.packing import Geometry
+from planner.perf.phases import PREFILL_CHUNK_TOKENS
 from planner.space import LAYOUT_COLUMNS, dominated_mask
 from planner.specs import RequestClass
 
@@ -156,6 +157,8 @@ def combine_classes(
     for option in ("two_batch_overlap", "eplb"):  # hand-made tables (tests, notebooks) may omit them
         if option not in rows:
             rows[option] = False
+    if "prefill_chunk_tokens" not in rows:  # hand-made tables (tests, notebooks) may omit it
+        rows["prefill_chunk_tokens"] = PREFILL_CHUNK_TOKENS
     if "kv_transfer_bytes_per_request" not in rows:  # hand-made tables (tests, notebooks) may omit it
         rows["kv_transfer_bytes_per_request"] = rows.get("kv_cache_bytes_per_request", 0.0)
     placement = rows["gpus"].map(geometry.placement)

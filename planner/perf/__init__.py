@@ -1,4 +1,4 @@
-"""Analytic, vectorized roofline model of one serving instance (DESIGN.md section 2).
+"""Analytic, vectorized roofline model of one serving instance (docs/DESIGN.md §2).
 
 Entry point: :func:`evaluate` prices N layouts of one model on one GPU type in
 one numpy call and returns a tidy frame, one row per layout. The parts:
@@ -20,9 +20,9 @@ from planner.perf.architecture import Architecture
 from planner.perf.calibration import Calibration, EfficiencyBlock, load_calibration
 from planner.perf.context import PerfContext
 from planner.perf.layout import Layouts, check_layout, layout_problems
-from planner.perf.phases import PhaseMetrics, aggregated, decode, prefill
+from planner.perf.phases import PREFILL_CHUNK_TOKENS, PhaseMetrics, aggregated, decode, prefill
 from planner.perf.serving import ServingOptions
-from planner.specs import HardwareSpec, ModelSpec, Phase, Precision
+from planner.specs import HardwareSpec, ModelSpec, Phase, Precision, QuantizationSpec
 
 __all__ = [
     "Architecture",
@@ -45,7 +45,7 @@ __all__ = [
 def evaluate(
     model: ModelSpec,
     hardware: HardwareSpec,
-    precision: Precision,
+    precision: Precision | QuantizationSpec,
     phase: Phase,
     layouts: Layouts,
     isl_tokens: ArrayLike,
@@ -56,25 +56,44 @@ def evaluate(
     kv_link_gb_per_s: float | None = None,
     two_batch_overlap: ArrayLike = False,
     eplb: ArrayLike = False,
+    prefill_chunk_tokens: ArrayLike = PREFILL_CHUNK_TOKENS,
 ) -> pd.DataFrame:
     """Predict what one instance of each layout does; one row per layout.
 
+    ``precision`` is a precision word (its default formats) or a
+    :class:`~planner.specs.QuantizationSpec` (weight format, GEMM precision, KV dtype).
     ``two_batch_overlap`` and ``eplb`` (scalars or one per layout, off by default) are
-    the serving options of :mod:`~planner.perf.serving`.
+    the serving options of :mod:`~planner.perf.serving`. ``prefill_chunk_tokens`` (scalar
+    or one per layout) is the prompt chunk: per pipeline pass in chunked pipeline prefill
+    (prefill with PP > 1), per rank and step when co-located serving piggybacks prompts.
     Layouts that break a model or hardware rule raise :class:`~planner.errors.LayoutError`;
     layouts that run out of memory are kept with ``fits = False``.
     """
     ctx = PerfContext.build(model, hardware, precision, calibration)
     options = ServingOptions.of(len(layouts), two_batch_overlap, eplb)
-    check_layout(model, hardware, layouts, eplb=options.eplb)
+    check_layout(model, hardware, layouts, eplb=options.eplb, quantization=ctx.quantization)
     if phase == "prefill":
         link = kv_link_gb_per_s * 1e9 if kv_link_gb_per_s else None
-        metrics = prefill(ctx, layouts, isl_tokens, osl_tokens, kv_link_bytes_per_s=link, options=options)
+        metrics = prefill(
+            ctx,
+            layouts,
+            isl_tokens,
+            osl_tokens,
+            kv_link_bytes_per_s=link,
+            chunk_tokens=prefill_chunk_tokens,
+            options=options,
+        )
     elif phase == "decode":
         metrics = decode(ctx, layouts, isl_tokens, osl_tokens, options=options)
     else:
         metrics = aggregated(
-            ctx, layouts, isl_tokens, osl_tokens, chunked_prefill=chunked_prefill, options=options
+            ctx,
+            layouts,
+            isl_tokens,
+            osl_tokens,
+            chunked_prefill=chunked_prefill,
+            options=options,
+            chunk_tokens=prefill_chunk_tokens,
         )
     frame = pd.DataFrame(
         {
@@ -85,6 +104,7 @@ def evaluate(
             "batch": layouts.batch,
             "isl_tokens": np.broadcast_to(np.asarray(isl_tokens), (len(layouts),)),
             "osl_tokens": np.broadcast_to(np.asarray(osl_tokens), (len(layouts),)),
+            "prefill_chunk_tokens": np.broadcast_to(np.asarray(prefill_chunk_tokens), (len(layouts),)),
             **metrics.as_dict(),
         }
     )

@@ -13,13 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike
 
-from planner.specs import ModelSpec, Precision
-
-WEIGHT_BYTES_PER_PARAM: dict[Precision, float] = {"bf16": 2.0, "fp8": 1.0, "fp4": 0.5 + 1 / 16}
-"""Stored bytes per GEMM weight; NVFP4/MXFP4 carry one 8-bit scale per 16-32 elements."""
-
-KV_BYTES_PER_ELEMENT: dict[Precision, float] = {"bf16": 2.0, "fp8": 1.0, "fp4": 1.0}
-"""KV-cache element size: fp8 and fp4 deployments keep an fp8 cache, bf16 keeps bf16."""
+from planner.perf.quantization import KV_CACHE_BYTES_PER_ELEMENT, WEIGHT_FORMATS, resolve
+from planner.specs import ModelSpec, Precision, QuantizationSpec
 
 EMBEDDING_BYTES_PER_PARAM = 2.0
 """Embeddings and the output head stay in bf16 in quantized checkpoints."""
@@ -37,6 +32,7 @@ class Architecture:
 
     model: ModelSpec
     precision: Precision
+    quantization: QuantizationSpec
     num_dense_layers: int
     num_moe_layers: int
     attention_params_per_layer: float
@@ -54,8 +50,9 @@ class Architecture:
     kv_shardable: bool
 
     @classmethod
-    def from_spec(cls, model: ModelSpec, precision: Precision) -> Architecture:
-        """Derive the counts from the spec."""
+    def from_spec(cls, model: ModelSpec, precision: Precision | QuantizationSpec) -> Architecture:
+        """Derive the counts from the spec, at a precision word's default formats or the given ones."""
+        quantization = resolve(precision)
         h = model.hidden_dim
         heads = model.num_attention_heads
         if model.mla is not None:
@@ -86,7 +83,8 @@ class Architecture:
         num_moe = 0 if moe is None else model.num_layers - moe.num_dense_layers
         return cls(
             model=model,
-            precision=precision,
+            precision=quantization.activations,
+            quantization=quantization,
             num_dense_layers=model.num_layers - num_moe,
             num_moe_layers=num_moe,
             attention_params_per_layer=float(attention_params),
@@ -144,8 +142,8 @@ class Architecture:
 
     @property
     def weight_bytes_per_param(self) -> float:
-        """Stored bytes of one GEMM weight at this deployment's precision."""
-        return WEIGHT_BYTES_PER_PARAM[self.precision]
+        """Stored bytes of one GEMM weight in this deployment's weight format, scales included."""
+        return WEIGHT_FORMATS[self.quantization.weights].bytes_per_param
 
     @property
     def head_or_embedding_params(self) -> float:
@@ -157,7 +155,7 @@ class Architecture:
     @property
     def kv_bytes_per_element(self) -> float:
         """Bytes of one cached K/V (or latent) element."""
-        return KV_BYTES_PER_ELEMENT[self.precision]
+        return KV_CACHE_BYTES_PER_ELEMENT[self.quantization.kv_cache]
 
     def kv_context_tokens(self, context_tokens: ArrayLike) -> np.ndarray:
         """Tokens of KV held per layer, averaged over layers (sliding-window layers hold the window)."""

@@ -35,11 +35,43 @@ class EfficiencyBlock(SpecModel):
     collective_efficiency_fraction: float = Field(default=0.7, ge=0.1, le=1.0)
     """Fraction of link bandwidth reached by all-reduce, all-to-all and point-to-point transfers."""
     collective_latency_us: float = Field(default=8.0, ge=0.5, le=200.0)
-    """Fixed latency of one collective step inside a scale-up domain, microseconds."""
+    """Fixed latency of one step of a one-shot/two-shot all-reduce or an all-gather inside a
+    scale-up domain, microseconds (:mod:`~planner.perf.collectives`; fitted per generation to
+    ``reference/collectives.csv``)."""
+    nvls_latency_us: float = Field(default=8.0, ge=0.5, le=200.0)
+    """Fixed latency of one in-switch (NVLink SHARP) all-reduce, microseconds; fitted to the
+    NVLS rows of ``reference/collectives.csv`` (vLLM symm_mem_multimem on H100 and B200)."""
     scale_out_latency_us: float = Field(default=25.0, ge=1.0, le=500.0)
     """Fixed latency of one collective step across the scale-out network, microseconds."""
+    scale_out_efficiency_fraction: float = Field(default=0.878, ge=0.1, le=1.0)
+    """Fraction of the NIC bandwidth reached by transfers across scale-up domains; default: the
+    fit to DeepEP's low-latency all-to-all on H800 + CX7 400 Gb/s, EP8-EP256
+    (``reference/collectives.csv``)."""
+    ep_low_latency_us: float = Field(default=31.6, ge=0.5, le=500.0)
+    """Fixed latency of one low-latency EP dispatch or combine across scale-up domains (DeepEP
+    low-latency kernels: direct RDMA sends), microseconds; default: the fit to DeepEP's H800
+    table in ``reference/collectives.csv``. Inside one domain the scale-up step latency applies."""
+    ep_normal_latency_us: float = Field(default=25.0, ge=0.5, le=2000.0)
+    """Fixed latency of one normal (high-throughput) EP dispatch or combine, which waits on the
+    CPU for the received counts and forwards across domains once per node, microseconds;
+    default: one scale-out step (``scale_out_latency_us``), not fitted (no public timing)."""
     step_overhead_ms: float = Field(default=3.0, ge=0.0, le=100.0)
     """Fixed cost of one forward step (scheduling, launches, sampling), milliseconds."""
+    layer_overhead_us: float = Field(default=0.0, ge=0.0, le=1000.0)
+    """Fixed time per transformer layer per forward pass (kernel launch gaps and minimum kernel
+    durations that no roofline sees), microseconds; what keeps batch-1 decode of a deep model
+    above its bytes over bandwidth. Default 0 (not modelled) until ``disagg calibrate`` fits it
+    to latency rows (TPOT at small batch)."""
+    ep_normal_compute_slowdown_ratio: float = Field(default=132 / (132 - 24), ge=1.0, le=4.0)
+    """How much longer compute takes while normal-mode EP kernels run beside it under two-batch
+    overlap, because they occupy SMs; default: DeepEP's example reserves 24 of an H800's 132 SMs
+    for them (132 / 108). Low-latency kernels receive through hooks and occupy none."""
+    grouped_gemm_efficiency_fraction: float = Field(default=0.7, ge=0.1, le=1.0)
+    """Fraction of peak FLOP/s a grouped (per-expert) GEMM reaches with many rows per expert;
+    default: the dense GEMM default, until ``disagg calibrate`` fits it to MoE rows."""
+    grouped_gemm_half_saturation_tokens: float = Field(default=128.0, ge=1.0, le=16384.0)
+    """Rows per active expert at which the grouped GEMM reaches half its large-GEMM efficiency;
+    default: the dense GEMM default, until fitted."""
     moe_load_imbalance_ratio: float = Field(default=1.3, ge=1.0, le=4.0)
     """Busiest GPU's expert load over the mean from uneven expert popularity, without EPLB
     (1 = equally popular experts); the model adds the sampling spread of small batches."""

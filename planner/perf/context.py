@@ -14,7 +14,7 @@ import numpy as np
 from planner.catalog import check_precision_supported
 from planner.perf.architecture import Architecture
 from planner.perf.calibration import Calibration, EfficiencyBlock, load_calibration
-from planner.specs import HardwareSpec, ModelSpec, Precision
+from planner.specs import HardwareSpec, ModelSpec, Precision, QuantizationSpec
 
 GB = 1e9
 TFLOP = 1e12
@@ -35,19 +35,30 @@ class PerfContext:
         cls,
         model: ModelSpec,
         hardware: HardwareSpec,
-        precision: Precision,
+        precision: Precision | QuantizationSpec,
         calibration: Calibration | None = None,
     ) -> PerfContext:
-        """Check the precision is supported and pick the calibration block."""
+        """Check the GEMM precision is supported and pick the calibration block.
+
+        ``precision`` is a precision word (its default formats) or a full
+        :class:`~planner.specs.QuantizationSpec`; the GEMM precision keys the block.
+        """
+        arch = Architecture.from_spec(model, precision)
+        precision = arch.precision
         check_precision_supported(hardware, precision)
         calibration = calibration or load_calibration()
         return cls(
-            arch=Architecture.from_spec(model, precision),
+            arch=arch,
             hardware=hardware,
             precision=precision,
             efficiency=calibration.block_for(hardware, precision),
             calibration_key=calibration.block_key(hardware, precision),
         )
+
+    @property
+    def quantization(self) -> QuantizationSpec:
+        """Weight format, GEMM precision and KV-cache dtype, every field resolved."""
+        return self.arch.quantization
 
     @property
     def model(self) -> ModelSpec:
@@ -61,8 +72,8 @@ class PerfContext:
 
     @property
     def attention_peak_flops_per_s(self) -> float:
-        """Peak for attention math: fp8 kernels with an fp8 cache, bf16 otherwise, FLOP/s."""
-        kernel_precision = "bf16" if self.precision == "bf16" else "fp8"
+        """Peak for attention math: bf16 kernels with a bf16 cache, fp8 otherwise, FLOP/s."""
+        kernel_precision = "bf16" if self.arch.quantization.kv_cache == "bf16" else "fp8"
         peak = self.hardware.peak_tflops_per_s(kernel_precision) or self.hardware.bf16_dense_tflops_per_s
         return float(peak) * TFLOP
 

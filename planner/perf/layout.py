@@ -1,6 +1,6 @@
 """Parallel layouts of one serving instance, as arrays, and the rules that make them runnable.
 
-Convention (DESIGN.md): GPUs per instance = TP x PP x attention-DP. Attention
+Convention (docs/DESIGN.md §2): GPUs per instance = TP x PP x attention-DP. Attention
 data-parallel ranks each hold their own requests; a MoE layer spreads its
 experts over EP of the TP x attention-DP GPUs of a pipeline stage, and splits
 each expert over the remaining (TP x attention-DP) / EP GPUs.
@@ -14,7 +14,8 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from planner.errors import LayoutError
-from planner.specs import HardwareSpec, ModelSpec
+from planner.perf.quantization import block_problems
+from planner.specs import HardwareSpec, ModelSpec, QuantizationSpec
 
 
 @dataclass(frozen=True)
@@ -62,12 +63,19 @@ class Layouts:
 
 
 def layout_problems(
-    model: ModelSpec, hardware: HardwareSpec, layouts: Layouts, *, eplb: ArrayLike = False
+    model: ModelSpec,
+    hardware: HardwareSpec,
+    layouts: Layouts,
+    *,
+    eplb: ArrayLike = False,
+    quantization: QuantizationSpec | None = None,
 ) -> list[str | None]:
     """Why each layout cannot run (one message with its fix), or None where it can.
 
     With ``eplb`` (per layout) EP need not divide the experts: redundant copies fill
-    every rank's share (:func:`~planner.perf.serving.expert_slots_per_gpu`).
+    every rank's share (:func:`~planner.perf.serving.expert_slots_per_gpu`). With a
+    block-scaled weight format (``quantization``) every shard must hold whole blocks
+    (:func:`~planner.perf.quantization.block_problems`).
     Vectorized checks are evaluated once; the message is built only for rows that fail.
     """
     heads = model.num_attention_heads
@@ -127,6 +135,9 @@ def layout_problems(
             ),
         ),
     ]
+    if quantization is not None:
+        cuts, reasons = block_problems(model, quantization, tp, np.maximum(stage // np.maximum(ep, 1), 1))
+        checks.append((cuts, lambda i: reasons[i]))
     problems: list[str | None] = [None] * len(layouts)
     for failed, message in checks:
         for i in np.flatnonzero(failed):
@@ -137,10 +148,15 @@ def layout_problems(
 
 
 def check_layout(
-    model: ModelSpec, hardware: HardwareSpec, layouts: Layouts, *, eplb: ArrayLike = False
+    model: ModelSpec,
+    hardware: HardwareSpec,
+    layouts: Layouts,
+    *,
+    eplb: ArrayLike = False,
+    quantization: QuantizationSpec | None = None,
 ) -> None:
     """Raise a LayoutError for the first layout that cannot run."""
-    for problem in layout_problems(model, hardware, layouts, eplb=eplb):
+    for problem in layout_problems(model, hardware, layouts, eplb=eplb, quantization=quantization):
         if problem:
             raise LayoutError(problem, field="layout")
 

@@ -26,7 +26,7 @@ from planner.perf.context import GB, PerfContext
 from planner.perf.layout import Layouts
 from planner.perf.memory import MemoryUse, kv_bytes_per_token_per_gpu_layer, memory_use
 from planner.perf.serving import ServingOptions
-from planner.perf.step import StepCost, stage_step_cost
+from planner.perf.step import StepCost, attention_dp_imbalance, stage_step_cost
 
 PREFILL_CHUNK_TOKENS = 8192
 """Prompt tokens per chunk in chunked pipeline-parallel prefill (large enough to keep GEMMs efficient)."""
@@ -44,6 +44,7 @@ class PhaseMetrics:
     ttft_ms: np.ndarray
     tpot_ms: np.ndarray
     tokens_per_s_per_user: np.ndarray
+    worst_inter_token_gap_ms: np.ndarray
     requests_per_s: np.ndarray
     output_tokens_per_s: np.ndarray
     input_tokens_per_s: np.ndarray
@@ -83,6 +84,7 @@ def _assemble(
     tpot_s,
     requests_per_s,
     isl,
+    worst_gap_s=None,
     osl,
     kv_bytes_per_request,
     kv_transfer_s,
@@ -105,6 +107,7 @@ def _assemble(
         ttft_ms=full(ttft_s) * 1e3,
         tpot_ms=tpot_ms,
         tokens_per_s_per_user=np.where(np.isfinite(tpot_ms), 1e3 / tpot_ms, np.nan),
+        worst_inter_token_gap_ms=tpot_ms.copy() if worst_gap_s is None else full(worst_gap_s) * 1e3,
         requests_per_s=requests_per_s,
         output_tokens_per_s=output,
         input_tokens_per_s=inputs,
@@ -144,7 +147,7 @@ def kv_transfer_s(ctx: PerfContext, layouts: Layouts, prompt_tokens, prefill_s, 
 # --------------------------------------------------------------------------- prefill
 
 
-def _prefill_core(ctx: PerfContext, layouts: Layouts, isl, chunk_tokens: int, options: ServingOptions | None):
+def _prefill_core(ctx: PerfContext, layouts: Layouts, isl, chunk_tokens, options: ServingOptions | None):
     """Stage cost, chunk count and timings of prefilling ``batch`` prompts of ``isl`` tokens."""
     arch = ctx.arch
     isl = np.asarray(isl, dtype=float)
@@ -152,6 +155,7 @@ def _prefill_core(ctx: PerfContext, layouts: Layouts, isl, chunk_tokens: int, op
     pp = layouts.pp.astype(float)
     prompts_per_rank = layouts.batch / dp
     tokens_per_rank = prompts_per_rank * isl
+    chunk_tokens = np.asarray(chunk_tokens, dtype=float)
     chunks = np.where(pp > 1, np.maximum(1.0, np.ceil(tokens_per_rank / chunk_tokens)), 1.0)
     chunk_tokens_per_rank = tokens_per_rank / chunks
     pairs = prompts_per_rank * arch.prefill_attention_pairs(isl)
@@ -184,10 +188,13 @@ def prefill(
     osl,
     *,
     kv_link_bytes_per_s: float | None = None,
-    chunk_tokens: int = PREFILL_CHUNK_TOKENS,
+    chunk_tokens=PREFILL_CHUNK_TOKENS,
     options: ServingOptions | None = None,
 ) -> PhaseMetrics:
     """A prefill instance: first-token latency (with KV transfer out) and requests/s.
+
+    ``chunk_tokens`` (scalar or one per layout) is the chunk of chunked pipeline
+    prefill (PP > 1): smaller chunks fill the pipeline sooner but run smaller GEMMs.
 
     ``output_tokens_per_s`` counts the tokens the decode pool will generate for the
     requests this instance prefills (``requests_per_s x OSL``), so prefill and decode
@@ -214,6 +221,7 @@ def prefill(
         mem,
         ttft_s=latency_s + transfer_s,
         tpot_s=np.nan,
+        worst_gap_s=np.nan,
         requests_per_s=layouts.batch / busy_s,
         isl=isl,
         osl=osl,
@@ -244,8 +252,10 @@ def _decode_step(
     per_microbatch = layouts.batch / (dp * pp)
     mean_context = arch.kv_context_tokens(isl + (osl + 1) / 2)
     kv_token_bytes = kv_bytes_per_token_per_gpu_layer(ctx, layouts)
-    attention = per_microbatch * mean_context * arch.decode_attention_flops_per_pair
-    kv_reads = per_microbatch * mean_context * kv_token_bytes
+    # The step waits for the attention-DP rank whose requests hold the most context.
+    busiest = attention_dp_imbalance(dp, per_microbatch, isl, osl)
+    attention = per_microbatch * mean_context * arch.decode_attention_flops_per_pair * busiest
+    kv_reads = per_microbatch * mean_context * kv_token_bytes * busiest
     chunk = np.asarray(prompt_tokens_per_microbatch, dtype=float)
     redo = 0.0
     if np.any(chunk > 0):
@@ -319,14 +329,22 @@ def aggregated(
     *,
     chunked_prefill: bool = True,
     options: ServingOptions | None = None,
+    chunk_tokens=PREFILL_CHUNK_TOKENS,
 ) -> PhaseMetrics:
     """A co-located instance running both phases with in-flight batching.
 
     With ``chunked_prefill`` each decode step carries ``batch x ISL / OSL`` prompt
-    tokens (the steady-state share), so prompts ride along the weight reads of decode
-    and a prompt completes after ``ISL / chunk`` steps. Without it, the prompts that
+    tokens (the steady-state share) in pieces of at most ``chunk_tokens`` per rank
+    (scalar or one per layout), so prompts ride along the weight reads of decode and
+    a prompt completes after ``ISL / chunk`` steps. Without it, the prompts that
     arrive per step are prefilled in separate passes that stall every decode step.
+
+    ``worst_inter_token_gap_ms`` is the longest gap a request sees between two of its
+    tokens: the decode step that carries a whole piece on the busiest rank (chunked),
+    or the step that waits for a whole prefill pass (not chunked). The mean
+    (``tpot_ms``) hides it.
     """
+    chunk_tokens = np.asarray(chunk_tokens, dtype=float)
     isl = np.asarray(isl, dtype=float)
     osl = np.asarray(osl, dtype=float)
     dp = layouts.attention_dp.astype(float)
@@ -335,23 +353,30 @@ def aggregated(
     # A new prompt is prefilled in full-size chunks on its rank while decode goes on:
     # its first token comes after one prompt's prefill plus the decode step it joins.
     single = Layouts.of(layouts.tp, layouts.pp, layouts.ep, layouts.attention_dp, layouts.attention_dp)
-    *_, single_latency_s, _, _ = _prefill_core(ctx, single, isl, PREFILL_CHUNK_TOKENS, options)
+    *_, single_latency_s, _, _ = _prefill_core(ctx, single, isl, chunk_tokens, options)
     if chunked_prefill:
         # Prompt tokens per step, summed over the attention-DP ranks. A prompt lives on one rank,
         # so the busiest rank carries at least one whole chunk whenever any rank has one.
         # How far the scheduler evens this out across ranks is a calibrated fraction.
         arriving = per_microbatch * dp * isl / osl
         balanced = arriving / dp
-        piece = np.minimum(isl, PREFILL_CHUNK_TOKENS)
+        piece = np.minimum(isl, chunk_tokens)
         pieces = arriving / piece
         unbalanced = np.minimum(arriving, np.maximum(balanced, piece * np.ceil(pieces / dp)))
         chunk = unbalanced - ctx.efficiency.attention_dp_balance_fraction * (unbalanced - balanced)
         step, tpot_s, overhead_s = _decode_step(
             ctx, layouts, isl, osl, prompt_tokens_per_microbatch=chunk, options=options
         )
-        ttft_s = single_latency_s + tpot_s
-        forward_tokens = per_microbatch + np.maximum(chunk, np.minimum(isl, PREFILL_CHUNK_TOKENS))
+        forward_tokens = per_microbatch + np.maximum(chunk, piece)
         breakdown = _breakdown_ms(step, pp, overhead_s, tpot_s)
+        # The worst step: the busiest rank carries a whole piece (or its whole unbalanced share).
+        worst_tokens = np.maximum(unbalanced, piece)
+        _, worst_gap_s, _ = _decode_step(
+            ctx, layouts, isl, osl, prompt_tokens_per_microbatch=worst_tokens, options=options
+        )
+        # A prompt's pieces go one per step, so its first token waits ISL / chunk such steps
+        # (never less than prefilling it at once, plus the step it joins).
+        ttft_s = np.maximum(single_latency_s + tpot_s, np.ceil(isl / piece) * worst_gap_s)
     else:
         step, decode_s, overhead_s = _decode_step(ctx, layouts, isl, osl, options=options)
         # Prompts arriving per decode step are prefilled together; a pass with fewer prompts
@@ -360,12 +385,14 @@ def aggregated(
         prompts = np.maximum(1.0, np.round(arrivals))
         padded = (np.ceil(prompts / dp) * dp).astype(np.int64)
         pre = Layouts.of(layouts.tp, layouts.pp, layouts.ep, layouts.attention_dp, padded)
-        _, _, _, busy_s, latency_s, _, _ = _prefill_core(ctx, pre, isl, PREFILL_CHUNK_TOKENS, options)
+        _, _, _, busy_s, latency_s, _, _ = _prefill_core(ctx, pre, isl, chunk_tokens, options)
         balance = ctx.efficiency.attention_dp_balance_fraction
         per_prompt_s = busy_s / (balance * padded + (1 - balance) * prompts)
         tpot_s = decode_s + per_prompt_s * arrivals
         prefill_batch = padded
         ttft_s = latency_s + decode_s
+        # The worst gap: a decode step that waits for a whole prefill pass.
+        worst_gap_s = decode_s + latency_s
         forward_tokens = np.maximum(per_microbatch, prefill_batch / dp * isl)
         stall = tpot_s - decode_s
         d_compute, d_memory, d_comm, d_over = _breakdown_ms(step, pp, overhead_s, decode_s)
@@ -389,5 +416,6 @@ def aggregated(
         osl=osl,
         kv_bytes_per_request=kv_cache_bytes_per_request(ctx, layouts, isl + osl),
         kv_transfer_s=0.0,
+        worst_gap_s=worst_gap_s,
         breakdown=breakdown,
     )

@@ -5,10 +5,16 @@ pass with some tokens through the GEMMs, some attention work and some KV reads;
 this module prices it. Each GEMM group and attention is a roofline,
 max(FLOPs / achieved FLOP/s, bytes / achieved bandwidth), and communication is
 added on top (not overlapped): TP all-reduce (two per layer), EP
-dispatch/combine (one each per MoE layer) and the PP hand-off; only two-batch
+dispatch/combine (one each per MoE layer), both priced per fabric by
+:mod:`~planner.perf.collectives`, and the PP hand-off; only two-batch
 overlap (:mod:`~planner.perf.serving`) hides the EP part behind compute. Time is
 attributed to compute, memory or communication by which side of each roofline
 binds, so the breakdown adds up to the total.
+
+Routed experts: only the experts a step's tokens hit are read
+(:func:`active_expert_fraction`), the busiest EP rank carries the load imbalance
+(:func:`moe_load_imbalance`) and the expert GEMMs run at the grouped-GEMM efficiency
+of their rows per active expert (:func:`grouped_gemm_efficiency`).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import numpy as np
 from scipy.special import ndtri
 
 from planner.perf.architecture import ACTIVATION_BYTES, DISPATCH_BYTES_PER_ELEMENT, EMBEDDING_BYTES_PER_PARAM
+from planner.perf.collectives import LOW_LATENCY_MAX_TOKENS_PER_RANK, all_reduce_s, ep_all_to_all_s
 from planner.perf.context import PerfContext
 from planner.perf.layout import Layouts
 from planner.perf.serving import ServingOptions, expert_slots_per_gpu
@@ -55,14 +62,41 @@ def _roofline(flops, flop_rate, nbytes, byte_rate) -> tuple[np.ndarray, np.ndarr
     return np.where(compute_bound, t_compute, 0.0), np.where(compute_bound, 0.0, t_memory)
 
 
-def _all_reduce_s(ctx: PerfContext, message_bytes, group) -> np.ndarray:
-    """Ring all-reduce: 2(g-1)/g of the message over the link, plus log2(g) latency steps."""
-    group = np.asarray(group, dtype=float)
-    bandwidth = ctx.link_bytes_per_s(group) * ctx.efficiency.collective_efficiency_fraction
-    t = 2 * (group - 1) / group * message_bytes / bandwidth + ctx.link_latency_s(group) * np.log2(
-        np.maximum(group, 2)
-    )
-    return np.where(group > 1, t, 0.0)
+def grouped_gemm_efficiency(ctx: PerfContext, rows_per_expert: np.ndarray) -> np.ndarray:
+    """Achieved fraction of peak for a grouped (per-expert) GEMM with that many rows per active expert.
+
+    Its own saturation curve: one expert's GEMM with a handful of rows is far from
+    the efficiency of a dense GEMM with the same total rows.
+    """
+    eff = ctx.efficiency
+    rows = np.maximum(rows_per_expert, 1e-9)
+    return eff.grouped_gemm_efficiency_fraction * rows / (rows + eff.grouped_gemm_half_saturation_tokens)
+
+
+def active_expert_fraction(experts: int, experts_per_token: int, tokens: np.ndarray) -> np.ndarray:
+    """Expected fraction of the E experts that ``tokens`` top-k routed tokens hit: 1 - (1 - k/E)^tokens."""
+    return 1.0 - (1.0 - experts_per_token / experts) ** np.asarray(tokens, dtype=float)
+
+
+def expected_max_of_normals(n) -> np.ndarray:
+    """Expected largest of ``n`` standard normal draws (Blom: Phi^-1((n - 3/8) / (n + 1/4)))."""
+    n = np.asarray(n, dtype=float)
+    return ndtri((n - 0.375) / (n + 0.25))
+
+
+def attention_dp_imbalance(dp, requests_per_rank, isl, osl) -> np.ndarray:
+    """Busiest attention-DP rank's decode attention work (KV reads) over the mean (1 = even).
+
+    Each rank holds its own requests, each somewhere in its answer, so a request's
+    context is uniform on [ISL, ISL + OSL] (standard deviation OSL / sqrt(12)); a
+    rank's total over its requests has relative spread that / mean / sqrt(requests),
+    and the step waits for the busiest of DP ranks (expected maximum of DP normal draws).
+    """
+    dp = np.asarray(dp, dtype=float)
+    isl = np.asarray(isl, dtype=float)
+    osl = np.asarray(osl, dtype=float)
+    relative = osl / np.sqrt(12.0) / (isl + osl / 2) / np.sqrt(np.maximum(requests_per_rank, 1.0))
+    return np.where(dp > 1, 1.0 + expected_max_of_normals(dp) * relative, 1.0)
 
 
 def moe_load_imbalance(
@@ -80,8 +114,7 @@ def moe_load_imbalance(
     ep = np.asarray(ep, dtype=float)
     static = np.where(eplb, 0.0, ctx.efficiency.moe_load_imbalance_ratio - 1.0)
     mean_pairs = np.maximum(np.asarray(pairs_per_stage, dtype=float) / ep, 1e-9)
-    z = ndtri((ep - 0.375) / (ep + 0.25))
-    sampling = z * np.sqrt((1.0 - 1.0 / ep) / mean_pairs)
+    sampling = expected_max_of_normals(ep) * np.sqrt((1.0 - 1.0 / ep) / mean_pairs)
     imbalance = np.minimum(1.0 + np.sqrt(static**2 + sampling**2), ep)
     return np.where(ep > 1, imbalance, 1.0)
 
@@ -118,7 +151,9 @@ def stage_step_cost(
     pass runs as two half micro-batches, each with its own weight reads and smaller
     GEMMs: the compute stream is busy 2 x (compute + memory + TP all-reduce) of a half,
     the links 2 x (EP dispatch/combine) of a half, and the slower of the two sets the
-    time (the one-layer fill and drain of this two-stage pipeline is neglected).
+    time (the one-layer fill and drain of this two-stage pipeline is neglected). Normal-mode
+    EP kernels occupy SMs while they run, so the compute beside them is slower
+    (``ep_normal_compute_slowdown_ratio``).
     """
     n = len(layouts)
     options = options or ServingOptions.of(n)
@@ -145,10 +180,15 @@ def stage_step_cost(
     if not np.any(overlap):
         return step
     half = _pass_parts(ctx, layouts, options, tokens / 2, attention / 2, kv_reads / 2, extra / 2, head_tokens)
-    busy = half.compute_s + half.memory_s + half.tp_comm_s
+    # Normal-mode EP kernels (above the low-latency token limit) take SMs from the other half's compute.
+    normal_mode = tokens / 2 / layouts.tp > LOW_LATENCY_MAX_TOKENS_PER_RANK
+    half_compute = half.compute_s * np.where(
+        normal_mode, ctx.efficiency.ep_normal_compute_slowdown_ratio, 1.0
+    )
+    busy = half_compute + half.memory_s + half.tp_comm_s
     exposed = np.maximum(half.ep_comm_s - busy, 0.0)
     return StepCost(
-        np.where(overlap, 2 * half.compute_s, step.compute_s),
+        np.where(overlap, 2 * half_compute, step.compute_s),
         np.where(overlap, 2 * half.memory_s, step.memory_s),
         np.where(overlap, 2 * (half.tp_comm_s + exposed), step.communication_s),
         step.head_s,
@@ -209,50 +249,41 @@ def _pass_parts(
     if arch.num_moe_layers:
         experts, k = arch.num_experts, arch.experts_per_token
         pairs = stage_tokens * k
-        touched = 1.0 - (1.0 - k / experts) ** stage_tokens
+        # Small batches read only the experts they hit.
+        touched = active_expert_fraction(experts, k, stage_tokens)
         slots = expert_slots_per_gpu(experts, ep, options.eplb)
         expert_bytes = slots * touched * arch.expert_params * wb / expert_tp
         # Only expert parallelism concentrates hot experts on some GPUs; EP=1 slices every expert evenly.
         imbalance = moe_load_imbalance(ctx, ep, pairs, options.eplb)
         expert_flops = 2 * pairs * arch.expert_params / stage_gpus * imbalance
-        # The busiest GPU's expert GEMMs carry imbalance x the mean rows per expert.
-        expert_rate = ctx.peak_flops_per_s * gemm_efficiency(ctx, pairs * imbalance / experts)
+        # The busiest GPU's grouped GEMM carries imbalance x the mean rows of each expert the batch hits.
+        rows_per_expert = pairs * imbalance / (experts * touched)
+        expert_rate = ctx.peak_flops_per_s * grouped_gemm_efficiency(ctx, rows_per_expert)
         add(*_roofline(expert_flops, expert_rate, expert_bytes, mem_rate), moe_layers)
 
-        # Dispatch (fp8) and combine (bf16) of the tokens each GPU owns, to the other EP ranks.
-        # Across scale-up domains a token crosses the network once per destination domain
-        # (node-limited routing, DeepEP-style forwarding) and fans out over the scale-up links.
+        # Dispatch (fp8) and combine (bf16) of the tokens each GPU owns, to the other EP ranks,
+        # in the faster of the normal and low-latency modes (planner.perf.collectives).
         owned = stage_tokens / stage_gpus * imbalance
-        per_pair_bytes = hidden * (DISPATCH_BYTES_PER_ELEMENT + ACTIVATION_BYTES)
-        hw = ctx.hardware
-        domains = np.ceil(stage_gpus / hw.scale_up_domain_gpus)
-        remote_domains = np.minimum(k, domains) * (1 - 1 / domains)
-        scale_up_s = (
-            owned
-            * k
-            * (1 - 1 / ep)
-            * per_pair_bytes
-            / (hw.scale_up_bandwidth_gb_per_s * 1e9 * eff.collective_efficiency_fraction)
+        a2a = ep_all_to_all_s(ctx, owned, ep, stage_gpus, DISPATCH_BYTES_PER_ELEMENT) + ep_all_to_all_s(
+            ctx, owned, ep, stage_gpus, ACTIVATION_BYTES
         )
-        scale_out_s = (
-            owned
-            * remote_domains
-            * per_pair_bytes
-            / (hw.scale_out_bandwidth_gb_per_s * 1e9 * eff.collective_efficiency_fraction)
-        )
-        a2a = np.maximum(scale_up_s, scale_out_s) + 2 * ctx.link_latency_s(stage_gpus)
         # Experts split wider than the TP group need their tokens gathered across DP ranks.
-        gather = _all_reduce_s(
+        gather = all_reduce_s(
             ctx, stage_tokens / ep * hidden * ACTIVATION_BYTES, np.maximum(expert_tp / tp, 1)
         )
-        ep_comm = (np.where(ep > 1, a2a, 0.0) + gather) * moe_layers
+        # Without attention-DP every GPU of the stage already holds every token: nothing to
+        # dispatch, and the combine is the layer's TP all-reduce (counted below).
+        ep_comm = (np.where((ep > 1) & (dp > 1), a2a, 0.0) + gather) * moe_layers
 
     # Attention scores/values (compute) and KV-cache reads (memory).
     attn_flops = (attention_flops_per_rank_layer + extra_attention_gemm_flops_per_rank_layer) / tp
     add(*_roofline(attn_flops, attn_rate, kv_read_bytes_per_gpu_layer, mem_rate), dense_layers + moe_layers)
 
+    # Fixed per-layer kernel time (launch gaps, minimum kernel durations), counted as compute.
+    compute = compute + eff.layer_overhead_us * 1e-6 * (dense_layers + moe_layers)
+
     # Two TP all-reduces per layer of the rank's activations.
-    tp_comm = 2 * _all_reduce_s(ctx, m * hidden * ACTIVATION_BYTES, tp) * (dense_layers + moe_layers)
+    tp_comm = 2 * all_reduce_s(ctx, m * hidden * ACTIVATION_BYTES, tp) * (dense_layers + moe_layers)
 
     # Output head on the last stage (bf16 weights), split over TP.
     head_c, head_m = _roofline(
