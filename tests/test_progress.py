@@ -90,7 +90,7 @@ def test_calibrate_reports_each_block_and_refit(tmp_path: Path) -> None:
     rows = (ROOT / "planner" / "reference" / "measurements.csv").read_text().splitlines()[:4]
     path = tmp_path / "m.csv"
     path.write_text("\n".join(rows) + "\n")
-    # 3 rows, fewer than the fitted constants: refused without --allow-underdetermined (test_calibration_safeguards).
+    # 3 rows, fewer than the fitted constants: refused unless allowed (test_calibration_safeguards).
     allow = "--allow-underdetermined"
     result = _run("calibrate", "--measurements", path, "--out", tmp_path / "c.yaml", allow)
     assert result.exit_code == 0, result.output
