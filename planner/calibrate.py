@@ -6,11 +6,19 @@ predicted / measured (scipy's trust-region reflective solver), with a weak pull
 towards the starting values so constants the rows cannot identify stay put.
 Leave-one-out refits without each row in turn and predicts it, which is the
 error a user should expect on a configuration that was not in the data.
+
+The fit protects itself: a block with fewer distinct measured configurations
+than free constants is refused unless the caller allows it (the surplus
+constants would be set by noise), and every fitted block reports which
+constants its rows do not identify (a zero column of the Jacobian of the log
+errors) and which ended on a bound. A fit with no predictable row is an error.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,26 +26,56 @@ import pandas as pd
 from scipy.optimize import least_squares
 
 from planner.catalog import load_hardware
-from planner.measurements import predict_row
+from planner.errors import SpecError
+from planner.measurements import LATENCY_METRICS, OPTION_COLUMNS, REQUIRED_COLUMNS, predict_row
 from planner.perf.calibration import Calibration, EfficiencyBlock
 
 log = logging.getLogger(__name__)
 
-FITTED_FIELDS = (
-    "gemm_efficiency_fraction",
-    "gemm_half_saturation_tokens",
-    "attention_efficiency_fraction",
-    "memory_efficiency_fraction",
-    "collective_efficiency_fraction",
-    "collective_latency_us",
-    "step_overhead_ms",
-    "moe_load_imbalance_ratio",
-    "attention_dp_balance_fraction",
+Progress = Callable[[str], None]
+"""Receives one line of progress text; by default the module's logger at INFO (planner.progress)."""
+
+FITTED_FIELDS = tuple(
+    name
+    for name in (
+        "gemm_efficiency_fraction",
+        "gemm_half_saturation_tokens",
+        "grouped_gemm_efficiency_fraction",
+        "grouped_gemm_half_saturation_tokens",
+        "attention_efficiency_fraction",
+        "memory_efficiency_fraction",
+        "collective_efficiency_fraction",
+        "collective_latency_us",
+        "step_overhead_ms",
+        "moe_load_imbalance_ratio",
+        "attention_dp_balance_fraction",
+    )
+    if name in EfficiencyBlock.model_fields
 )
-"""Constants the fit moves; memory capacity constants stay at their (documented) values."""
+"""Constants the fit moves (those of this list the block defines; the grouped-GEMM pair comes with
+the MoE physics). Memory capacity constants stay at their documented values, and the per-fabric
+collective latencies at their fit to collective microbenchmarks (planner.perf)."""
 
 PRIOR_WEIGHT = 0.01
 """Strength of the pull towards the starting block, per log-unit, relative to one row's log error."""
+
+CONFIGURATION_COLUMNS = tuple(
+    c
+    for c in (*REQUIRED_COLUMNS, *OPTION_COLUMNS)
+    if c not in ("id", "instances", "gpus_per_instance", "metric", "value")
+)
+"""What makes two rows distinct measurements (the metric and instance count only rescale one)."""
+
+IDENTIFIED_RATIO = 1e-3
+"""A constant is identified when its Jacobian column is at least this fraction of the largest one;
+the rank of the Jacobian counts the combinations of constants the rows pin down."""
+AT_BOUND_LOG_TOLERANCE = 1e-3
+"""A fitted constant within this log-distance (0.1%) of a bound sits on that bound."""
+COST_TOLERANCE = 1e-4
+"""Stop when a step changes the squared log error (or the log-constants) by less than 0.01%:
+far below the data's scatter, and it ends the long flat tail of the solver's default 1e-8."""
+PROGRESS_EVERY_S = 5.0
+"""Seconds between progress lines during one block's fit."""
 
 
 def _bounds(name: str) -> tuple[float, float]:
@@ -52,14 +90,59 @@ def block_key_of_row(row: pd.Series) -> str:
     return f"{load_hardware(str(row['hardware'])).generation}/{row['precision']}"
 
 
+def distinct_configurations(rows: pd.DataFrame) -> int:
+    """Distinct measurements: configuration x quantity (throughput, TTFT or TPOT).
+
+    A throughput restated per node or per GPU, or a repeated row, counts once.
+    """
+    if not len(rows):
+        return 0
+    columns = [c for c in CONFIGURATION_COLUMNS if c in rows.columns]
+    quantity = rows["metric"].where(rows["metric"].isin(LATENCY_METRICS), "throughput")
+    return len(rows[columns].astype(str).assign(quantity=quantity).drop_duplicates())
+
+
 @dataclass(frozen=True)
 class BlockFit:
-    """One fitted block and the rows it was fitted on."""
+    """One fitted block, the rows it was fitted on, and how well they determine it."""
 
     key: str
     block: EfficiencyBlock
     row_ids: tuple[str, ...]
     log_rmse: float
+    distinct_rows: int = 0
+    """Distinct measured configurations among the rows."""
+    identified_constants: int = 0
+    """Rank of the Jacobian of the rows' log errors: independent combinations the rows pin down."""
+    unidentified: tuple[str, ...] = ()
+    """Constants no row is sensitive to; they stay near their starting values."""
+    at_bounds: tuple[str, ...] = ()
+    """Constants that ended on a bound, as ``name=value (lower|upper bound)``."""
+
+    @property
+    def underdetermined(self) -> bool:
+        """Fewer distinct rows than free constants."""
+        return self.distinct_rows < len(FITTED_FIELDS)
+
+    def warnings(self) -> list[str]:
+        """One sentence per problem a user should know about this block's fit."""
+        out = []
+        if self.underdetermined:
+            out.append(
+                f"block {self.key}: {self.distinct_rows} distinct rows for {len(FITTED_FIELDS)} free "
+                "constants; the fit is under-determined"
+            )
+        if self.unidentified:
+            out.append(
+                f"block {self.key}: no row constrains {', '.join(self.unidentified)}; kept near the starting "
+                "values"
+            )
+        if self.at_bounds:
+            out.append(
+                f"block {self.key}: {', '.join(self.at_bounds)}: the rows push past the physical range, so "
+                "another term of the model is probably missing or a row is wrong"
+            )
+        return out
 
 
 def _with_block(calibration: Calibration, key: str, block: EfficiencyBlock) -> Calibration:
@@ -75,7 +158,12 @@ def _log_errors(rows: pd.DataFrame, calibration: Calibration) -> np.ndarray:
 
 
 def fit_block(
-    rows: pd.DataFrame, calibration: Calibration, key: str, *, max_evaluations: int = 400
+    rows: pd.DataFrame,
+    calibration: Calibration,
+    key: str,
+    *,
+    max_evaluations: int = 400,
+    progress: Progress | None = None,
 ) -> BlockFit:
     """Fit one block's constants to its rows (bounded least squares on log error)."""
     start = calibration.blocks.get(key, calibration.default)
@@ -88,57 +176,168 @@ def fit_block(
         values = dict(zip(FITTED_FIELDS, np.clip(np.exp(x), lower, upper), strict=True))
         return start.model_copy(update={k: float(v) for k, v in values.items()})
 
+    progress = progress or log.info
+    clock = {"evaluations": 0, "last": time.monotonic()}
+
     def residuals(x: np.ndarray) -> np.ndarray:
         errors = _log_errors(rows, _with_block(calibration, key, block_at(x)))
+        clock["evaluations"] += 1
+        if progress and time.monotonic() - clock["last"] >= PROGRESS_EVERY_S:
+            clock["last"] = time.monotonic()
+            rms = float(np.sqrt(np.mean(errors**2))) if len(errors) else 0.0
+            progress(f"  {key}: {clock['evaluations']} model evaluations, rms log error {rms:.3f}")
         return np.concatenate([errors, PRIOR_WEIGHT * (x - x0)])
 
     result = least_squares(
-        residuals, x0, bounds=(lo, hi), method="trf", diff_step=0.02, max_nfev=max_evaluations, x_scale=1.0
+        residuals,
+        x0,
+        bounds=(lo, hi),
+        method="trf",
+        diff_step=0.02,
+        max_nfev=max_evaluations,
+        x_scale=1.0,
+        ftol=COST_TOLERANCE,
+        xtol=COST_TOLERANCE,
     )
     block = EfficiencyBlock.model_validate(block_at(result.x).model_dump())
     errors = residuals(result.x)[: len(rows)]
-    return BlockFit(key, block, tuple(rows["id"]), float(np.sqrt(np.mean(errors**2))) if len(rows) else 0.0)
-
-
-def fit_calibration(measurements: pd.DataFrame, start: Calibration, *, source: str) -> Calibration:
-    """Fit every block that has expressible rows; other blocks stay as they were.
-
-    The ``default`` block (for GPU generations with no data) becomes the fitted block
-    with the most rows: the best-supported estimate of what software achieves.
-    """
-    fitted = start
-    keys = measurements.apply(block_key_of_row, axis=1)
-    support: dict[str, int] = {}
-    for key in sorted(keys.unique()):
-        rows = _expressible(measurements[keys == key], start)
-        if len(rows):
-            log.info("fitting block %s on %d rows", key, len(rows))
-            fitted = _with_block(fitted, key, fit_block(rows, fitted, key).block)
-            support[key] = len(rows)
-    if support:
-        best = max(sorted(support), key=support.__getitem__)
-        fitted = fitted.model_copy(update={"default": fitted.blocks[best]})
-    rows_note = ", ".join(f"{k}: {n} rows" for k, n in sorted(support.items()))
-    return fitted.model_copy(
-        update={"source": f"{source} ({rows_note}); default = {best}" if support else source}
+    jacobian = np.atleast_2d(result.jac)[: len(rows)]
+    column_norms = np.linalg.norm(jacobian, axis=0)
+    scale = column_norms.max() if len(rows) and column_norms.max() > 0 else 1.0
+    identified = column_norms >= IDENTIFIED_RATIO * scale
+    singular = np.linalg.svd(jacobian, compute_uv=False) if len(rows) else np.zeros(0)
+    return BlockFit(
+        key,
+        block,
+        tuple(rows["id"]),
+        float(np.sqrt(np.mean(errors**2))) if len(rows) else 0.0,
+        distinct_rows=distinct_configurations(rows),
+        identified_constants=int((singular > IDENTIFIED_RATIO * scale).sum()),
+        unidentified=tuple(f for f, ok in zip(FITTED_FIELDS, identified, strict=True) if not ok),
+        at_bounds=_at_bounds(block, result.x, (lo, hi), identified),
     )
 
 
-def _expressible(rows: pd.DataFrame, calibration: Calibration) -> pd.DataFrame:
+def _at_bounds(
+    block: EfficiencyBlock, x: np.ndarray, bounds: tuple[np.ndarray, np.ndarray], identified: np.ndarray
+) -> tuple[str, ...]:
+    """Identified constants whose fitted log-value sits on a bound."""
+    lo, hi = bounds
+    out = []
+    for name, value, low, high, ok in zip(FITTED_FIELDS, x, lo, hi, identified, strict=True):
+        side = (
+            "lower"
+            if value <= low + AT_BOUND_LOG_TOLERANCE
+            else "upper"
+            if value >= high - AT_BOUND_LOG_TOLERANCE
+            else ""
+        )
+        if side and ok:
+            out.append(f"{name}={getattr(block, name):.4g} ({side} bound)")
+    return tuple(out)
+
+
+def fit_calibration(
+    measurements: pd.DataFrame,
+    start: Calibration,
+    *,
+    source: str,
+    allow_underdetermined: bool = False,
+    progress: Progress | None = None,
+) -> Calibration:
+    """Fit every block that has expressible rows; other blocks stay as they were (see :func:`fit_blocks`)."""
+    return fit_blocks(
+        measurements, start, source=source, allow_underdetermined=allow_underdetermined, progress=progress
+    )[0]
+
+
+def fit_blocks(
+    measurements: pd.DataFrame,
+    start: Calibration,
+    *,
+    source: str,
+    allow_underdetermined: bool = False,
+    progress: Progress | None = None,
+    path: str | None = None,
+) -> tuple[Calibration, list[BlockFit]]:
+    """Fit every block that has expressible rows and say how well each is determined.
+
+    The ``default`` block (for GPU generations with no data) becomes the fitted block
+    with the most rows: the best-supported estimate of what software achieves.
+    ``rows_per_block`` records the rows behind each block. Raises
+    :class:`~planner.errors.SpecError` when no row can be predicted, or when a block has
+    fewer distinct rows than free constants and ``allow_underdetermined`` is off.
+    """
+    progress = progress or log.info
+    keys = measurements.apply(block_key_of_row, axis=1)
+    groups = {key: expressible_rows(measurements[keys == key], start) for key in sorted(keys.unique())}
+    groups = {key: rows for key, rows in groups.items() if len(rows)}
+    if not groups:
+        raise SpecError(
+            f"none of the {len(measurements)} rows can be predicted (run `disagg validate --measurements` on "
+            "the file to see each row's reason); nothing to fit",
+            path=path,
+        )
+    thin = {k: distinct_configurations(r) for k, r in groups.items()}
+    thin = {k: n for k, n in thin.items() if n < len(FITTED_FIELDS)}
+    if thin and not allow_underdetermined:
+        listed = ", ".join(f"{k} has {n}" for k, n in thin.items())
+        raise SpecError(
+            f"under-determined fit: {listed} distinct measured configuration(s) for "
+            f"{len(FITTED_FIELDS)} free constants per block; add rows of that GPU generation and precision "
+            "(other ISL/OSL, layouts or batches) or pass --allow-underdetermined to fit anyway with the "
+            "unidentified constants held near their starting values",
+            path=path,
+        )
+    fitted, fits = start, []
+    for i, (key, rows) in enumerate(groups.items(), 1):
+        if progress:
+            progress(
+                f"fitting block {i}/{len(groups)} {key}: {len(rows)} rows, {len(FITTED_FIELDS)} constants"
+            )
+        began = time.monotonic()
+        fit = fit_block(rows, fitted, key, progress=progress)
+        fitted = _with_block(fitted, key, fit.block)
+        fits.append(fit)
+        if progress:
+            progress(f"  {key}: rms log error {fit.log_rmse:.3f} in {time.monotonic() - began:.1f} s")
+    support = {fit.key: len(fit.row_ids) for fit in fits}
+    best = max(sorted(support), key=support.__getitem__)
+    rows_note = ", ".join(f"{k}: {n} rows" for k, n in sorted(support.items()))
+    calibration = fitted.model_copy(
+        update={
+            "default": fitted.blocks[best],
+            "rows_per_block": {**start.rows_per_block, **support},
+            "source": f"{source} ({rows_note}); default = {best}",
+        }
+    )
+    return calibration, fits
+
+
+def expressible_rows(rows: pd.DataFrame, calibration: Calibration) -> pd.DataFrame:
+    """The rows the model can predict (skipped rows carry their reason in ``validate``)."""
     keep = [predict_row(r, calibration).skip_reason is None for _, r in rows.iterrows()]
     return rows[np.asarray(keep, dtype=bool)] if len(rows) else rows
 
 
-def leave_one_out(measurements: pd.DataFrame, fitted: Calibration, *, max_evaluations: int = 60) -> pd.Series:
+def leave_one_out(
+    measurements: pd.DataFrame,
+    fitted: Calibration,
+    *,
+    max_evaluations: int = 60,
+    progress: Progress | None = None,
+) -> pd.Series:
     """Relative error on each row when its block is refitted without it (warm-started)."""
     keys = measurements.apply(block_key_of_row, axis=1)
+    progress = progress or log.info
     out = pd.Series(np.nan, index=measurements.index, dtype=float)
+    done = 0
     for key in sorted(keys.unique()):
-        rows = _expressible(measurements[keys == key], fitted)
-        for number, index in enumerate(rows.index, 1):
-            # One line per refit: leave-one-out on the shipped file takes minutes.
-            row_id = rows.loc[index, "id"]
-            log.info("leave-one-out %s: refit %d of %d (without %s)", key, number, len(rows), row_id)
+        rows = expressible_rows(measurements[keys == key], fitted)
+        for index in rows.index:
+            done += 1
+            if progress:
+                progress(f"leave-one-out {done}/{len(measurements)}: {rows.loc[index, 'id']}")
             rest = rows.drop(index)
             if not len(rest):
                 continue

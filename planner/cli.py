@@ -43,6 +43,7 @@ from planner.problem import resolve
 from planner.progress import reporting
 from planner.report import write_text_atomic
 from planner.run_limits import SWEEP_RESUME_TEXT, run_deadline
+from planner.thin_blocks import BlockSupport, block_support, with_block_support
 
 _PRECISIONS = click.Choice(["bf16", "fp8", "fp4"])
 _LAYOUT_SIZE = click.IntRange(min=1, max=MAX_LAYOUT_SIZE)
@@ -316,9 +317,10 @@ def evaluate_command(
             Layouts.of(tp, pp, ep, attention_dp, batch),
             isl,
             osl,
-            calibration=load_calibration(calibration_path),
+            calibration=(calibration := load_calibration(calibration_path)),
             chunked_prefill=chunked_prefill,
         )
+        support = block_support(calibration, hardware_spec, precision)  # type: ignore[arg-type]
         row = frame.iloc[0]
         result = {
             "model": model,
@@ -333,12 +335,13 @@ def evaluate_command(
             "isl_tokens": isl,
             "osl_tokens": osl,
             **{k: _plain(row[k]) for k in _EVALUATE_KEYS},
-            "calibration_block": row["calibration_block"],
+            **support.as_dict(),
         }
         if as_json:
             click.echo(json_text(result))
         else:
             click.echo(_evaluate_text(result))
+        _warn_thin(support, hardware, precision)
 
 
 def _plain(value: object) -> object:
@@ -388,7 +391,7 @@ def _evaluate_text(r: dict) -> str:
         "  where the time goes (ms):   "
         f"compute {num(r['compute_ms'], ',.2f')}, memory {num(r['memory_ms'], ',.2f')}, "
         f"communication {num(r['communication_ms'], ',.2f')}, overhead {num(r['overhead_ms'], ',.2f')}",
-        f"  calibration block           {r['calibration_block']}",
+        f"  calibration block           {r['calibration_block']} ({r['calibration_rows']} measured rows)",
     ]
     return "\n".join(lines)
 
@@ -434,24 +437,77 @@ def import_hf_command(config: str, name: str, out: str | None, debug: bool) -> N
     help="Measurements CSV (format: planner/measurements.py); default: the shipped reference file.",
 )
 @click.option("--csv", "csv_out", type=click.Path(dir_okay=False), default=None, help="Also write the table.")
+@click.option(
+    "--cross-validate",
+    "cross_validate",
+    type=click.Choice(["system"]),
+    default=None,
+    help="Leave one system (all rows of one model x hardware pair) out, refit on the rest from the "
+    "documented priors, predict it; report the error per family (dense/MoE x GPU generation).",
+)
 @_calibration
+@_verbosity
 @_debug
 def validate_command(
-    measurements: str | None, csv_out: str | None, calibration_path: str | None, debug: bool
+    measurements: str | None,
+    csv_out: str | None,
+    cross_validate: str | None,
+    calibration_path: str | None,
+    quiet: bool,
+    verbose: bool,
+    debug: bool,
 ) -> None:
     """Predict every measured row and print measured, predicted and error.
 
     Example: disagg validate --csv validation.csv
+
+    With --cross-validate system the fits ignore --calibration's fitted values (they may
+    contain the held-out systems) and start from the documented priors.
     """
     from planner.measurements import load_measurements, validate
 
-    with format_errors(debug):
+    with format_errors(debug), reporting(_level(quiet, verbose)):
         if csv_out:
             check_writable(Path(csv_out), folder=False, option="--csv")
-        table = validate(load_measurements(measurements), load_calibration(calibration_path))
-        click.echo(_validation_text(table))
+        frame = load_measurements(measurements)
+        if cross_validate:
+            table = _cross_validation(frame)
+        else:
+            table = validate(frame, load_calibration(calibration_path))
+            click.echo(_validation_text(table))
         if csv_out:
             write_text_atomic(Path(csv_out), table.to_csv(index=False))
+
+
+def _cross_validation(frame: pd.DataFrame) -> pd.DataFrame:
+    """Leave-one-system-out table, printed per row and per family; family columns joined per row."""
+    from planner.crossval import cross_validate_systems, family_summary
+
+    table = cross_validate_systems(frame)
+    lines = [f"{'id':<44} {'family':<16} {'measured':>10} {'held out':>10} {'error':>8}"]
+    for _, r in table.iterrows():
+        held = "skipped" if np.isnan(r["cv_predicted"]) else f"{r['cv_predicted']:,.0f}"
+        error = "" if np.isnan(r["cv_error_fraction"]) else f"{r['cv_error_fraction']:+.1%}"
+        lines.append(f"{r['id']:<44} {r['family']:<16} {r['measured']:>10,.0f} {held:>10} {error:>8}")
+    summary = family_summary(table)
+    lines.append("")
+    lines.append(
+        f"{'family':<16} {'rows':>5} {'systems':>8} {'in-sample |err|':>16} {'held-out median':>16} "
+        f"{'held-out |err|':>15} {'worst':>8}"
+    )
+    for family, r in summary.iterrows():
+        lines.append(
+            f"{family:<16} {int(r['rows']):>5} {int(r['systems']):>8} "
+            f"{r['in_sample_median_abs_error_fraction']:>16.1%} {r['cv_median_error_fraction']:>+16.1%} "
+            f"{r['cv_median_abs_error_fraction']:>15.1%} {r['cv_worst_abs_error_fraction']:>8.1%}"
+        )
+    lines.append(
+        f"leave-one-system-out over {table.attrs['systems']} systems in {table.attrs['wall_time_s']:.0f} s "
+        "(error = predicted / measured - 1, median per family)"
+    )
+    click.echo("\n".join(lines))
+    per_family = summary.drop(index="all").add_prefix("family_").reset_index()
+    return table.merge(per_family.drop(columns=["family_rows", "family_systems"]), on="family", how="left")
 
 
 def _validation_text(table: pd.DataFrame) -> str:
@@ -482,6 +538,12 @@ def _validation_text(table: pd.DataFrame) -> str:
 @click.option("--measurements", type=click.Path(dir_okay=False), required=True, help="Measurements CSV.")
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="Calibration YAML to write.")
 @click.option("--no-loo", is_flag=True, help="Skip the leave-one-out generalization estimate.")
+@click.option(
+    "--allow-underdetermined",
+    is_flag=True,
+    help="Fit blocks with fewer distinct rows than free constants (refused otherwise); the constants "
+    "the rows cannot identify stay near their starting values.",
+)
 @_calibration
 @_verbosity
 @_debug
@@ -489,6 +551,7 @@ def calibrate_command(
     measurements: str,
     out: str,
     no_loo: bool,
+    allow_underdetermined: bool,
     calibration_path: str | None,
     quiet: bool,
     verbose: bool,
@@ -497,10 +560,14 @@ def calibrate_command(
     """Fit the efficiency blocks to measurements; print in-sample and leave-one-out error.
 
     Example: disagg calibrate --measurements my_benchmarks.csv --out calibration.yaml
+
+    Refuses (exit 2) a block with fewer distinct rows than free constants unless
+    --allow-underdetermined, and a file with no predictable row; warns about constants
+    no row constrains and constants that end on a bound.
     """
     import yaml
 
-    from planner.calibrate import fit_calibration, leave_one_out
+    from planner.calibrate import fit_blocks, leave_one_out
     from planner.measurements import load_measurements, require_predictable_rows, validate
 
     with format_errors(debug), reporting(_level(quiet, verbose)):
@@ -508,7 +575,13 @@ def calibrate_command(
         frame = load_measurements(measurements)
         start = load_calibration(calibration_path)
         require_predictable_rows(validate(frame, start), measurements)
-        fitted = fit_calibration(frame, start, source=f"disagg calibrate on {Path(measurements).name}")
+        fitted, fits = fit_blocks(
+            frame,
+            start,
+            source=f"disagg calibrate on {Path(measurements).name}",
+            allow_underdetermined=allow_underdetermined,
+            path=measurements,
+        )
         table = validate(frame, fitted)
         if not no_loo:
             table["loo_error_fraction"] = leave_one_out(frame, fitted).to_numpy()
@@ -517,12 +590,66 @@ def calibrate_command(
             loo = table["loo_error_fraction"].abs().dropna()
             if len(loo):
                 click.echo(f"leave-one-out: median |error| {loo.median():.1%}, worst {loo.max():.1%}")
+        for fit in fits:
+            for warning in fit.warnings():
+                click.echo(f"warning: {warning}", err=True)
         header = (
             "# Efficiency calibration written by `disagg calibrate`; see planner/perf/calibration.py\n"
             "# for what each constant means and its bounds.\n"
         )
         write_text_atomic(Path(out), header + yaml.safe_dump(fitted.model_dump(), sort_keys=False))
         click.echo(f"wrote {out}")
+
+
+@main.command("import-bench")
+@click.argument("results", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option(
+    "--out", type=click.Path(dir_okay=False), required=True, help="Measurements CSV to write or extend."
+)
+@click.option(
+    "--sidecar", type=click.Path(dir_okay=False), default=None, help="YAML with the deployment fields."
+)
+@click.option("--model", default=None, help="Catalog model name (or model YAML) that was served.")
+@click.option("--hardware", default=None, help="Catalog hardware name (or hardware YAML) it ran on.")
+@click.option(
+    "--precision", type=_PRECISIONS, default=None, help="Weight precision of the served checkpoint."
+)
+@click.option("--tp", type=click.IntRange(min=1), default=None, help="Tensor-parallel size [default: 1].")
+@click.option("--pp", type=click.IntRange(min=1), default=None, help="Pipeline stages [default: 1].")
+@click.option("--ep", type=click.IntRange(min=1), default=None, help="Expert-parallel size [default: 1].")
+@click.option(
+    "--attention-dp",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Attention data-parallel ranks [default: 1].",
+)
+@click.option(
+    "--instances", type=click.IntRange(min=1), default=None, help="Engine instances behind the client."
+)
+@_debug
+def import_bench_command(
+    results: tuple[str, ...], out: str, sidecar: str | None, debug: bool, **given
+) -> None:
+    """Turn saved benchmark results into measurement rows (throughput, TTFT, TPOT).
+
+    Reads `vllm bench serve --save-result` JSON and AIPerf / GenAI-Perf profile_export JSON.
+
+    Example: disagg import-bench run.json --model llama-3.1-8b --hardware h100-sxm --precision fp8
+    --out mine.csv, then disagg calibrate --measurements mine.csv --out calibration.yaml
+    """
+    from planner.bench_import import append_rows, bench_rows, load_sidecar
+    from planner.measurements import check_measurements
+
+    with format_errors(debug):
+        deployment = {**load_sidecar(sidecar), **{k: v for k, v in given.items() if v is not None}}
+        rows = pd.concat([bench_rows(path, deployment) for path in results], ignore_index=True)
+        target = Path(out)
+        merged = append_rows(rows, target)
+        check_measurements(merged.astype({"batch": str}), target)  # catalog names, layout: before writing
+        write_text_atomic(target, merged.to_csv(index=False))
+        click.echo(
+            f"{len(rows)} rows from {len(results)} result file(s) written to {out} ({len(merged)} rows)"
+        )
 
 
 # --------------------------------------------------------------------------- candidates
@@ -563,13 +690,16 @@ def candidates_command(
     with format_errors(debug):
         check_writable(Path(csv_out), folder=False, option="--csv")
         problem = resolve(instance, scenario, parse_overrides(overrides))
+        calibration = load_calibration(calibration_path)
         table = problem.candidate_table(
             phase,  # type: ignore[arg-type]
-            load_calibration(calibration_path),
+            calibration,
             request_class=request_class,
         )
-        write_text_atomic(Path(csv_out), table.to_csv(index=False))
+        support = _problem_support(problem, calibration)
+        write_text_atomic(Path(csv_out), with_block_support(table, support).to_csv(index=False))
         click.echo(_candidates_text(problem.label, table, csv_out))
+        _warn_thin(support, problem.hardware.name, problem.instance.precision)
 
 
 def _candidates_text(name: str, table: pd.DataFrame, csv_out: str) -> str:
@@ -601,6 +731,21 @@ def _candidates_text(name: str, table: pd.DataFrame, csv_out: str) -> str:
         f"{table['tokens_per_s_per_user'].min():,.1f} to {table['tokens_per_s_per_user'].max():,.1f} "
         "tokens/s per user."
     )
+
+
+# --------------------------------------------------------------------------- thin calibration blocks
+
+
+def _problem_support(problem, calibration) -> BlockSupport:
+    """The calibration block behind an instance's predictions and its row count."""
+    return block_support(calibration, problem.hardware, problem.instance.precision)
+
+
+def _warn_thin(support: BlockSupport, hardware: str, precision: str) -> None:
+    """A thin block's warning on stderr (the answer itself stays on stdout)."""
+    warning = support.warning(hardware, precision)
+    if warning:
+        click.echo(warning, err=True)
 
 
 # --------------------------------------------------------------------------- frontier and plan
@@ -750,6 +895,7 @@ def frontier_command(
             click.echo(headroom_text(problem))
         click.echo(frontier_summary(frontier))
         click.echo(f"wrote {', '.join(str(p) for p in paths)}" + (f"; {replaced}" if replaced else ""))
+        _warn_thin(_problem_support(problem, calibration), problem.hardware.name, problem.instance.precision)
 
 
 @main.command("plan")
@@ -819,8 +965,9 @@ def plan_command(
             )
             for i, t in enumerate(targets)
         ]
+        support = _problem_support(problem, calibration)
         if as_json:
-            payload = [advice_json(a) for a in answers]
+            payload = [{**advice_json(a), **support.as_dict()} for a in answers]
             click.echo(json_text(payload))
         else:
             texts = [advice_text(a) for a in answers]
@@ -829,6 +976,7 @@ def plan_command(
 
                 texts += [fleet_text(fleet_answer(problem, t, calibration)) for t in targets]
             click.echo("\n\n".join(texts))
+        _warn_thin(support, problem.hardware.name, problem.instance.precision)
 
 
 # --------------------------------------------------------------------------- fleet (issue 14)
@@ -839,7 +987,7 @@ def plan_command(
 @click.option(
     "--min-tokens-per-s-per-user",
     "target",
-    type=click.FloatRange(min=0, min_open=True),
+    type=finite(min=0, min_open=True, max=MAX_TOKENS_PER_S_PER_USER),
     required=True,
     help="Interactivity every user must get, output tokens/s per user.",
 )
@@ -889,7 +1037,7 @@ def interactivity_targets(problem, given: list[float]) -> list[float]:
 @click.option(
     "--min-tokens-per-s-per-user",
     "target",
-    type=click.FloatRange(min=0, min_open=True),
+    type=finite(min=0, min_open=True, max=MAX_TOKENS_PER_S_PER_USER),
     default=None,
     help="With an INSTANCE: the interactivity to plan at [default: its first slo target].",
 )
@@ -1001,14 +1149,14 @@ def _export_answer(
     "--load",
     "loads",
     multiple=True,
-    type=click.FloatRange(min=0, min_open=True),
+    type=finite(min=0, min_open=True, max=MAX_TOKENS_PER_S_PER_USER),
     help="Offered load, requests/s; repeatable [default: traffic.requests_per_s].",
 )
 @click.option(
     "--min-tokens-per-s-per-user",
     "targets",
     multiple=True,
-    type=click.FloatRange(min=0, min_open=True),
+    type=finite(min=0, min_open=True, max=MAX_TOKENS_PER_S_PER_USER),
     help="Interactivity target, tokens/s per user; repeatable [default: slo.tokens_per_s_per_user_targets].",
 )
 @click.option("--xlsx", is_flag=True, help="Also write capacity.xlsx.")

@@ -15,8 +15,11 @@ instances                 identical instances measured together
 gpus_per_instance         must equal tp x pp x attention_dp
 tp, pp, ep, attention_dp  the layout
 batch                     requests in flight per instance, or ``max`` for the largest that fits
-metric                    ``output_tokens_per_s_total``, ``input_tokens_per_s_per_node`` or
-                          ``output_tokens_per_s_per_node`` (a node is 8 GPUs)
+metric                    ``output_tokens_per_s_total`` (all instances together),
+                          ``input_tokens_per_s_per_node`` or ``output_tokens_per_s_per_node``
+                          (a node is 8 GPUs), ``input_tokens_per_s_per_gpu`` or
+                          ``output_tokens_per_s_per_gpu``; or a latency: ``ttft_ms`` (mean
+                          time to first token) or ``tpot_ms`` (mean time per output token)
 value                     the measured number in the metric's unit
 notes                     free text
 two_batch_overlap, eplb   optional serving options of the measured system (two-batch overlap;
@@ -39,12 +42,13 @@ import pandas as pd
 
 from planner.catalog import load_hardware, load_model
 from planner.errors import PlannerError, SpecError
-from planner.perf.calibration import Calibration, ideal_block
+from planner.perf.calibration import Calibration, ideal_block, load_calibration
 from planner.perf.context import PerfContext
 from planner.perf.layout import Layouts, layout_problems
 from planner.perf.phases import aggregated, decode, prefill
 from planner.perf.serving import ServingOptions
 from planner.safe_input import excerpt
+from planner.thin_blocks import block_support
 
 DEFAULT_MEASUREMENTS = Path(__file__).parent / "reference" / "measurements.csv"
 
@@ -69,7 +73,17 @@ REQUIRED_COLUMNS = (
 OPTION_COLUMNS = ("two_batch_overlap", "eplb")
 """Optional boolean columns: serving options of the measured system (planner.perf.serving)."""
 _TRUE, _FALSE = ("true", "yes", "1"), ("false", "no", "0", "")
-METRICS = ("output_tokens_per_s_total", "input_tokens_per_s_per_node", "output_tokens_per_s_per_node")
+METRICS = (
+    "output_tokens_per_s_total",
+    "input_tokens_per_s_per_node",
+    "output_tokens_per_s_per_node",
+    "input_tokens_per_s_per_gpu",
+    "output_tokens_per_s_per_gpu",
+    "ttft_ms",
+    "tpot_ms",
+)
+LATENCY_METRICS = ("ttft_ms", "tpot_ms")
+"""Metrics read from the layout's metrics at the chosen batch rather than its throughput."""
 GPUS_PER_NODE_IN_METRICS = 8
 MAX_BATCH_PER_RANK = 2048
 """Largest decode batch per attention-DP rank searched for ``batch = max`` (TRT-LLM's default cap)."""
@@ -86,6 +100,12 @@ def load_measurements(path: str | Path | None = None) -> pd.DataFrame:
         raise SpecError("no such file; check the path", path=path) from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         raise SpecError(f"not a readable CSV ({err}); fix the file", path=path) from None
+    return check_measurements(frame, path)
+
+
+def check_measurements(frame: pd.DataFrame, path: str | Path) -> pd.DataFrame:
+    """Check a measurements table (as read from ``path``); options parsed to bools."""
+    path = Path(path)
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if missing:
         raise SpecError(
@@ -105,6 +125,7 @@ def load_measurements(path: str | Path | None = None) -> pd.DataFrame:
                 path=path,
                 field=column,
             )
+    _check_layout_gpus(frame, path)
     for column, allowed in (("mode", ("aggregated", "prefill", "decode")), ("metric", METRICS)):
         bad = frame.index[~frame[column].isin(allowed)]
         if len(bad):
@@ -123,6 +144,21 @@ def load_measurements(path: str | Path | None = None) -> pd.DataFrame:
             except SpecError as err:
                 raise SpecError(f"row '{row['id']}': {err.message}", path=path, field=kind) from None
     return frame
+
+
+def _check_layout_gpus(frame: pd.DataFrame, path: Path) -> None:
+    """``gpus_per_instance`` must equal tp x pp x attention_dp: a mismatch is a typo, never a skip."""
+    tp, pp, dp, gpus = (frame[c].astype(int) for c in ("tp", "pp", "attention_dp", "gpus_per_instance"))
+    bad = frame.index[gpus != tp * pp * dp]
+    if len(bad):
+        i = bad[0]
+        layout = int(tp[i] * pp[i] * dp[i])
+        raise SpecError(
+            f"row '{frame.loc[i, 'id']}': gpus_per_instance {gpus[i]} != tp x pp x attention_dp = "
+            f"{tp[i]} x {pp[i]} x {dp[i]} = {layout}; set gpus_per_instance to {layout} or fix the layout",
+            path=path,
+            field="gpus_per_instance",
+        )
 
 
 INTEGER_COLUMNS = ("isl", "osl", "instances", "gpus_per_instance", "tp", "pp", "ep", "attention_dp")
@@ -239,14 +275,14 @@ def predict_row(
     problem = layout_problems(model, hardware, layouts, eplb=options.eplb)[0]
     if problem:
         return Prediction(np.nan, None, problem)
-    best, best_batch = _best_rate(ctx, layouts, mode, isl, osl, options)
+    metric = str(row["metric"])
+    latency = metric if metric in LATENCY_METRICS else None
+    best, best_batch = _best_rate(ctx, layouts, mode, isl, osl, options, latency=latency)
     if best_batch is None:
         return Prediction(np.nan, None, "no batch of this layout fits in memory")
-    scale = (
-        int(row["instances"])
-        if row["metric"] == "output_tokens_per_s_total"
-        else GPUS_PER_NODE_IN_METRICS / (tp * pp * dp)
-    )
+    if latency:
+        return Prediction(best, best_batch)
+    scale = _metric_scale(metric, int(row["instances"]), tp * pp * dp)
     if not check_ceiling:
         return Prediction(best * scale, best_batch)
     ceiling, _ = _best_rate(replace(ctx, efficiency=ideal_block()), layouts, mode, isl, osl, options)
@@ -260,6 +296,15 @@ def predict_row(
     return Prediction(best * scale, best_batch)
 
 
+def _metric_scale(metric: str, instances: int, gpus_per_instance: int) -> float:
+    """Factor from one instance's rate to the metric's unit (total, per 8-GPU node, per GPU)."""
+    if metric == "output_tokens_per_s_total":
+        return instances
+    if metric.endswith("_per_node"):
+        return GPUS_PER_NODE_IN_METRICS / gpus_per_instance
+    return 1 / gpus_per_instance
+
+
 def _flag(row: pd.Series, column: str) -> bool:
     """A serving option of a row (rows built by hand may lack the column: off)."""
     value = row.get(column, False)
@@ -267,9 +312,19 @@ def _flag(row: pd.Series, column: str) -> bool:
 
 
 def _best_rate(
-    ctx: PerfContext, layouts: Layouts, mode: str, isl: int, osl: int, options: ServingOptions
+    ctx: PerfContext,
+    layouts: Layouts,
+    mode: str,
+    isl: int,
+    osl: int,
+    options: ServingOptions,
+    *,
+    latency: str | None = None,
 ) -> tuple[float, int | None]:
-    """Highest instance rate (input tokens/s for prefill, output tokens/s otherwise) that fits."""
+    """Highest instance rate (input tokens/s for prefill, output tokens/s otherwise) that fits.
+
+    With ``latency`` (``ttft_ms`` or ``tpot_ms``), that latency at the highest-rate batch instead.
+    """
     if mode == "prefill":
         candidates = [(prefill(ctx, layouts, isl, osl, options=options), "input_tokens_per_s")]
     elif mode == "decode":
@@ -279,13 +334,14 @@ def _best_rate(
             (aggregated(ctx, layouts, isl, osl, chunked_prefill=c, options=options), "output_tokens_per_s")
             for c in (True, False)
         ]
-    best, best_batch = -np.inf, None
+    best, best_batch, answer = -np.inf, None, np.nan
     for metrics, rate in candidates:
         values = np.where(metrics.fits, getattr(metrics, rate), -np.inf)
         i = int(np.argmax(values))
         if values[i] > best:
             best, best_batch = float(values[i]), int(layouts.batch[i])
-    return best, best_batch
+            answer = float(getattr(metrics, latency)[i]) if latency else best
+    return answer, best_batch
 
 
 def _batch_grid(dp: int, mode: str, isl: int, tp: int) -> np.ndarray:
@@ -300,10 +356,16 @@ def _batch_grid(dp: int, mode: str, isl: int, tp: int) -> np.ndarray:
 
 
 def validate(frame: pd.DataFrame, calibration: Calibration | None = None) -> pd.DataFrame:
-    """Measured, predicted and relative error for every row; unexpressible rows carry a reason."""
+    """Measured, predicted and relative error for every row; unexpressible rows carry a reason.
+
+    ``calibration_block`` and ``calibration_rows`` say which block priced the row and how many
+    measured rows that block was fitted on (planner.thin_blocks).
+    """
+    calibration = calibration or load_calibration()
     rows = []
     for _, row in frame.iterrows():
         p = predict_row(row, calibration)
+        support = block_support(calibration, load_hardware(str(row["hardware"])), str(row["precision"]))  # type: ignore[arg-type]
         measured = float(row["value"])
         rows.append(
             {
@@ -319,6 +381,8 @@ def validate(frame: pd.DataFrame, calibration: Calibration | None = None) -> pd.
                 "predicted": p.predicted,
                 "error_fraction": (p.predicted - measured) / measured if p.skip_reason is None else np.nan,
                 "batch": p.batch,
+                "calibration_block": support.block,
+                "calibration_rows": support.rows,
                 "skip_reason": p.skip_reason or "",
             }
         )

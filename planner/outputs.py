@@ -31,6 +31,7 @@ from planner.frontier import FIXED_RATIO_MODE, Frontier
 from planner.output_folder import write_output_set
 from planner.perf.calibration import Calibration
 from planner.problem import Problem
+from planner.thin_blocks import block_support, with_block_support
 
 MODE_STYLE = {
     "disaggregated": ("tab:blue", "o", "disaggregated (dynamic rate matching)"),
@@ -117,7 +118,12 @@ def render_frontier(
     resolved = yaml.safe_dump(frontier.problem.resolved(), sort_keys=False)
     header = f"# {frontier.problem.label} as solved: scenario applied, model and hardware specs inline.\n"
     return {
-        "frontier.csv": frontier.frame().to_csv(index=False).encode(),
+        "frontier.csv": with_block_support(
+            frontier.frame(),
+            block_support(calibration, frontier.problem.hardware, frontier.problem.instance.precision),
+        )
+        .to_csv(index=False)
+        .encode(),
         "comparison.csv": frontier.comparison().to_csv(index=False).encode(),
         "frontier.png": frontier_png(frontier),
         "instance.yaml": (header + resolved).encode(),

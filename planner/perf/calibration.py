@@ -92,6 +92,8 @@ class Calibration(SpecModel):
     """Block used when neither ``generation/precision`` nor the generation has one."""
     blocks: dict[str, EfficiencyBlock] = Field(default_factory=dict)
     """Blocks per ``generation/precision`` key, e.g. ``hopper/fp8``."""
+    rows_per_block: dict[str, int] = Field(default_factory=dict)
+    """Measured rows each block was fitted on (written by ``disagg calibrate``); absent = none."""
 
     @model_validator(mode="after")
     def _keys_well_formed(self) -> Calibration:
