@@ -39,6 +39,7 @@ from planner.jsonable import json_text
 from planner.output_folder import check_output_folder, check_writable, write_output_set
 from planner.perf import Layouts, evaluate
 from planner.perf.calibration import load_calibration
+from planner.perf.quantization import for_deployment
 from planner.problem import resolve
 from planner.progress import reporting
 from planner.report import write_text_atomic
@@ -293,10 +294,13 @@ def evaluate_command(
     with format_errors(debug):
         model_spec = load_model(model) if model else None
         hardware_spec = load_hardware(hardware) if hardware else None
+        block = None  # the instance's quantization block, at the instance's precision only
         if instance:
             problem = resolve(instance, scenario, parse_overrides(overrides))
             model_spec = model_spec or problem.model
             hardware_spec = hardware_spec or problem.hardware
+            if precision in (None, problem.instance.precision):
+                block = problem.instance.quantization
             precision = precision or problem.instance.precision
             isl = isl or problem.instance.traffic.isl_tokens
             osl = osl or problem.instance.traffic.osl_tokens
@@ -308,10 +312,13 @@ def evaluate_command(
             if value is None:
                 raise SpecError(f"missing {flag}; give it, or --instance NAME to take it from an instance")
         model, hardware = model_spec.name, hardware_spec.name
+        # --precision naming another precision than the instance's starts from that precision's
+        # defaults; the model's checkpoint weight format fills what the block leaves out.
+        formats = for_deployment(model_spec, precision, block)  # type: ignore[arg-type]
         frame = evaluate(
             model_spec,
             hardware_spec,
-            precision,  # type: ignore[arg-type]
+            formats,
             phase,  # type: ignore[arg-type]
             Layouts.of(tp, pp, ep, attention_dp, batch),
             isl,
@@ -324,6 +331,8 @@ def evaluate_command(
             "model": model,
             "hardware": hardware,
             "precision": precision,
+            "weight_format": formats.weights,
+            "kv_cache_dtype": formats.kv_cache,
             "phase": phase,
             "tp": tp,
             "pp": pp,
@@ -366,6 +375,7 @@ def _evaluate_text(r: dict) -> str:
         f"{r['model']} on {r['hardware']} ({r['precision']}), {r['phase']}: "
         f"TP{r['tp']} PP{r['pp']} EP{r['ep']} attention-DP{r['attention_dp']}, batch {r['batch']}, "
         f"ISL {r['isl_tokens']} / OSL {r['osl_tokens']}",
+        f"  formats                     {r['weight_format']} weights, {r['kv_cache_dtype']} KV cache",
         f"  GPUs                        {r['gpus']}",
         f"  fits in memory              {fits}",
         f"  memory per GPU              {num(r['memory_per_gpu_gb'])} GB "

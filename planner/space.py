@@ -304,7 +304,12 @@ def _price(
 ) -> pd.DataFrame:
     """All enumerated rows of a phase priced by the performance model (one call per variant)."""
     layouts = enumerate_layouts(
-        model, hardware, phase, max_gpus=max_gpus, isl_tokens=isl_tokens, quantization=resolve(precision)
+        model,
+        hardware,
+        phase,
+        max_gpus=max_gpus,
+        isl_tokens=isl_tokens,
+        quantization=resolve(precision, model),
     )
     variants = _variants(phase)
     wide_ep = layouts.ep > 1
