@@ -39,6 +39,7 @@ from planner.jsonable import json_text
 from planner.output_folder import check_output_folder, check_writable, write_output_set
 from planner.perf import Layouts, evaluate
 from planner.perf.calibration import load_calibration
+from planner.perf.phases import PREFILL_CHUNK_TOKENS
 from planner.perf.quantization import for_deployment
 from planner.problem import resolve
 from planner.progress import reporting
@@ -213,6 +214,7 @@ _EVALUATE_KEYS = (
     "memory_ms",
     "communication_ms",
     "overhead_ms",
+    "worst_inter_token_gap_ms",
 )
 
 
@@ -260,6 +262,14 @@ _EVALUATE_KEYS = (
     show_default=True,
     help="Aggregated only: piggyback prompt chunks on decode steps.",
 )
+@click.option(
+    "--prefill-chunk-tokens",
+    type=click.IntRange(min=1, max=MAX_TOKENS),
+    default=PREFILL_CHUNK_TOKENS,
+    show_default=True,
+    help="Prompt chunk: per pipeline pass in prefill with PP > 1 (chunked pipeline prefill), per rank "
+    "and step in aggregated chunked prefill (candidate tables search it).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @_scenario
 @_calibration
@@ -278,6 +288,7 @@ def evaluate_command(
     isl: int | None,
     osl: int | None,
     chunked_prefill: bool,
+    prefill_chunk_tokens: int,
     as_json: bool,
     scenario: str | None,
     overrides: tuple[str, ...],
@@ -325,6 +336,7 @@ def evaluate_command(
             osl,
             calibration=load_calibration(calibration_path),
             chunked_prefill=chunked_prefill,
+            prefill_chunk_tokens=prefill_chunk_tokens,
         )
         row = frame.iloc[0]
         result = {
@@ -341,6 +353,7 @@ def evaluate_command(
             "batch": batch,
             "isl_tokens": isl,
             "osl_tokens": osl,
+            "prefill_chunk_tokens": prefill_chunk_tokens,
             **{k: _plain(row[k]) for k in _EVALUATE_KEYS},
             "calibration_block": row["calibration_block"],
         }
@@ -387,6 +400,7 @@ def _evaluate_text(r: dict) -> str:
         )
     else:
         lines.append(f"  tpot_ms                     {num(r['tpot_ms'], ',.2f')}")
+        lines.append(f"  worst_inter_token_gap_ms    {num(r['worst_inter_token_gap_ms'], ',.2f')}")
         if r["phase"] == "aggregated":
             lines.append(f"  ttft_ms                     {num(r['ttft_ms'])}")
     lines += [

@@ -1,0 +1,115 @@
+"""Plans show the prompt chunk they chose and the worst inter-token gap they cause (frontier.csv,
+`plan` text and JSON), each equal to the candidate row the solver picked."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from planner.cli import main
+from planner.optimize.plan import PoolPlan, prompt_chunk_tokens
+from planner.problem import resolve
+from planner.space import PIGGYBACK_CHUNK_TOKENS
+
+SMALL = ("qwen3-32b-h200-4000-500", "--set", "cluster.max_gpus=16")
+
+
+def _plan_json(*extra: str) -> dict:
+    result = CliRunner().invoke(main, ["plan", *SMALL, "--min-tokens-per-s-per-user", "30", "--json", *extra])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)[0]
+
+
+def _candidate(table: pd.DataFrame, layout: dict, pool: str) -> pd.Series:
+    """The candidate row of a plan layout (its layout columns and, where it has one, its chunk)."""
+    keys = ["tp", "pp", "ep", "attention_dp", "batch", "chunked_prefill", "two_batch_overlap", "eplb"]
+    match = pd.Series(True, index=table.index)
+    for key in keys:
+        match &= table[key] == layout[key]
+    if layout["prefill_chunk_tokens"] is not None:
+        match &= table["prefill_chunk_tokens"] == layout["prefill_chunk_tokens"]
+    rows = table[match]
+    assert len(rows) == 1, (pool, layout, rows)
+    return rows.iloc[0]
+
+
+def test_plan_json_carries_the_chosen_chunk_and_the_candidates_gap() -> None:
+    answer = _plan_json()
+    problem = resolve(SMALL[0], None, {"cluster.max_gpus": 16})
+    for mode, plan in answer["plans"].items():
+        assert plan is not None, mode
+        gaps = []
+        for pool, body in plan["pools"].items():
+            table = problem.candidate_table(pool)
+            for layout in body["layouts"]:
+                row = _candidate(table, layout, pool)
+                if pool == "prefill":
+                    assert layout["worst_inter_token_gap_ms"] is None  # a prefill pool emits no tokens
+                    continue
+                assert layout["worst_inter_token_gap_ms"] == pytest.approx(row["worst_inter_token_gap_ms"])
+                assert layout["worst_inter_token_gap_ms"] >= row["tpot_ms"] * (1 - 1e-9)
+                gaps.append(layout["worst_inter_token_gap_ms"])
+        assert plan["worst_inter_token_gap_ms"] == pytest.approx(max(gaps))
+    aggregated = answer["plans"]["aggregated"]
+    layout = aggregated["pools"]["aggregated"]["layouts"][0]
+    assert layout["chunked_prefill"]
+    assert layout["prefill_chunk_tokens"] in PIGGYBACK_CHUNK_TOKENS
+    assert aggregated["prefill_chunk_tokens"] == layout["prefill_chunk_tokens"]
+    assert isinstance(aggregated["prefill_chunk_tokens"], int)
+
+
+def test_a_gap_limit_binds_the_plan() -> None:
+    free = _plan_json()["plans"]["aggregated"]
+    limit = free["worst_inter_token_gap_ms"] * 0.9
+    bound = _plan_json("--set", f"slo.inter_token_gap_ms_max={limit}")["plans"]["aggregated"]
+    assert bound["worst_inter_token_gap_ms"] <= limit
+
+
+def test_plan_text_names_the_chunk_and_the_gap() -> None:
+    result = CliRunner().invoke(main, ["plan", *SMALL, "--min-tokens-per-s-per-user", "30"])
+    assert result.exit_code == 0, result.output
+    answer = _plan_json()
+    aggregated = answer["plans"]["aggregated"]
+    assert f"prompt chunks of {aggregated['prefill_chunk_tokens']} tokens" in result.stdout
+    assert f"worst inter-token gap {aggregated['worst_inter_token_gap_ms']:,.1f} ms" in result.stdout
+
+
+def test_frontier_csv_has_the_chunk_and_gap_columns(tmp_path: Path) -> None:
+    out = tmp_path / "f"
+    result = CliRunner().invoke(main, ["frontier", *SMALL, "--out", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    frame = pd.read_csv(out / "frontier.csv")
+    assert (frame["worst_inter_token_gap_ms"] >= frame["tpot_ms"] * (1 - 1e-9)).all()
+    aggregated = frame[frame["mode"] == "aggregated"]
+    chunked = aggregated[aggregated["chunked_prefill"]]
+    assert len(chunked)
+    assert chunked["prefill_chunk_tokens"].isin(PIGGYBACK_CHUNK_TOKENS).all()
+    for _, row in chunked.iterrows():
+        assert f"chunk {int(row['prefill_chunk_tokens'])}" in row["decode_layouts"]
+    # A disaggregated prefill pool without a pipeline runs prompts whole: no chunk.
+    dis = frame[(frame["mode"] == "disaggregated") & (frame["prefill_pp"] == 1)]
+    assert dis["prefill_chunk_tokens"].isna().all()
+
+
+def test_which_layouts_run_prompts_in_chunks() -> None:
+    rows = pd.DataFrame(
+        {
+            "pp": [1, 4, 1, 1, 2],
+            "chunked_prefill": [False, False, True, False, False],
+            "prefill_chunk_tokens": [8192, 2048, 512, 8192, 1024],
+        }
+    )
+    row = rows.iloc
+    assert prompt_chunk_tokens("prefill", row[0]) is None  # PP1 prefill: the prompt in one pass
+    assert prompt_chunk_tokens("prefill", row[1]) == 2048  # chunked pipeline prefill
+    assert prompt_chunk_tokens("aggregated", row[2]) == 512  # piggybacked chunks
+    assert prompt_chunk_tokens("aggregated", row[3]) is None  # whole prompts, one pass
+    assert prompt_chunk_tokens("aggregated", row[4]) == 1024  # a pipeline chunks even unpiggybacked
+    assert prompt_chunk_tokens("decode", row[1]) is None  # a decode pool takes no prompts
+    lead = rows.iloc[[1]].assign(instances=3, tp=2, ep=1, attention_dp=1, batch=4, classes="c")
+    pool = PoolPlan("prefill", lead)
+    assert pool.layout_text() == "3 x TP2 PP4 EP1 DP1 batch 4 chunk 2048"
