@@ -113,3 +113,44 @@ def test_which_layouts_run_prompts_in_chunks() -> None:
     lead = rows.iloc[[1]].assign(instances=3, tp=2, ep=1, attention_dp=1, batch=4, classes="c")
     pool = PoolPlan("prefill", lead)
     assert pool.layout_text() == "3 x TP2 PP4 EP1 DP1 batch 4 chunk 2048"
+
+
+def _evaluate(*args: str) -> dict:
+    base = [
+        "evaluate",
+        "--model",
+        "llama-3.1-70b",
+        "--hardware",
+        "h200-sxm",
+        "--isl",
+        "32768",
+        "--osl",
+        "256",
+    ]
+    result = CliRunner().invoke(main, [*base, *args, "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_evaluate_prices_the_chunk_it_is_given_and_reports_the_gap() -> None:
+    """A 32k prompt over PP4: 8192-token chunks fill the pipeline in 3 of 7 passes, 1024-token ones in
+    3 of 35, so the first token comes sooner; PP1 runs the prompt whole and ignores the chunk."""
+    coarse = _evaluate("--phase", "prefill", "--tp", "2", "--pp", "4", "--batch", "1")
+    fine = _evaluate(
+        "--phase", "prefill", "--tp", "2", "--pp", "4", "--batch", "1", "--prefill-chunk-tokens", "1024"
+    )
+    assert (coarse["prefill_chunk_tokens"], fine["prefill_chunk_tokens"]) == (8192, 1024)
+    assert fine["ttft_ms"] < coarse["ttft_ms"]
+    whole = [
+        _evaluate("--phase", "prefill", "--tp", "8", "--batch", "1", "--prefill-chunk-tokens", str(c))[
+            "ttft_ms"
+        ]
+        for c in (1024, 8192)
+    ]
+    assert whole[0] == whole[1]
+    # Co-located: a step that carries a bigger prompt chunk stalls every token of the batch longer.
+    args = ("--phase", "aggregated", "--tp", "4", "--batch", "8")
+    small = _evaluate(*args, "--prefill-chunk-tokens", "512")
+    large = _evaluate(*args, "--prefill-chunk-tokens", "8192")
+    assert small["worst_inter_token_gap_ms"] < large["worst_inter_token_gap_ms"]
+    assert small["worst_inter_token_gap_ms"] >= small["tpot_ms"] * (1 - 1e-9)
