@@ -154,3 +154,15 @@ def test_evaluate_prices_the_chunk_it_is_given_and_reports_the_gap() -> None:
     large = _evaluate(*args, "--prefill-chunk-tokens", "8192")
     assert small["worst_inter_token_gap_ms"] < large["worst_inter_token_gap_ms"]
     assert small["worst_inter_token_gap_ms"] >= small["tpot_ms"] * (1 - 1e-9)
+
+
+def test_export_runs_the_chunk_the_plan_chose() -> None:
+    """The aggregated plan's chunk becomes the engine's chunked-prefill size and batched-token budget."""
+    from planner.export import deployment_from_answer
+
+    answer = _plan_json()
+    layout = answer["plans"]["aggregated"]["pools"]["aggregated"]["layouts"][0]
+    engine = deployment_from_answer(answer, mode="aggregated", model_path="Qwen/Qwen3-32B").engines[0]
+    assert engine.chunk_tokens == layout["prefill_chunk_tokens"]
+    per_rank = layout["batch"] // layout["attention_dp"]
+    assert engine.max_batched_tokens == per_rank + layout["prefill_chunk_tokens"]
