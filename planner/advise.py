@@ -17,6 +17,7 @@ from planner.economics import counted_gpus, economics, fleet_gpus
 from planner.errors import InfeasibleError
 from planner.frontier import MODES, lp_path, mode_optimizer, mode_tables, why_no_plan
 from planner.humanize import plural
+from planner.optimize.optimizer import DEFAULT_NODE_LIMIT
 from planner.optimize.plan import LAYOUT_FIELDS, Plan, prompt_chunk_tokens
 from planner.perf.calibration import Calibration
 from planner.problem import Problem
@@ -68,6 +69,7 @@ def advise(
     solver: str = "highs",
     time_limit_s: float = 60.0,
     write_lp: Path | None = None,
+    node_limit: int | None = DEFAULT_NODE_LIMIT,
 ) -> Advice:
     """Solve both modes at the target; raise InfeasibleError (with the fix) when neither has a plan.
 
@@ -78,7 +80,9 @@ def advise(
     for mode in MODES:
         try:
             tables = mode_tables(problem, mode, calibration)
-            optimizer = mode_optimizer(problem, mode, tables, solver=solver, time_limit_s=time_limit_s)
+            optimizer = mode_optimizer(
+                problem, mode, tables, solver=solver, time_limit_s=time_limit_s, node_limit=node_limit
+            )
         except InfeasibleError as err:
             plans[mode], reasons[mode] = None, str(err)
             continue
@@ -116,6 +120,8 @@ def _layout(row) -> str:
     tokens = prompt_chunk_tokens(row["pool"], row)
     chunk += f", prompt chunks of {tokens} tokens" if tokens is not None else ""
     chunk += ", two-batch overlap + EPLB" if row.get("two_batch_overlap", False) else ""
+    drafts = int(row.get("draft_tokens", 0) or 0)
+    chunk += f", speculative decoding with {drafts} draft tokens" if drafts else ""
     return (
         f"TP{row.tp} PP{row.pp} EP{row.ep} attention-DP{row.attention_dp}, batch {row.batch}{chunk} "
         f"({plural(int(row.gpus), 'GPU')} each)"
@@ -266,6 +272,7 @@ def plan_json(plan: Plan, problem: Problem) -> dict:
                     "chunked_prefill": bool(r.chunked_prefill),
                     "prefill_chunk_tokens": prompt_chunk_tokens(pool.pool, r),
                     "two_batch_overlap": bool(r.two_batch_overlap),
+                    "draft_tokens": int(getattr(r, "draft_tokens", 0)),
                     "eplb": bool(r.eplb),
                 }
                 for _, r in pool.rows.iterrows()

@@ -656,6 +656,14 @@ _write_lp = click.option(
     "(model.lp -> model_disaggregated.lp, model_aggregated.lp), as set for its first solve.",
 )
 
+_node_limit = click.option(
+    "--node-limit",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Branch-and-bound nodes per MIP solve: the deterministic solver limit (the same answer on a "
+    "busy machine) [default: 1,000,000; elastic: 200,000].",
+)
+
 
 # --objective (issue 11): which question frontier and plan answer.
 def _objective(func):
@@ -704,6 +712,7 @@ _run_time_limit = click.option(
 @_write_lp
 @_objective
 @_run_time_limit
+@_node_limit
 @_scenario
 @_calibration
 @_verbosity
@@ -716,6 +725,7 @@ def frontier_command(
     time_limit_s: float,
     write_lp: str | None,
     run_time_limit_s: float | None,
+    node_limit: int | None,
     scenario: str | None,
     overrides: tuple[str, ...],
     calibration_path: str | None,
@@ -746,8 +756,13 @@ def frontier_command(
             fixed_ratio=fixed_ratio,
             time_limit_s=time_limit_s,
             write_lp=Path(write_lp) if write_lp else None,
+            **({"node_limit": node_limit} if node_limit else {}),
         )
         files = render_frontier(frontier, calibration, command_line())
+        if problem.instance.cluster.fleet:  # issue 14: the mixed fleet's own frontier, tokens per dollar
+            from planner.fleet_advice import fleet_frontier
+
+            files["fleet_frontier.csv"] = fleet_frontier(problem, calibration).to_csv(index=False).encode()
         paths, replaced = write_output_set(Path(out_dir), files, command_line(), "frontier")
         from planner.advise import headroom_text, objective_question
 
@@ -777,6 +792,7 @@ def frontier_command(
 @_write_lp
 @_objective
 @_run_time_limit
+@_node_limit
 @_scenario
 @_calibration
 @_debug
@@ -788,6 +804,7 @@ def plan_command(
     time_limit_s: float,
     write_lp: str | None,
     run_time_limit_s: float | None,
+    node_limit: int | None,
     scenario: str | None,
     overrides: tuple[str, ...],
     calibration_path: str | None,
@@ -822,6 +839,7 @@ def plan_command(
                 solver=solver,
                 time_limit_s=time_limit_s,
                 write_lp=lp if i == 0 else None,
+                **({"node_limit": node_limit} if node_limit else {}),
             )
             for i, t in enumerate(targets)
         ]
@@ -829,7 +847,48 @@ def plan_command(
             payload = [advice_json(a) for a in answers]
             click.echo(json_text(payload))
         else:
-            click.echo("\n\n".join(advice_text(a) for a in answers))
+            texts = [advice_text(a) for a in answers]
+            if problem.instance.cluster.fleet:  # issue 14: the mixed fleet's plan and its split
+                from planner.fleet_advice import fleet_answer, fleet_text
+
+                texts += [fleet_text(fleet_answer(problem, t, calibration)) for t in targets]
+            click.echo("\n\n".join(texts))
+
+
+# --------------------------------------------------------------------------- fleet (issue 14)
+
+
+@main.command("fleet")
+@click.argument("instance")
+@click.option(
+    "--min-tokens-per-s-per-user",
+    "target",
+    type=click.FloatRange(min=0, min_open=True),
+    required=True,
+    help="Interactivity every user must get, output tokens/s per user.",
+)
+@_scenario
+@_calibration
+@_debug
+def fleet_command(
+    instance: str,
+    target: float,
+    scenario: str | None,
+    overrides: tuple[str, ...],
+    calibration_path: str | None,
+    debug: bool,
+) -> None:
+    """The most output tokens per dollar on a mixed fleet (cluster.fleet), each instance on one GPU type.
+
+    Example: disagg fleet llama-3.1-70b-h100-h200-fleet --min-tokens-per-s-per-user 30
+
+    Both modes, each with its split across GPU types and the same question on each type alone.
+    """
+    from planner.fleet_advice import fleet_answer, fleet_text
+
+    with format_errors(debug):
+        problem = resolve(instance, scenario, parse_overrides(overrides))
+        click.echo(fleet_text(fleet_answer(problem, target, load_calibration(calibration_path))))
 
 
 # --------------------------------------------------------------------------- export (issue 11)
@@ -1204,6 +1263,7 @@ def sweep_command(
     "optimal.",
 )
 @_run_time_limit
+@_node_limit
 @_scenario
 @_calibration
 @_verbosity
@@ -1218,6 +1278,7 @@ def elastic_command(
     solver: str,
     time_limit_s: float,
     run_time_limit_s: float | None,
+    node_limit: int | None,
     scenario: str | None,
     overrides: tuple[str, ...],
     calibration_path: str | None,
@@ -1252,6 +1313,7 @@ def elastic_command(
             load_scale=load_scale,
             solver=solver,
             time_limit_s=time_limit_s,
+            **({"node_limit": node_limit} if node_limit else {}),
         )
         files = render_elastic(result, calibration, command_line())
         paths, replaced = write_output_set(Path(out_dir), files, command_line(), "elastic")

@@ -37,6 +37,7 @@ Unservable periods
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -54,7 +55,8 @@ from planner.optimize.formulation import build_model
 from planner.optimize.model import FIXED_RATIO_TOLERANCE, MODE_POOLS, combine_classes
 from planner.optimize.optimizer import time_limit_message
 from planner.optimize.packing import geometry
-from planner.optimize.solution import Solution
+from planner.optimize.period_bounds import PeriodBounder
+from planner.optimize.solution import Solution, restore, snapshot
 from planner.perf.calibration import Calibration
 from planner.problem import Problem
 from planner.trace import Trace
@@ -64,8 +66,12 @@ log = logging.getLogger(__name__)
 MODE = "disaggregated"
 RATIO_GRID_STEP = (1 + FIXED_RATIO_TOLERANCE) / (1 - FIXED_RATIO_TOLERANCE)
 """Consecutive grid ratios whose +-3% bands touch: the grid covers its range without holes."""
-RATIO_SEARCH_TIME_LIMIT_S = 15.0
-"""Time limit of each candidate ratio's solve in the best-fixed-ratio search."""
+RATIO_SEARCH_NODE_LIMIT = 2_000
+"""Branch-and-bound nodes of each candidate ratio's solve in the best-fixed-ratio search (deterministic:
+the same answer on a busy machine); an unproven candidate is reported with its gap."""
+NODE_LIMIT = 200_000
+"""Branch-and-bound nodes of a strategy's full solve; past it the best plan found is reported with its
+certified gap (never silently as optimal)."""
 UNSERVED_TOLERANCE = 1e-6
 """Requests/s of shortfall below which a period counts as served."""
 
@@ -106,8 +112,14 @@ class ElasticResult:
     build_time_s: float = 0.0
 
     def periods_frame(self) -> pd.DataFrame:
-        """periods.csv: every period of every strategy."""
-        return pd.concat([r.periods for r in self.strategies.values()], ignore_index=True)
+        """periods.csv: every period of every strategy, with its strategy's termination and gap."""
+        return pd.concat(
+            [
+                r.periods.assign(termination=str(r.termination), mip_gap=r.mip_gap)
+                for r in self.strategies.values()
+            ],
+            ignore_index=True,
+        )
 
     def summary_frame(self) -> pd.DataFrame:
         """summary.csv: GPU-hours, cost and savings against static, per strategy."""
@@ -132,6 +144,8 @@ class ElasticResult:
                     "periods_unserved": int((~r.periods["slo_met"]).sum()),
                     "solve_time_s": r.solve_time_s,
                     "solves": r.solves,
+                    "termination": str(r.termination),
+                    "mip_gap": r.mip_gap,
                     "note": r.note,
                     "output_tokens": tokens,
                     **over_horizon(r.gpu_hours, tokens, self.trace.hours, self.problem.hardware),
@@ -159,6 +173,7 @@ class ElasticPlanner:
         load_scale: float = 1.0,
         solver: str = "highs",
         time_limit_s: float = 120.0,
+        node_limit: int = NODE_LIMIT,
     ):
         start = time.perf_counter()
         self.problem, self.trace = problem, trace
@@ -203,7 +218,23 @@ class ElasticPlanner:
                 "objective min_cost needs hardware.price_usd_per_gpu_hour; set it or use min_gpus"
             )
         self.solution = Solution(m, self.candidates, self.geometry, self.pools, inst.cluster.exclusive_nodes)
-        self.controls.set_target(*self.solution.at_target(self.target, floors))
+        self._allowed, self._usable = self.solution.at_target(self.target, floors)
+        self.controls.set_target(self._allowed, self._usable)
+        self.hours = np.asarray(trace.duration_h, dtype=float)
+        self.bounder = PeriodBounder(
+            self.candidates,
+            self.geometry,
+            pools=self.pools,
+            layouts_per_pool=inst.layouts_per_pool,
+            exclusive_nodes=inst.cluster.exclusive_nodes,
+            loads=np.asarray(trace.requests_per_s, dtype=float) * load_scale,
+            shares=np.asarray(trace.shares, dtype=float),
+            hours=self.hours,
+            allowed_rows=self._allowed,
+            usable_layouts=self._usable,
+            min_pool_gpus=float(inst.elastic.min_pool_gpus),
+            solver=solver,
+        )
         # GPU-hours (node-hours x price) only take values on a lattice of whole GPUs x period hours:
         # half the smallest step proves optimality.
         step = float(trace.duration_h.min()) * (
@@ -211,20 +242,72 @@ class ElasticPlanner:
             if self.cost_objective
             else 1.0
         )
-        self.backend = make_backend(solver, m, time_limit_s, abs_gap=0.5 * step)
+        self._abs_gap = 0.5 * step
+        self.node_limit = node_limit
+        self.backend = make_backend(solver, m, time_limit_s, abs_gap=self._abs_gap, node_limit=node_limit)
         self.build_time_s = time.perf_counter() - start
         self._results: list[SolveResult] = []
 
     # ----------------------------------------------------------------- solving
 
-    def _solve(self, *, incumbent_ok: bool = False) -> SolveResult:
+    def _solve(self, *, incumbent_ok: bool = True) -> SolveResult:
+        """One solve; an incumbent at a limit is kept (with its gap), a limit without one is an error."""
         result = self.backend.solve()
         self._results.append(result)
-        if result.termination == Termination.TIME_LIMIT and not (incumbent_ok and result.has_solution):
+        if result.termination.limit and not (incumbent_ok and result.has_solution):
             raise TimeLimitError(
-                time_limit_message(self.backend.name, self.time_limit_s, f"{self.trace.periods}-period model")
+                time_limit_message(
+                    self.backend.name, self.time_limit_s, f"{self.trace.periods}-period model", result
+                )
             )
         return result
+
+    def _solve_served(self, strategy: str, fixed_ratio: float | None) -> SolveResult:
+        """Every period served, least GPU-hours: popular layouts first, then all of them.
+
+        The layouts the periods' optima favour make a small MIP that usually meets the lower
+        bound, which proves it optimal; otherwise the full model is solved too.
+
+        The result's gap is certified against the better of the solver's bound and the periods' bound.
+        """
+        bounds = self.bounder.bounds(fixed_ratio)
+        self.controls.set_gpu_floors(bounds.gpus)
+        lower = (
+            bounds.static_lower_bound(self.hours)
+            if strategy == "static"
+            else bounds.hours_lower_bound(self.hours)
+        )
+        bound = -lower if not self.cost_objective and np.isfinite(lower) else float("inf")
+        popular = bounds.popular_layouts(
+            self.candidates.layouts["pool"].to_numpy(), self.problem.instance.layouts_per_pool
+        )
+        best, kept = None, None
+        if popular.any() and not self.problem.instance.elastic.allow_relayout:
+            self.controls.set_target(self._allowed, self._usable & popular)
+            try:
+                first = self._solve()
+            except TimeLimitError:  # no plan on these layouts within the limit: solve on all of them
+                first = SolveResult(Termination.NODE_LIMIT, float("nan"), float("nan"), 0.0)
+            finally:
+                self.controls.set_target(self._allowed, self._usable)
+            if first.has_solution:
+                best, kept = first, snapshot(self.model)
+                if first.objective >= bound - self.backend_abs_gap:
+                    return dataclasses.replace(first, termination=Termination.OPTIMAL, bound=bound)
+        full = self._solve()
+        if full.termination == Termination.INFEASIBLE:
+            return full
+        if best is None or (full.has_solution and full.objective >= best.objective):
+            best, kept = full, None
+        elif kept is not None:
+            restore(kept)
+        upper = min(full.bound if full.bound == full.bound else float("inf"), bound)
+        if full.termination == Termination.OPTIMAL:
+            return dataclasses.replace(best, termination=Termination.OPTIMAL, bound=best.objective)
+        proven = best.objective >= upper - self.backend_abs_gap
+        return dataclasses.replace(
+            best, termination=Termination.OPTIMAL if proven else full.termination, bound=upper
+        )
 
     def _weights(self, *, resources: bool, unserved: bool) -> None:
         node_price = (self.problem.hardware.price_usd_per_gpu_hour or 0.0) * self.geometry.gpus_per_node
@@ -254,7 +337,7 @@ class ElasticPlanner:
         self.controls.set_unserved_caps(np.zeros(self.trace.periods))
         self._weights(resources=True, unserved=False)
         try:
-            result = self._solve(incumbent_ok=incumbent_ok)
+            result = self._solve_served(strategy, fixed_ratio)
         except TimeLimitError:
             if incumbent_ok:
                 return None
@@ -263,9 +346,11 @@ class ElasticPlanner:
         if result.termination == Termination.INFEASIBLE:
             if not allow_shortfall:
                 return None
+            # The periods' bounds assume every period served: off while some load goes unserved.
+            self.controls.set_gpu_floors(None)
             self.controls.set_unserved_caps(None)
             self._weights(resources=False, unserved=True)
-            first = self._solve()
+            first = self._solve(incumbent_ok=False)
             if first.termination != Termination.OPTIMAL:
                 raise InfeasibleError(self._why_infeasible(strategy, fixed_ratio))
             shortfall = np.array([pyo.value(m.unserved_requests_per_s[t]) for t in m.T])
@@ -275,8 +360,16 @@ class ElasticPlanner:
             note = "some periods cannot be served within the budget"
         self.controls.set_unserved_caps(np.zeros(self.trace.periods))
         if result.termination != Termination.OPTIMAL:
-            note = f"not proven optimal within the time limit (gap {result.mip_gap:.1%})"
+            note = (note + "; " if note else "") + (
+                f"NOT proven optimal: {result.termination} after {self.backend.node_limit:,} nodes, "
+                f"GPU-hours within {result.mip_gap:.2%} of the optimum"
+            )
         return self._read(strategy, fixed_ratio, note, result)
+
+    @property
+    def backend_abs_gap(self) -> float:
+        """The objective's lattice half-step: two values closer than this are equal."""
+        return self._abs_gap
 
     def _why_infeasible(self, strategy: str, fixed_ratio: float | None) -> str:
         limits = self.problem.instance.elastic
@@ -310,7 +403,10 @@ class ElasticPlanner:
         plan's ratio (merged when within 3% of each other). The static plan itself holds
         its ratio in every period, so it is a fixed-ratio plan too: the result never
         uses more GPU-hours than static. Each candidate solve gets at most
-        :data:`RATIO_SEARCH_TIME_LIMIT_S`; an unproven one is reported in the note.
+        :data:`RATIO_SEARCH_NODE_LIMIT` branch-and-bound nodes (deterministic). The
+        result's gap is certified over the candidates: a proven candidate counts with
+        its optimum, an unproven one with its bound (or, without a plan, the dynamic
+        optimum, which no fixed ratio beats); the gap is 0 when every candidate is proven.
         """
         ratios = pd.concat([dynamic.periods, static.periods])["prefill_decode_gpu_ratio"]
         candidates: list[float] = []
@@ -328,33 +424,53 @@ class ElasticPlanner:
             termination=static.termination,
             mip_gap=static.mip_gap,
         )
+        lower = [static.gpu_hours * (1 - static.mip_gap)]  # no candidate (nor static) goes below these
         elapsed, solves, unproven = 0.0, 0, 0
-        limit_s = min(self.time_limit_s, RATIO_SEARCH_TIME_LIMIT_S)
-        self.backend.set_time_limit(limit_s)
+        self.backend.set_node_limit(min(RATIO_SEARCH_NODE_LIMIT, self.node_limit))
+        # The periods alone at each ratio bound its GPU-hours from below: solve the most promising
+        # ratio first, and skip a ratio whose bound the best plan already meets.
+        # Ratios the dynamic plan runs longest at go first: they tend to be best, and prune the others.
+        at = ratios.replace([np.inf], np.nan).to_numpy(dtype=float)
+        hours = np.tile(self.hours, 2)
+        near = {r: float(hours[np.abs(at / r - 1) <= FIXED_RATIO_TOLERANCE].sum()) for r in candidates}
+        floor: dict[float, float] = {}
         try:
-            for number, ratio in enumerate(candidates, 1):
-                log.info("fixed_ratio: candidate ratio %d of %d, %.3g", number, len(candidates), ratio)
+            order = sorted(candidates, key=lambda r: (-near[r], r))
+            for number, ratio in enumerate(order, 1):
+                log.info("fixed_ratio: candidate ratio %d of %d, %.3g", number, len(order), ratio)
+                bounds = self.bounder.bounds(ratio, stop_at_gpu_hours=best.gpu_hours - self._abs_gap)
+                floor[ratio] = bounds.hours_lower_bound(self.hours)
+                if not bounds.complete:  # some period unservable at this ratio, or the bound already loses
+                    lower.append(min(floor[ratio], best.gpu_hours))
+                    continue
                 found = self.solve("fixed_ratio", ratio, allow_shortfall=False, incumbent_ok=True)
                 elapsed += sum(r.solve_time_s for r in self._results)
                 solves += len(self._results)
                 if found is None:
-                    unproven += bool(
-                        self._results and self._results[-1].termination == Termination.TIME_LIMIT
-                    )
+                    limited = bool(self._results and self._results[-1].termination.limit)
+                    unproven += limited
+                    if limited:
+                        lower.append(max(dynamic.gpu_hours, floor[ratio]))
                     continue
                 unproven += found.termination != Termination.OPTIMAL
+                lower.append(max(found.gpu_hours * (1 - found.mip_gap), floor[ratio]))
                 if found.gpu_hours < best.gpu_hours - 1e-9:
                     best = found
         finally:
-            self.backend.set_time_limit(self.time_limit_s)
+            self.backend.set_node_limit(self.node_limit)
         best.solve_time_s, best.solves = elapsed, solves
+        gap = max(0.0, 1 - min(lower) / best.gpu_hours) if best.gpu_hours else 0.0
+        if gap > 0 and (unproven or best.termination != Termination.OPTIMAL):
+            best.termination, best.mip_gap = Termination.NODE_LIMIT, gap
+        elif gap == 0:
+            best.termination, best.mip_gap = Termination.OPTIMAL, 0.0
         best.note = (
             f"best of {len(candidates)} candidate ratios ({', '.join(f'{r:.3g}' for r in candidates)}) "
             "and the static plan's"
             + (
-                f"; {unproven} of them NOT proven optimal within the search's {limit_s:g} s per solve "
-                "(the best plan found is used)"
-                if unproven
+                f"; NOT proven: {unproven} candidate(s) hit the {RATIO_SEARCH_NODE_LIMIT:,}-node limit, "
+                f"GPU-hours within {gap:.2%} of the best over the candidates"
+                if gap > 0
                 else ""
             )
         )
@@ -429,6 +545,7 @@ def plan_elastic(
     load_scale: float = 1.0,
     solver: str = "highs",
     time_limit_s: float = 120.0,
+    node_limit: int = NODE_LIMIT,
 ) -> ElasticResult:
     """Static, best fixed ratio (and ``fixed_ratio`` if given), and dynamic plans over one trace."""
     planner = ElasticPlanner(
@@ -439,6 +556,7 @@ def plan_elastic(
         load_scale=load_scale,
         solver=solver,
         time_limit_s=time_limit_s,
+        node_limit=node_limit,
     )
     result = ElasticResult(
         problem,

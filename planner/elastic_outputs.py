@@ -105,10 +105,15 @@ def elastic_summary(result: ElasticResult) -> str:
             else ""
         )
         note = f"; {row.note}" if row.note else ""
+        unproven = (
+            f"; NOT proven optimal ({row.termination}): within {row.mip_gap:.2%} of the optimum"
+            if row.termination != "optimal"
+            else ""
+        )
         lines.append(
             f"  {row.strategy}: {row.gpu_hours:,.1f} GPU-hours (peak {plural(int(row.peak_gpus), 'GPU')}"
             f"{ratio}{saved}); solved in {row.solve_time_s:.1f} s ({plural(int(row.solves), 'solve')})"
-            f"{note}{unserved}"
+            f"{note}{unserved}{unproven}"
         )
     if result.unserved_periods:
         lines.append(

@@ -108,9 +108,14 @@ TRTLLM_CONFIG_KEYS = (
     "enable_chunked_prefill",
     "kv_cache_config",
     "kv_cache_config.dtype",
+    "speculative_config",
+    "speculative_config.decoding_type",
+    "speculative_config.num_nextn_predict_layers",
 )
 """Keys of TensorRT-LLM's LLM-API options file written here (source: the configs TensorRT-LLM publishes
-with its docs, e.g. https://nvidia.github.io/TensorRT-LLM/ ``qwen3.8-low-latency.yaml``)."""
+with its docs, e.g. https://nvidia.github.io/TensorRT-LLM/ ``qwen3.8-low-latency.yaml``; the
+``speculative_config`` keys as in the TensorRT-LLM tech blog "DeepSeek R1 MTP Implementation and
+Optimization", section "How to run DeepSeek models with MTP")."""
 
 DYNAMO_API_VERSION = "nvidia.com/v1alpha1"
 """DynamoGraphDeployment API as in ai-dynamo/dynamo ``components/backends/vllm/deploy/disagg.yaml`` and the
@@ -144,6 +149,8 @@ class Engine:
     chunk_tokens: int | None
     """Prefill chunk size, or None for whole prompts."""
     notes: list[str] = field(default_factory=list)
+    draft_tokens: int = 0
+    """Speculative decoding: draft tokens per step (0 = off)."""
 
     @property
     def name(self) -> str:
@@ -238,10 +245,17 @@ def _engine(pool: str, index: int, layout: dict[str, Any], isl: int) -> Engine:
             f"TensorRT-LLM's attention DP runs attention with TP 1 on {tp * dp} ranks; the plan has "
             f"TP{tp} x DP{dp}"
         )
+    drafts = int(layout.get("draft_tokens", 0) or 0)
+    if drafts:
+        notes.append(
+            f"the plan speculates with {drafts} draft tokens per step (an MTP / EAGLE head): TensorRT-LLM's "
+            "options file sets it as MTP (models shipping MTP heads, e.g. DeepSeek-V3/R1; others need an "
+            "EAGLE draft model); for vLLM add --speculative-config, for SGLang --speculative-algorithm"
+        )
     return Engine(
         pool, index, int(layout["instances"]), int(layout["gpus_per_instance"]), tp, pp, ep, dp, batch,
         chunk is not None, bool(layout.get("two_batch_overlap")), bool(layout.get("eplb")), int(tokens),
-        chunk, notes,
+        chunk, notes, drafts,
     )  # fmt: skip
 
 
@@ -302,6 +316,8 @@ def trtllm_config(d: Deployment, e: Engine) -> dict[str, Any]:
         "enable_chunked_prefill": e.chunked_prefill,
     }
     config["kv_cache_config"] = {"dtype": "fp8" if d.kv_fp8 else "auto"}
+    if e.draft_tokens:
+        config["speculative_config"] = {"decoding_type": "MTP", "num_nextn_predict_layers": e.draft_tokens}
     return config
 
 

@@ -28,7 +28,7 @@ from planner.compare import FIXED_RATIO_MODE, step_comparison
 from planner.economics import fleet_gpus, step_economics, with_economics
 from planner.errors import InfeasibleError
 from planner.optimize.model import MODE_POOLS, combine_classes
-from planner.optimize.optimizer import ModeOptimizer
+from planner.optimize.optimizer import DEFAULT_NODE_LIMIT, ModeOptimizer
 from planner.optimize.packing import geometry
 from planner.optimize.plan import Plan
 from planner.perf.calibration import Calibration
@@ -172,6 +172,7 @@ def mode_optimizer(
     solver: str = "highs",
     fixed_ratio: float | None = None,
     time_limit_s: float = 60.0,
+    node_limit: int | None = DEFAULT_NODE_LIMIT,
 ) -> ModeOptimizer:
     """Build one mode's model and persistent solver from its candidate tables."""
     inst = problem.instance
@@ -200,6 +201,7 @@ def mode_optimizer(
         class_floors=floors if floors.any() else None,
         solver=solver,
         time_limit_s=time_limit_s,
+        node_limit=node_limit,
     )
 
 
@@ -248,6 +250,7 @@ def solve_frontier(
     fixed_ratio: float | None = None,
     time_limit_s: float = 60.0,
     write_lp: Path | None = None,
+    node_limit: int | None = DEFAULT_NODE_LIMIT,
 ) -> Frontier:
     """Trace the exact frontier of every mode; raise InfeasibleError only if no mode has a plan.
 
@@ -274,6 +277,7 @@ def solve_frontier(
                 solver=solver,
                 fixed_ratio=fixed_ratio if mode == FIXED_RATIO_MODE else None,
                 time_limit_s=time_limit_s,
+                node_limit=node_limit,
             )
         except InfeasibleError as err:
             infeasible[mode] = str(err)

@@ -34,6 +34,7 @@ from planner.catalog import (
     load_instance,
     load_model,
 )
+from planner.class_features import ClassFeatures
 from planner.errors import SpecError
 from planner.perf.calibration import Calibration
 from planner.perf.quantization import for_deployment
@@ -120,6 +121,7 @@ class Problem:
         *,
         prune: bool = True,
         request_class: str | None = None,
+        kv_link_gb_per_s: float | None = None,
     ) -> pd.DataFrame:
         """One phase's candidate table for one request class (:func:`planner.space.candidate_table`)."""
         cls = self.request_class(request_class)
@@ -142,6 +144,8 @@ class Problem:
             prune=prune,
             derate=derate,
             inter_token_gap_ms_max=self.instance.slo.inter_token_gap_ms_max,
+            features=ClassFeatures.of(self.instance, cls),
+            kv_link_gb_per_s=kv_link_gb_per_s,
         )
 
     @property

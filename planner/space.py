@@ -74,6 +74,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from planner.class_features import ClassFeatures
 from planner.errors import InfeasibleError
 from planner.perf import Layouts, evaluate, layout_problems
 from planner.perf.calibration import Calibration
@@ -134,8 +135,10 @@ LAYOUT_COLUMNS: tuple[str, ...] = (
     "prefill_chunk_tokens",
     "two_batch_overlap",
     "eplb",
+    "draft_tokens",
 )
-"""What defines one serving engine: its parallel layout, batch and serving options."""
+"""What defines one serving engine: its parallel layout, batch and serving options
+(``draft_tokens``: speculative decoding, 0 = off)."""
 
 COLUMNS: tuple[str, ...] = (
     "candidate_id",
@@ -305,8 +308,10 @@ def _price(
     max_gpus: int,
     kv_link_gb_per_s: float,
     calibration: Calibration | None,
+    features: ClassFeatures | None = None,
 ) -> pd.DataFrame:
     """All enumerated rows of a phase priced by the performance model (one call per variant)."""
+    features = features or ClassFeatures()
     layouts = enumerate_layouts(
         model,
         hardware,
@@ -318,7 +323,7 @@ def _price(
     variants = _variants(phase)
     wide_ep = layouts.ep > 1
     frames = []
-    for chunked in variants:
+    for chunked, speculation in ((c, s) for c in variants for s in features.speculations(phase)):
         for serving in (False, True) if wide_ep.any() else (False,):
             rows = Layouts.of(*(a[wide_ep] for a in _fields(layouts))) if serving else layouts
             rows, chunk_tokens = _with_chunk_sizes(phase, chunked, rows)
@@ -336,6 +341,9 @@ def _price(
                 two_batch_overlap=serving,
                 eplb=serving,
                 prefill_chunk_tokens=chunk_tokens,
+                speculation=speculation,
+                prefix_cache_hit_fraction=features.prefix_cache_hit_fraction,
+                prefix_cache_tokens=features.prefix_cache_tokens,
             )
             frame["chunked_prefill"] = chunked
             frame["two_batch_overlap"] = frame["eplb"] = serving
@@ -376,19 +384,21 @@ def priced_rows(
     max_gpus: int,
     isl_tokens: int,
     quantization: QuantizationSpec | None = None,
+    features: ClassFeatures | None = None,
 ) -> int:
     """How many rows :func:`candidate_table` will price for a phase, without pricing them (~ms)."""
     layouts = enumerate_layouts(
         model, hardware, phase, max_gpus=max_gpus, isl_tokens=isl_tokens, quantization=quantization
     )
     wide_ep = layouts.ep > 1
+    speculations = len((features or ClassFeatures()).speculations(phase))
     rows = 0
     for chunked in _variants(phase):
         per_layout = np.array(
             [len(chunk_sizes(phase, chunked, int(pp))) for pp in layouts.pp], dtype=np.int64
         )
         rows += int(per_layout.sum() + per_layout[wide_ep].sum())
-    return rows
+    return rows * speculations
 
 
 def _fields(layouts: Layouts) -> tuple[np.ndarray, ...]:
@@ -480,6 +490,8 @@ def candidate_table(
     prune: bool = True,
     derate: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
     inter_token_gap_ms_max: float | None = None,
+    features: ClassFeatures | None = None,
+    kv_link_gb_per_s: float | None = None,
 ) -> pd.DataFrame:
     """The pruned candidate instances of one phase: one row each, ``candidate_id`` 0..n-1.
 
@@ -487,6 +499,12 @@ def candidate_table(
     inter-token gap (``worst_inter_token_gap_ms``: a co-located step carrying a prompt
     chunk, or stalled by a prefill) exceeds it; like the TTFT limit it is applied
     before pruning, so the table is exact for its own limits.
+
+    ``kv_link_gb_per_s`` overrides the KV-transfer link chosen below (a mixed fleet ships KV
+    between GPU types over the scale-out network).
+
+    ``features`` (:class:`~planner.class_features.ClassFeatures`) price the class's
+    speculative-decoding choices (one row per draft-token count) and prefix cache.
 
     ``prune=False`` keeps the dominated rows (the whole feasible cloud, e.g. for plots);
     the MIP wants the default. ``precision`` is a precision word or a
@@ -504,7 +522,7 @@ def candidate_table(
     """
     if phase not in PHASES:
         raise ValueError(f"phase must be one of {PHASES}, not {phase!r}")
-    kv_link = (
+    kv_link = kv_link_gb_per_s or (
         hardware.scale_up_bandwidth_gb_per_s
         if max_gpus <= hardware.scale_up_domain_gpus
         else hardware.scale_out_bandwidth_gb_per_s
@@ -532,6 +550,7 @@ def candidate_table(
             max_gpus=budget,
             kv_link_gb_per_s=kv_link,
             calibration=calibration,
+            features=features,
         )
 
     # The largest instance the grid can produce: a full scale-up domain per stage x the deepest PP.

@@ -279,6 +279,12 @@ class RequestClass(SpecModel):
     """This class's first-token limit, ms; None uses the instance's ``slo.ttft_ms_max``."""
     tokens_per_s_per_user_min: float | None = Field(default=None, gt=0, le=1e6)
     """This class's interactivity floor, output tokens/s per user; None: only the study's target applies."""
+    draft_acceptance_fraction: float | None = Field(default=None, gt=0, lt=1)
+    """Chance the target model accepts each draft token (speculative decoding / MTP); None: no speculation."""
+    prefix_cache_hit_fraction: float = Field(default=0.0, ge=0, lt=1)
+    """Share of each prompt found in the prefix cache (skipped by prefill and KV transfer)."""
+    prefix_cache_tokens: int | None = Field(default=None, gt=0, le=1_000_000_000)
+    """Distinct prefix tokens every instance keeps cached to reach that hit rate; None: one prompt's share."""
 
 
 class Traffic(SpecModel):
@@ -296,6 +302,12 @@ class Traffic(SpecModel):
     """A traffic mix; instead of ``isl_tokens``/``osl_tokens``."""
     requests_per_s: float | None = Field(default=None, gt=0, le=1e9)
     """Load to serve, requests/s; needed by the ``min_gpus`` and ``min_cost`` objectives."""
+    draft_acceptance_fraction: float | None = Field(default=None, gt=0, lt=1)
+    """One-shape traffic: chance each draft token is accepted (speculative decoding); None: no speculation."""
+    prefix_cache_hit_fraction: float = Field(default=0.0, ge=0, lt=1)
+    """One-shape traffic: share of each prompt found in the prefix cache."""
+    prefix_cache_tokens: int | None = Field(default=None, gt=0, le=1_000_000_000)
+    """One-shape traffic: distinct prefix tokens every instance keeps cached; None: one prompt's share."""
 
     @model_validator(mode="before")
     @classmethod
@@ -311,6 +323,14 @@ class Traffic(SpecModel):
             return self
         if shape != (None, None):
             raise ValueError("give either isl_tokens/osl_tokens or classes, not both")
+        if (
+            self.draft_acceptance_fraction is not None
+            or self.prefix_cache_hit_fraction
+            or self.prefix_cache_tokens
+        ):
+            raise ValueError(
+                "with classes, set draft_acceptance_fraction and prefix_cache_* on each class, not on traffic"
+            )
         names = [c.name for c in self.classes]
         if len(set(names)) != len(names):
             raise ValueError(f"request class names repeat ({', '.join(names)}); make them unique")
@@ -324,7 +344,16 @@ class Traffic(SpecModel):
         """The classes of the mix; one-shape traffic is one class named ``all``."""
         if self.classes is not None:
             return list(self.classes)
-        return [RequestClass(name="all", isl_tokens=self.isl_tokens, osl_tokens=self.osl_tokens)]
+        return [
+            RequestClass(
+                name="all",
+                isl_tokens=self.isl_tokens,
+                osl_tokens=self.osl_tokens,
+                draft_acceptance_fraction=self.draft_acceptance_fraction,
+                prefix_cache_hit_fraction=self.prefix_cache_hit_fraction,
+                prefix_cache_tokens=self.prefix_cache_tokens,
+            )
+        ]
 
     @property
     def is_mix(self) -> bool:
@@ -356,6 +385,17 @@ class Slo(SpecModel):
         return self
 
 
+class FleetEntry(SpecModel):
+    """One GPU type of a mixed fleet: which hardware, how many nodes of it, at what price."""
+
+    hardware: str = Field(min_length=1)
+    """Catalog name (or YAML path) of the GPU type."""
+    max_nodes: int = Field(gt=0, le=1_000_000)
+    """Nodes of this type the plan may use (GPUs per node come from the hardware)."""
+    price_usd_per_gpu_hour: float | None = Field(default=None, gt=0, le=10_000)
+    """Price per GPU-hour of this type, USD; None: the hardware spec's price."""
+
+
 class Cluster(SpecModel):
     """The GPU budget a plan must fit in."""
 
@@ -367,11 +407,17 @@ class Cluster(SpecModel):
     """Give each pool whole nodes (prefill and decode never share a node)."""
     target_utilization_fraction: float = Field(default=1.0, gt=0, le=1)
     """Largest share of an instance's capacity the plan may load it with (headroom for bursts)."""
+    fleet: list[FleetEntry] | None = Field(default=None, min_length=1, max_length=8)
+    """A mixed fleet (``disagg fleet``): GPU types with their own node inventory and price; each
+    instance runs on one type. ``max_gpus`` / ``max_nodes`` still bound the whole plan."""
 
     @model_validator(mode="after")
     def _some_budget(self) -> Cluster:
         if self.max_gpus is None and self.max_nodes is None:
             raise ValueError("set cluster.max_gpus or cluster.max_nodes (or both)")
+        names = [entry.hardware for entry in self.fleet or []]
+        if len(set(names)) != len(names):
+            raise ValueError(f"cluster.fleet names a GPU type twice ({', '.join(names)}); merge the entries")
         return self
 
 
@@ -419,6 +465,23 @@ class QuantizationSpec(SpecModel):
         )
 
 
+class SpeculationOptions(SpecModel):
+    """Speculative decoding the planner may switch on per decode layout (classes with an acceptance rate)."""
+
+    draft_tokens: list[Annotated[int, Field(ge=0, le=16)]] = Field(
+        default_factory=lambda: [0, 1, 2, 3], min_length=1
+    )
+    """Draft tokens per step the planner may choose from (0 = off); each is priced as its own layout."""
+    num_draft_layers: int = Field(default=1, ge=1, le=1000)
+    """Layers one draft token runs through: 1 for an MTP or EAGLE head (DeepSeek-V3 ships one MTP module)."""
+
+    @model_validator(mode="after")
+    def _sorted_options(self) -> SpeculationOptions:
+        if sorted(set(self.draft_tokens)) != self.draft_tokens:
+            raise ValueError("draft_tokens must be increasing without repeats; sort them")
+        return self
+
+
 class Instance(SpecModel):
     """One planning question: which deployment of a model on a cluster serves a traffic best."""
 
@@ -447,6 +510,8 @@ class Instance(SpecModel):
     """Distinct layouts allowed within one pool."""
     elastic: Elastic = Elastic()
     """Ramp and pool-size limits for elastic plans over a traffic trace."""
+    speculation: SpeculationOptions = SpeculationOptions()
+    """Draft-token counts tried for classes with a ``draft_acceptance_fraction`` (speculative decoding)."""
     scenarios: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """Named what-if overrides: dotted field -> value, applied with ``--scenario NAME``."""
 

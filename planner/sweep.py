@@ -211,6 +211,7 @@ def _axis_of(err: SpecError, grid: Grid) -> str:
 
 def design_points(problem: Problem) -> dict[str, int]:
     """Rows the candidate tables of both modes will price, per pool (all request classes), without pricing."""
+    from planner.class_features import ClassFeatures
     from planner.space import priced_rows
 
     counts = {}
@@ -223,6 +224,8 @@ def design_points(problem: Problem) -> dict[str, int]:
                     pool,  # type: ignore[arg-type]
                     max_gpus=problem.max_gpus,
                     isl_tokens=cls.isl_tokens,
+                    quantization=problem.instance.quantization_spec,
+                    features=ClassFeatures.of(problem.instance, cls),
                 )
                 for cls in problem.request_classes
             )

@@ -28,6 +28,7 @@ def _candidate(table: pd.DataFrame, layout: dict, pool: str) -> pd.Series:
     """The candidate row of a plan layout (its layout columns and, where it has one, its chunk)."""
     keys = ["tp", "pp", "ep", "attention_dp", "batch", "chunked_prefill", "two_batch_overlap", "eplb"]
     match = pd.Series(True, index=table.index)
+    keys += [key for key in ("draft_tokens",) if key in layout and key in table]
     for key in keys:
         match &= table[key] == layout[key]
     if layout["prefill_chunk_tokens"] is not None:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
 from click.testing import CliRunner, Result
 
-from planner import elastic
 from planner.cli import main
 from planner.progress import ROOT as LOGGER
 
@@ -102,8 +102,6 @@ def test_calibrate_reports_each_block_and_refit(tmp_path: Path) -> None:
 def test_elastic_reports_each_strategy_and_says_what_is_not_proven(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # A ratio search with no time at all: every candidate ratio ends unproven, and the user must be told.
-    monkeypatch.setattr(elastic, "RATIO_SEARCH_TIME_LIMIT_S", 1e-6)
     out = tmp_path / "out"
     result = _run("elastic", MIX, "--set", "cluster.max_nodes=2", "--trace", _trace(tmp_path), "--out", out)
     assert result.exit_code == 0, result.output
@@ -111,6 +109,16 @@ def test_elastic_reports_each_strategy_and_says_what_is_not_proven(
         assert re.search(rf"\] {strategy}: [\d,.]+ GPU-hours", result.stderr), (strategy, result.stderr)
     summary = pd.read_csv(out / "summary.csv").set_index("strategy")
     line = next(x for x in result.stdout.splitlines() if x.strip().startswith("fixed_ratio:"))
-    candidates = int(re.search(r"best of (\d+) candidate ratios", line).group(1))
-    assert f"{candidates} of them NOT proven optimal within the search's 1e-06 s per solve" in line
+    assert re.search(r"best of \d+ candidate ratios", line)
     assert summary.loc["fixed_ratio", "note"] in line
+    assert "NOT proven" not in result.stdout  # this small day is proven by its per-period bounds
+    # A strategy that stops at the node limit says so on the console, with its certified gap.
+    frame = summary.reset_index()
+    frame.loc[frame.strategy == "fixed_ratio", ["termination", "mip_gap"]] = ["node_limit", 0.034]
+    from planner.elastic_outputs import elastic_summary
+
+    text = elastic_summary(SimpleNamespace(summary_frame=lambda: frame, unserved_periods=[]))
+    unproven = [x for x in text.splitlines() if "NOT proven" in x]
+    assert len(unproven) == 1
+    assert unproven[0].strip().startswith("fixed_ratio:")
+    assert "NOT proven optimal (node_limit): within 3.40% of the optimum" in unproven[0]

@@ -55,6 +55,8 @@ Constraints::
     prefill GPUs within R (1 +- 3%) x decode GPUs    (fixed-ratio studies)
     |n[c,t] - n[c,t-1]| <= (1 - static) floor(G/g_c)  (static = 1 freezes the deployment)
     |GPUs_t - GPUs_{t-1}| <= ramp_limit_gpus,  pool GPUs_t >= min_pool_gpus
+    GPUs_t >= LB_t                                   valid: the fewest GPUs period t needs alone
+                                                     (:mod:`~planner.optimize.period_bounds`)
 
 Objectives (one linear form ``a sum_t OSL_t lam[t] - sum_t theta_t GPUs_t - sum_t kappa_t nodes_t
 - sum_t pi_t e[t]`` whose weights are mutable, ``OSL_t = sum_k s_kt OSL_k``):
@@ -100,6 +102,7 @@ solves only through :class:`planner.optimize.controls.Controls`. ::
     tie-break floors     ratio_floor, tokens_floor                parameters
     R, fixed ratio on    fixed_ratio, ratio_enforced              parameters
     static, ramp, floor  static, ramp_gpus, min_pool_gpus         parameters
+    LB_t                 gpus_floor, gpus_floor_row               study_constraints
     time-sharing         capacity                                 capacity
     rate matching        rate_matching, serve_load                rate_matching
     y-n links            only_if_used, used_runs                  layout_choice

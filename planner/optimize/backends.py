@@ -47,7 +47,20 @@ class Termination(StrEnum):
     """Proven optimal within the gaps."""
     INFEASIBLE = "infeasible"
     TIME_LIMIT = "time_limit"
-    """Stopped by the limit before a proof; a loaded incumbent carries its gap."""
+    """Stopped by the wall-clock safety net before a proof (depends on machine load)."""
+    NODE_LIMIT = "node_limit"
+    """Stopped by the branch-and-bound node limit before a proof (deterministic); an incumbent
+    carries its gap."""
+
+    @property
+    def proven(self) -> bool:
+        """True when the answer is proven (optimal, or proven infeasible)."""
+        return self in (Termination.OPTIMAL, Termination.INFEASIBLE)
+
+    @property
+    def limit(self) -> bool:
+        """True when a solver limit stopped the solve."""
+        return self in (Termination.TIME_LIMIT, Termination.NODE_LIMIT)
 
 
 @dataclass(frozen=True)
@@ -59,12 +72,17 @@ class SolveResult:
     bound: float
     solve_time_s: float
     has_solution: bool = False
-    """True when a solution is loaded (always on ``optimal``; on ``time_limit`` if one was found)."""
+    """True when a solution is loaded (always on ``optimal``; on a limit if one was found)."""
+    scale: float | None = None
+    """What the gap is relative to (default: the objective). Dinkelbach's last step has an
+    objective near 0, so its gap is stated relative to the plan's tokens/s instead."""
 
     @property
     def mip_gap(self) -> float:
         """Relative gap between the incumbent and the bound (0 when proven optimal)."""
-        scale = max(abs(self.objective), 1e-9)
+        if self.termination == Termination.OPTIMAL and self.bound != self.bound:
+            return 0.0
+        scale = max(abs(self.objective if self.scale is None else self.scale), 1e-9)
         return abs(self.bound - self.objective) / scale
 
 
@@ -77,7 +95,13 @@ class HighsBackend:
 
     name = "highs"
 
-    def __init__(self, model: pyo.ConcreteModel, time_limit_s: float, abs_gap: float = ABS_GAP):
+    def __init__(
+        self,
+        model: pyo.ConcreteModel,
+        time_limit_s: float,
+        abs_gap: float = ABS_GAP,
+        node_limit: int | None = None,
+    ):
         from pyomo.contrib.solver.solvers.highs import Highs
 
         self.model = model
@@ -98,11 +122,16 @@ class HighsBackend:
             "load_solutions": False,
             "raise_exception_on_nonoptimal_result": False,
         }
+        self.node_limit = node_limit
         self._solver.set_instance(model)
 
     def set_time_limit(self, seconds: float) -> None:
-        """Time limit of the next solves."""
+        """Time limit of the next solves (the wall-clock safety net)."""
         self._options["time_limit"] = seconds
+
+    def set_node_limit(self, nodes: int | None) -> None:
+        """Branch-and-bound nodes of the next solves (None: no limit): the deterministic limit."""
+        self.node_limit = nodes
 
     def solve(self, *, presolve: bool = True) -> SolveResult:
         """Push parameter and bound changes, re-solve, load the solution into the Pyomo variables.
@@ -112,7 +141,10 @@ class HighsBackend:
         """
         from pyomo.contrib.solver.common.results import TerminationCondition as T
 
-        options = dict(self._options, solver_options={"presolve": "on" if presolve else "off"})
+        solver_options = {"presolve": "on" if presolve else "off"}
+        if self.node_limit is not None:
+            solver_options["mip_max_nodes"] = int(self.node_limit)
+        options = dict(self._options, solver_options=solver_options)
         options["tee"] = solver_log()
         start = time.perf_counter()
         results = self._solver.solve(self.model, **options)
@@ -127,11 +159,12 @@ class HighsBackend:
         if cond in (T.provenInfeasible, T.locallyInfeasible, T.infeasibleOrUnbounded):
             return SolveResult(Termination.INFEASIBLE, float("nan"), float("nan"), elapsed)
         if cond in (T.maxTimeLimit, T.iterationLimit):
+            why = Termination.TIME_LIMIT if cond == T.maxTimeLimit else Termination.NODE_LIMIT
             if results.incumbent_objective is None:
-                return SolveResult(Termination.TIME_LIMIT, float("nan"), float("nan"), elapsed)
+                return SolveResult(why, float("nan"), float("nan"), elapsed)
             results.solution_loader.load_vars()
             incumbent, bound = results.incumbent_objective, results.objective_bound
-            return SolveResult(Termination.TIME_LIMIT, incumbent, bound, elapsed, True)
+            return SolveResult(why, incumbent, bound, elapsed, True)
         raise RuntimeError(f"HiGHS ended with {cond}; this is a bug in the model")
 
 
@@ -140,7 +173,13 @@ class OrToolsBackend:
 
     name = "ortools"
 
-    def __init__(self, model: pyo.ConcreteModel, time_limit_s: float, abs_gap: float = ABS_GAP):
+    def __init__(
+        self,
+        model: pyo.ConcreteModel,
+        time_limit_s: float,
+        abs_gap: float = ABS_GAP,
+        node_limit: int | None = None,
+    ):
         from ortools.linear_solver.python import model_builder as mb
 
         self._mb = mb
@@ -149,9 +188,8 @@ class OrToolsBackend:
         self._solver = mb.Solver("scip")
         self._solver.set_time_limit_in_seconds(time_limit_s)
         self.set_time_limit = self._solver.set_time_limit_in_seconds
-        self._solver.set_solver_specific_parameters(
-            f"limits/gap = {REL_GAP}\nlimits/absgap = {abs_gap}\nrandomization/randomseedshift = 0"
-        )
+        self._abs_gap = abs_gap
+        self.set_node_limit(node_limit)
         self._target = mb.Model()
         self._vars: dict[int, tuple[pyo.Var, object]] = {}
         for var in model.component_data_objects(pyo.Var, descend_into=True):
@@ -171,6 +209,17 @@ class OrToolsBackend:
         self._sense_max = objective.sense == pyo.maximize
         # Coefficients are set before every solve; only the sense is fixed here.
         (self._target.maximize if self._sense_max else self._target.minimize)(0.0)
+
+    def set_node_limit(self, nodes: int | None) -> None:
+        """Branch-and-bound nodes of the next solves (None: no limit): the deterministic limit."""
+        self.node_limit = nodes
+        settings = {
+            "limits/gap": REL_GAP,
+            "limits/absgap": self._abs_gap,
+            "randomization/randomseedshift": 0,
+            "limits/nodes": -1 if nodes is None else int(nodes),
+        }
+        self._solver.set_solver_specific_parameters("\n".join(f"{k} = {v}" for k, v in settings.items()))
 
     def _sync_row(self, con, row, repn, *, coefficients: bool) -> None:
         if coefficients:
@@ -211,7 +260,7 @@ class OrToolsBackend:
                 integral = var.is_integer() or var.is_binary()
                 var.set_value(round(value) if integral else value, skip_validation=True)
             return SolveResult(
-                Termination.OPTIMAL if status == mb.SolveStatus.OPTIMAL else Termination.TIME_LIMIT,
+                Termination.OPTIMAL if status == mb.SolveStatus.OPTIMAL else self._limit(),
                 self._solver.objective_value + offset,
                 self._solver.best_objective_bound + offset,
                 elapsed,
@@ -220,23 +269,35 @@ class OrToolsBackend:
         if status == mb.SolveStatus.INFEASIBLE:
             return SolveResult(Termination.INFEASIBLE, float("nan"), float("nan"), elapsed)
         if status in (mb.SolveStatus.NOT_SOLVED, mb.SolveStatus.CANCELLED_BY_USER):
-            return SolveResult(Termination.TIME_LIMIT, float("nan"), float("nan"), elapsed)
+            return SolveResult(self._limit(), float("nan"), float("nan"), elapsed)
         raise RuntimeError(f"OR-Tools ended with {status}: {self._solver.status_string}; this is a bug")
+
+    def _limit(self) -> Termination:
+        """SCIP reports any limit alike: the node limit when one is set, else the time limit."""
+        return Termination.NODE_LIMIT if self.node_limit is not None else Termination.TIME_LIMIT
 
 
 def _numeric(repn) -> bool:
     return all(isinstance(c, (int, float)) for c in repn.linear_coefs)
 
 
-def make_backend(name: str, model: pyo.ConcreteModel, time_limit_s: float, abs_gap: float = ABS_GAP):
+def make_backend(
+    name: str,
+    model: pyo.ConcreteModel,
+    time_limit_s: float,
+    abs_gap: float = ABS_GAP,
+    node_limit: int | None = None,
+):
     """A persistent backend for ``model`` by solver name (``highs`` or ``ortools``).
 
     ``abs_gap``: stop once the incumbent is provably within this of the optimum; a
     study whose objective only takes values on a lattice (whole GPU-hours) proves
     optimality with half the lattice step, far sooner than with a 1e-7 gap.
+    ``node_limit``: branch-and-bound nodes per solve, the deterministic limit (the same answer
+    on a busy machine); ``time_limit_s`` is only a safety net.
     """
     if name == "highs":
-        return HighsBackend(model, time_limit_s, abs_gap)
+        return HighsBackend(model, time_limit_s, abs_gap, node_limit)
     if name == "ortools":
-        return OrToolsBackend(model, time_limit_s, abs_gap)
+        return OrToolsBackend(model, time_limit_s, abs_gap, node_limit)
     raise PlannerError(f"unknown solver '{name}'; use one of {', '.join(SOLVERS)}")

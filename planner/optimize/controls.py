@@ -120,3 +120,9 @@ class Controls:
         if ramp_gpus is not None:
             m.ramp_gpus.value = float(ramp_gpus)
         m.min_pool_gpus.value = float(min_pool_gpus)
+
+    def set_gpu_floors(self, gpus: np.ndarray | None) -> None:
+        """Valid lower bounds on GPUs per period (multi-period models; None: none)."""
+        m = self.model
+        for t in m.T:
+            m.gpus_floor[t].value = 0.0 if gpus is None else float(gpus[t])

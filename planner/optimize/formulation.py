@@ -133,6 +133,7 @@ def define_parameters(m: pyo.ConcreteModel, shape: Shape) -> None:
     m.static = pyo.Param(initialize=0.0, **mutable)
     m.ramp_gpus = pyo.Param(initialize=float(geo.max_gpus), **mutable)
     m.min_pool_gpus = pyo.Param(initialize=0.0, **mutable)
+    m.gpus_floor = pyo.Param(m.T, initialize=0.0, **mutable)
 
 
 def define_variables(m: pyo.ConcreteModel, shape: Shape) -> None:
@@ -404,6 +405,8 @@ def define_study_constraints(m: pyo.ConcreteModel, shape: Shape) -> None:
         )
     m.pool_floor = pyo.Constraint(m.Q, m.T, rule=lambda _, q, t: m.pool_gpus[q, t] >= m.min_pool_gpus)
     if shape.periods > 1:
+        # Valid inequalities: no period needs fewer GPUs than it needs on its own (period_bounds).
+        m.gpus_floor_row = pyo.Constraint(m.T, rule=lambda _, t: m.total_gpus[t] >= m.gpus_floor[t])
         later = [t for t in m.T if t > 0]
         m.frozen_up = pyo.Constraint(
             m.L,

@@ -159,6 +159,8 @@ def combine_classes(
             rows[option] = False
     if "prefill_chunk_tokens" not in rows:  # hand-made tables (tests, notebooks) may omit it
         rows["prefill_chunk_tokens"] = PREFILL_CHUNK_TOKENS
+    if "draft_tokens" not in rows:  # hand-made tables (tests, notebooks) may omit it
+        rows["draft_tokens"] = 0
     if "kv_transfer_bytes_per_request" not in rows:  # hand-made tables (tests, notebooks) may omit it
         rows["kv_transfer_bytes_per_request"] = rows.get("kv_cache_bytes_per_request", 0.0)
     placement = rows["gpus"].map(geometry.placement)

@@ -23,6 +23,7 @@ in its numbers, whichever solver runs.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +36,7 @@ from planner.optimize.formulation import build_model
 from planner.optimize.model import MODE_POOLS, Candidates
 from planner.optimize.packing import Geometry
 from planner.optimize.plan import Plan
-from planner.optimize.solution import Solution
+from planner.optimize.solution import Solution, restore, snapshot
 from planner.specs import LOAD_OBJECTIVES
 
 RATIO_TOLERANCE = 1e-9
@@ -46,11 +47,22 @@ MIX_RATIO_TOLERANCE = 1e-7
 TIE_BREAK_SLACK = 1e-7
 """The tie-break keeps the optimum within this relative slack (solver feasibility tolerance)."""
 MAX_DINKELBACH_STEPS = 60
+DEFAULT_NODE_LIMIT = 1_000_000
+"""Branch-and-bound nodes per solve: the deterministic limit (hitting it is an error naming
+``--node-limit``); the time limit is only a safety net against a stuck solve."""
 
 
-def time_limit_message(backend_name: str, time_limit_s: float, what: str) -> str:
-    """What to do when a solve hits its time limit."""
+def time_limit_message(
+    backend_name: str, time_limit_s: float, what: str, result: SolveResult | None = None
+) -> str:
+    """What to do when a solve hits its time limit (or, given its result, its node limit)."""
     other = "ortools" if backend_name == "highs" else "highs"
+    if result is not None and result.termination == Termination.NODE_LIMIT:
+        gap = f" (gap {result.mip_gap:.2%})" if result.has_solution else ""
+        return (
+            f"the {backend_name} solver hit its node limit on the {what} before proving optimality{gap}; "
+            f"raise --node-limit, lower layouts_per_pool, or try --solver {other}"
+        )
     return (
         f"the {backend_name} solver hit its {time_limit_s:g} s time limit on the {what}; raise "
         f"--time-limit-s, lower layouts_per_pool, or try --solver {other}"
@@ -75,6 +87,7 @@ class ModeOptimizer:
         class_floors: np.ndarray | None = None,
         solver: str = "highs",
         time_limit_s: float = 60.0,
+        node_limit: int | None = DEFAULT_NODE_LIMIT,
     ):
         self.mode = mode
         self.pools = MODE_POOLS[mode]
@@ -101,7 +114,7 @@ class ModeOptimizer:
             raise PlannerError(
                 "objective min_cost needs hardware.price_usd_per_gpu_hour; set it or use min_gpus"
             )
-        self.backend = make_backend(solver, self.model, time_limit_s)
+        self.backend = make_backend(solver, self.model, time_limit_s, node_limit=node_limit)
         self.solution = Solution(self.model, candidates, geometry, self.pools, exclusive_nodes)
         self._exact = len(candidates.classes) == 1
         self._theta_hint = 0.0
@@ -166,9 +179,9 @@ class ModeOptimizer:
     def _solve(self, *, presolve: bool = True) -> SolveResult:
         result = self.backend.solve(presolve=presolve)
         self._results.append(result)
-        if result.termination == Termination.TIME_LIMIT:
+        if result.termination.limit:
             raise TimeLimitError(
-                time_limit_message(self.backend.name, self.time_limit_s, f"{self.mode} model")
+                time_limit_message(self.backend.name, self.time_limit_s, f"{self.mode} model", result)
             )
         return result
 
@@ -191,17 +204,24 @@ class ModeOptimizer:
         else:  # pragma: no cover - Dinkelbach converges finitely on a finite feasible set
             raise RuntimeError("Dinkelbach's method did not converge; this is a bug")
         self._theta_hint = theta
-        self._main = result
-        # Tie-break: the largest plan at the optimal tokens/s per GPU.
-        optimum = self._snapshot()
-        tokens = self.solution.tokens()
+        # The last step's objective is ~0: state its gap relative to the plan's tokens/s.
+        self._main = dataclasses.replace(result, scale=self.solution.tokens())
+        # Tie-break: the largest plan at the optimal tokens/s per GPU. Every optimal plan has
+        # tokens = theta x GPUs, so a plan on the whole GPU budget is already the largest.
+        optimum = snapshot(self.model)
+        tokens, gpus = self.solution.tokens(), self.solution.gpus()
+        if gpus >= self.geometry.max_gpus:
+            return True
         self.controls.set_weights(tokens=1.0)
         with self.controls.capped(ratio_floor=theta * (1 - TIE_BREAK_SLACK)):
             result = self._solve()
-            if result.termination == Termination.OPTIMAL and self.solution.tokens() <= tokens * (
-                1 + RATIO_TOLERANCE
+            if (
+                result.termination == Termination.OPTIMAL
+                and self.solution.tokens() <= tokens * (1 + RATIO_TOLERANCE)
+                and 2 * gpus <= self.geometry.max_gpus
             ):
-                # No larger plan found: confirm without presolve, which HiGHS 1.12 has gotten wrong here.
+                # No larger plan found although a second copy of the plan fits the GPU budget: the
+                # case HiGHS 1.12's presolve has gotten wrong; confirm without presolve.
                 result = self._solve(presolve=False)
         # The optimum is feasible for the tie-break, so a smaller or less efficient answer is a solver
         # slip (HiGHS 1.12's presolve has returned one as "optimal"): keep the optimum then.
@@ -211,17 +231,8 @@ class ModeOptimizer:
         if better and self.solution.tokens() >= theta * (1 - TIE_BREAK_SLACK) * self.solution.gpus():
             self._main = result  # its gap is relative to tokens/s, a meaningful scale
         else:
-            self._restore(optimum)
+            restore(optimum)
         return True
-
-    def _snapshot(self) -> list:
-        """Every variable with its value (to restore a solution after a failed follow-up solve)."""
-        return [(var, var.value) for var in self.model.component_data_objects(pyo.Var)]
-
-    @staticmethod
-    def _restore(values: list) -> None:
-        for var, value in values:
-            var.set_value(value, skip_validation=True)
 
     def _max_throughput(self) -> bool:
         """The most requests/s the budget serves, then the fewest GPUs serving that many."""
@@ -231,7 +242,7 @@ class ModeOptimizer:
             return False
         self._main = result
         served = self.solution.served_requests_per_s()
-        optimum = self._snapshot()
+        optimum = snapshot(self.model)
         self.controls.set_load(served * (1 - TIE_BREAK_SLACK))
         self.controls.set_weights(gpu=1.0)
         try:
@@ -241,7 +252,7 @@ class ModeOptimizer:
         if result.termination != Termination.OPTIMAL or self.solution.served_requests_per_s() < served * (
             1 - TIE_BREAK_SLACK
         ):
-            self._restore(optimum)
+            restore(optimum)
         return True
 
     def _resource_weights(self) -> None:

@@ -89,6 +89,7 @@ class PoolPlan:
             tokens = prompt_chunk_tokens(self.pool, r)
             chunk += f" chunk {tokens}" if tokens is not None else ""
             chunk += " TBO+EPLB" if bool(r.get("two_batch_overlap", False)) else ""
+            chunk += f" MTP{int(r.draft_tokens)}" if int(r.get("draft_tokens", 0)) else ""
             served = f" [{r.classes}]" if "," in str(r.classes) else ""
             parts.append(
                 f"{int(r.instances)} x TP{r.tp} PP{r.pp} EP{r.ep} DP{r.attention_dp} batch {r.batch}{chunk}"

@@ -21,6 +21,17 @@ FLOW_EPSILON = 1e-9
 """Requests/s below which a flow counts as zero (solver noise)."""
 
 
+def snapshot(model: pyo.ConcreteModel) -> list:
+    """Every variable with its value (to put a solution back after a follow-up solve)."""
+    return [(var, var.value) for var in model.component_data_objects(pyo.Var)]
+
+
+def restore(values: list) -> None:
+    """Load a :func:`snapshot` back into its variables."""
+    for var, value in values:
+        var.set_value(value, skip_validation=True)
+
+
 class Solution:
     """Views of one model's loaded solution (call after a successful solve)."""
 
@@ -140,6 +151,7 @@ class Solution:
                     "prefill_chunk_tokens": int(lead["prefill_chunk_tokens"]),
                     "two_batch_overlap": bool(lead["two_batch_overlap"]),
                     "eplb": bool(lead["eplb"]),
+                    "draft_tokens": int(lead["draft_tokens"]),
                     "candidate_id": int(lead["candidate_id"]),
                     "instances": int(lead["instances"]),
                     "requests_per_s": float(lead["requests_per_s"]) if one_class else float("nan"),

@@ -21,7 +21,9 @@ from planner.perf.calibration import Calibration, EfficiencyBlock, load_calibrat
 from planner.perf.context import PerfContext
 from planner.perf.layout import Layouts, check_layout, layout_problems
 from planner.perf.phases import PREFILL_CHUNK_TOKENS, PhaseMetrics, aggregated, decode, prefill
+from planner.perf.prefix_cache import cached_prompt_tokens
 from planner.perf.serving import ServingOptions
+from planner.perf.speculative import Speculation
 from planner.specs import HardwareSpec, ModelSpec, Phase, Precision, QuantizationSpec
 
 __all__ = [
@@ -32,6 +34,7 @@ __all__ = [
     "PerfContext",
     "PhaseMetrics",
     "ServingOptions",
+    "Speculation",
     "aggregated",
     "check_layout",
     "decode",
@@ -57,6 +60,9 @@ def evaluate(
     two_batch_overlap: ArrayLike = False,
     eplb: ArrayLike = False,
     prefill_chunk_tokens: ArrayLike = PREFILL_CHUNK_TOKENS,
+    speculation: Speculation | None = None,
+    prefix_cache_hit_fraction: float = 0.0,
+    prefix_cache_tokens: float = 0.0,
 ) -> pd.DataFrame:
     """Predict what one instance of each layout does; one row per layout.
 
@@ -66,12 +72,18 @@ def evaluate(
     the serving options of :mod:`~planner.perf.serving`. ``prefill_chunk_tokens`` (scalar
     or one per layout) is the prompt chunk: per pipeline pass in chunked pipeline prefill
     (prefill with PP > 1), per rank and step when co-located serving piggybacks prompts.
+    ``speculation`` (decode and aggregated) drafts tokens per step
+    (:mod:`~planner.perf.speculative`); a prefix-cache hit rate skips that share of each
+    prompt, whose cache holds ``prefix_cache_tokens`` on every instance
+    (:mod:`~planner.perf.prefix_cache`).
     Layouts that break a model or hardware rule raise :class:`~planner.errors.LayoutError`;
     layouts that run out of memory are kept with ``fits = False``.
     """
     ctx = PerfContext.build(model, hardware, precision, calibration)
     options = ServingOptions.of(len(layouts), two_batch_overlap, eplb)
     check_layout(model, hardware, layouts, eplb=options.eplb, quantization=ctx.quantization)
+    cached = cached_prompt_tokens(isl_tokens, prefix_cache_hit_fraction)
+    cache = {"prefix_cache_tokens": prefix_cache_tokens}
     if phase == "prefill":
         link = kv_link_gb_per_s * 1e9 if kv_link_gb_per_s else None
         metrics = prefill(
@@ -82,9 +94,13 @@ def evaluate(
             kv_link_bytes_per_s=link,
             chunk_tokens=prefill_chunk_tokens,
             options=options,
+            cached_tokens=cached,
+            **cache,
         )
     elif phase == "decode":
-        metrics = decode(ctx, layouts, isl_tokens, osl_tokens, options=options)
+        metrics = decode(
+            ctx, layouts, isl_tokens, osl_tokens, options=options, speculation=speculation, **cache
+        )
     else:
         metrics = aggregated(
             ctx,
@@ -94,6 +110,9 @@ def evaluate(
             chunked_prefill=chunked_prefill,
             options=options,
             chunk_tokens=prefill_chunk_tokens,
+            speculation=speculation,
+            cached_tokens=cached,
+            **cache,
         )
     frame = pd.DataFrame(
         {
@@ -109,5 +128,6 @@ def evaluate(
         }
     )
     frame["gpus"] = frame["gpus"].astype(int)
+    frame["draft_tokens"] = 0 if speculation is None or phase == "prefill" else speculation.draft_tokens
     frame["calibration_block"] = ctx.calibration_key
     return frame

@@ -18,14 +18,16 @@ which tokens a pass carries and how passes make up a request:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
 from planner.perf.context import GB, PerfContext
 from planner.perf.layout import Layouts
 from planner.perf.memory import MemoryUse, kv_bytes_per_token_per_gpu_layer, memory_use
+from planner.perf.prefix_cache import with_prefix_cache_memory
 from planner.perf.serving import ServingOptions
+from planner.perf.speculative import Speculation, draft_s, with_drafter_memory
 from planner.perf.step import StepCost, attention_dp_imbalance, stage_step_cost
 
 PREFILL_CHUNK_TOKENS = 8192
@@ -147,22 +149,33 @@ def kv_transfer_s(ctx: PerfContext, layouts: Layouts, prompt_tokens, prefill_s, 
 # --------------------------------------------------------------------------- prefill
 
 
-def _prefill_core(ctx: PerfContext, layouts: Layouts, isl, chunk_tokens, options: ServingOptions | None):
-    """Stage cost, chunk count and timings of prefilling ``batch`` prompts of ``isl`` tokens."""
+def _prefill_core(
+    ctx: PerfContext,
+    layouts: Layouts,
+    isl,
+    chunk_tokens,
+    options: ServingOptions | None,
+    cached_tokens=0.0,
+):
+    """Stage cost, chunk count and timings of prefilling ``batch`` prompts of ``isl`` tokens.
+
+    ``cached_tokens`` of each prompt come from the prefix cache (:mod:`~planner.perf.prefix_cache`).
+    """
     arch = ctx.arch
     isl = np.asarray(isl, dtype=float)
+    cached = np.asarray(cached_tokens, dtype=float)
     dp = layouts.attention_dp.astype(float)
     pp = layouts.pp.astype(float)
     prompts_per_rank = layouts.batch / dp
-    tokens_per_rank = prompts_per_rank * isl
+    tokens_per_rank = prompts_per_rank * (isl - cached)
     chunk_tokens = np.asarray(chunk_tokens, dtype=float)
     chunks = np.where(pp > 1, np.maximum(1.0, np.ceil(tokens_per_rank / chunk_tokens)), 1.0)
     chunk_tokens_per_rank = tokens_per_rank / chunks
-    pairs = prompts_per_rank * arch.prefill_attention_pairs(isl)
-    # Later chunks read the KV of earlier ones: on average half the prompt per chunk.
-    kv_reads = np.where(
-        chunks > 1, np.minimum(isl, tokens_per_rank) / 2 * kv_bytes_per_token_per_gpu_layer(ctx, layouts), 0.0
-    )
+    pairs = prompts_per_rank * (arch.prefill_attention_pairs(isl) - arch.prefill_attention_pairs(cached))
+    # Later chunks read the KV of earlier ones: on average half the prompt per chunk; the cached prefix once.
+    kv_token_bytes = kv_bytes_per_token_per_gpu_layer(ctx, layouts)
+    kv_reads = np.where(chunks > 1, np.minimum(isl - cached, tokens_per_rank) / 2 * kv_token_bytes, 0.0)
+    kv_reads = kv_reads + prompts_per_rank * cached * kv_token_bytes / chunks
     step = stage_step_cost(
         ctx,
         layouts,
@@ -190,6 +203,8 @@ def prefill(
     kv_link_bytes_per_s: float | None = None,
     chunk_tokens=PREFILL_CHUNK_TOKENS,
     options: ServingOptions | None = None,
+    cached_tokens=0.0,
+    prefix_cache_tokens: float = 0.0,
 ) -> PhaseMetrics:
     """A prefill instance: first-token latency (with KV transfer out) and requests/s.
 
@@ -198,10 +213,11 @@ def prefill(
 
     ``output_tokens_per_s`` counts the tokens the decode pool will generate for the
     requests this instance prefills (``requests_per_s x OSL``), so prefill and decode
-    rates compare directly.
+    rates compare directly. ``cached_tokens`` of each prompt hit the prefix cache, which
+    holds ``prefix_cache_tokens`` on every instance (:mod:`~planner.perf.prefix_cache`).
     """
     step, chunks, chunk_tokens_per_rank, busy_s, latency_s, passes, overhead_s = _prefill_core(
-        ctx, layouts, isl, chunk_tokens, options
+        ctx, layouts, isl, chunk_tokens, options, cached_tokens
     )
     prompts_per_rank = layouts.batch / layouts.attention_dp
     mem = memory_use(
@@ -212,10 +228,12 @@ def prefill(
         tokens_per_forward_per_rank=chunk_tokens_per_rank,
         options=options,
     )
+    mem = with_prefix_cache_memory(ctx, layouts, mem, prefix_cache_tokens)
     link = kv_link_bytes_per_s or ctx.hardware.scale_out_bandwidth_gb_per_s * GB
-    transfer_s = kv_transfer_s(ctx, layouts, isl, latency_s, link)
+    shipped_tokens = np.asarray(isl, dtype=float) - np.asarray(cached_tokens, dtype=float)
+    transfer_s = kv_transfer_s(ctx, layouts, shipped_tokens, latency_s, link)
     breakdown = _breakdown_ms(step, passes, overhead_s, latency_s)
-    return _assemble(
+    metrics = _assemble(
         ctx,
         layouts,
         mem,
@@ -229,6 +247,8 @@ def prefill(
         kv_transfer_s=transfer_s,
         breakdown=breakdown,
     )
+    shipped = np.broadcast_to(ctx.arch.kv_bytes_per_request(shipped_tokens), (len(layouts),)).astype(float)
+    return replace(metrics, kv_transfer_bytes_per_request=shipped)
 
 
 # --------------------------------------------------------------------------- decode
@@ -242,8 +262,12 @@ def _decode_step(
     *,
     prompt_tokens_per_microbatch=0.0,
     options: ServingOptions | None = None,
+    verify_tokens: int = 1,
 ):
-    """One decode step (optionally carrying piggybacked prompt tokens) and its time per token."""
+    """One decode step (optionally carrying piggybacked prompt tokens) and its time.
+
+    ``verify_tokens`` query positions per request (speculative decoding: k + 1) share one KV read.
+    """
     arch = ctx.arch
     isl = np.asarray(isl, dtype=float)
     osl = np.asarray(osl, dtype=float)
@@ -254,7 +278,7 @@ def _decode_step(
     kv_token_bytes = kv_bytes_per_token_per_gpu_layer(ctx, layouts)
     # The step waits for the attention-DP rank whose requests hold the most context.
     busiest = attention_dp_imbalance(dp, per_microbatch, isl, osl)
-    attention = per_microbatch * mean_context * arch.decode_attention_flops_per_pair * busiest
+    attention = per_microbatch * verify_tokens * mean_context * arch.decode_attention_flops_per_pair * busiest
     kv_reads = per_microbatch * mean_context * kv_token_bytes * busiest
     chunk = np.asarray(prompt_tokens_per_microbatch, dtype=float)
     redo = 0.0
@@ -275,10 +299,10 @@ def _decode_step(
     step = stage_step_cost(
         ctx,
         layouts,
-        tokens_per_rank=per_microbatch + chunk,
+        tokens_per_rank=per_microbatch * verify_tokens + chunk,
         attention_flops_per_rank_layer=attention,
         kv_read_bytes_per_gpu_layer=kv_reads,
-        head_tokens_per_rank=per_microbatch,
+        head_tokens_per_rank=per_microbatch * verify_tokens,
         extra_attention_gemm_flops_per_rank_layer=redo,
         options=options,
     )
@@ -288,20 +312,53 @@ def _decode_step(
     return step, tpot_s, overhead_s
 
 
+def _speculative_step(ctx, layouts, isl, osl, speculation: Speculation | None, **step_options):
+    """A decode step with ``k`` drafts verified in it: (step, seconds per step, overhead, tokens per step).
+
+    Without speculation (None or k = 0) this is the plain step yielding one token.
+    """
+    if speculation is None or speculation.draft_tokens == 0:
+        return (*_decode_step(ctx, layouts, isl, osl, **step_options), 1.0)
+    step, step_s, overhead_s = _decode_step(
+        ctx, layouts, isl, osl, verify_tokens=speculation.verify_tokens, **step_options
+    )
+    plain, _, _ = _decode_step(ctx, layouts, isl, osl, options=step_options.get("options"))
+    return step, step_s + draft_s(ctx, layouts, plain, speculation), overhead_s, speculation.tokens_per_step
+
+
 def decode(
-    ctx: PerfContext, layouts: Layouts, isl, osl, *, options: ServingOptions | None = None
+    ctx: PerfContext,
+    layouts: Layouts,
+    isl,
+    osl,
+    *,
+    options: ServingOptions | None = None,
+    speculation: Speculation | None = None,
+    prefix_cache_tokens: float = 0.0,
 ) -> PhaseMetrics:
-    """A decode instance: time per output token at ``batch`` requests in flight, tokens/s."""
+    """A decode instance: time per output token at ``batch`` requests in flight, tokens/s.
+
+    With ``speculation`` each step verifies k draft tokens and yields its mean accepted
+    tokens (:mod:`~planner.perf.speculative`); ``prefix_cache_tokens`` of cached
+    prefixes are held besides the requests' KV (:mod:`~planner.perf.prefix_cache`).
+    """
     isl = np.asarray(isl, dtype=float)
     osl = np.asarray(osl, dtype=float)
-    step, tpot_s, overhead_s = _decode_step(ctx, layouts, isl, osl, options=options)
+    step, step_s, overhead_s, per_step = _speculative_step(
+        ctx, layouts, isl, osl, speculation, options=options
+    )
+    tpot_s = step_s / per_step
+    verify = 1 if speculation is None else speculation.verify_tokens
     mem = memory_use(
         ctx,
         layouts,
         requests_per_rank=layouts.batch / layouts.attention_dp,
         context_tokens=isl + osl,
-        tokens_per_forward_per_rank=layouts.batch / (layouts.attention_dp * layouts.pp),
+        tokens_per_forward_per_rank=layouts.batch * verify / (layouts.attention_dp * layouts.pp),
         options=options,
+    )
+    mem = with_prefix_cache_memory(
+        ctx, layouts, with_drafter_memory(ctx, mem, speculation), prefix_cache_tokens
     )
     return _assemble(
         ctx,
@@ -314,7 +371,7 @@ def decode(
         osl=osl,
         kv_bytes_per_request=kv_cache_bytes_per_request(ctx, layouts, isl + osl),
         kv_transfer_s=0.0,
-        breakdown=_breakdown_ms(step, layouts.pp.astype(float), overhead_s, tpot_s),
+        breakdown=_breakdown_ms(step, layouts.pp.astype(float), overhead_s / per_step, tpot_s),
     )
 
 
@@ -330,8 +387,16 @@ def aggregated(
     chunked_prefill: bool = True,
     options: ServingOptions | None = None,
     chunk_tokens=PREFILL_CHUNK_TOKENS,
+    speculation: Speculation | None = None,
+    cached_tokens=0.0,
+    prefix_cache_tokens: float = 0.0,
 ) -> PhaseMetrics:
     """A co-located instance running both phases with in-flight batching.
+
+    Speculation and the prefix cache work as in :func:`decode` and :func:`prefill`: a
+    step yields its accepted tokens (so prompts arrive that much faster per step), and
+    only the uncached part of a prompt is prefilled (its piggybacked chunks' attention is
+    still priced per token of the whole prompt).
 
     With ``chunked_prefill`` each decode step carries ``batch x ISL / OSL`` prompt
     tokens (the steady-state share) in pieces of at most ``chunk_tokens`` per rank
@@ -353,50 +418,56 @@ def aggregated(
     # A new prompt is prefilled in full-size chunks on its rank while decode goes on:
     # its first token comes after one prompt's prefill plus the decode step it joins.
     single = Layouts.of(layouts.tp, layouts.pp, layouts.ep, layouts.attention_dp, layouts.attention_dp)
-    *_, single_latency_s, _, _ = _prefill_core(ctx, single, isl, chunk_tokens, options)
+    *_, single_latency_s, _, _ = _prefill_core(ctx, single, isl, chunk_tokens, options, cached_tokens)
+    per_step = 1.0 if speculation is None else speculation.tokens_per_step
+    new_isl = isl - np.asarray(cached_tokens, dtype=float)
     if chunked_prefill:
         # Prompt tokens per step, summed over the attention-DP ranks. A prompt lives on one rank,
         # so the busiest rank carries at least one whole chunk whenever any rank has one.
         # How far the scheduler evens this out across ranks is a calibrated fraction.
-        arriving = per_microbatch * dp * isl / osl
+        arriving = per_microbatch * dp * new_isl * per_step / osl
         balanced = arriving / dp
-        piece = np.minimum(isl, chunk_tokens)
+        piece = np.minimum(new_isl, chunk_tokens)
         pieces = arriving / piece
         unbalanced = np.minimum(arriving, np.maximum(balanced, piece * np.ceil(pieces / dp)))
         chunk = unbalanced - ctx.efficiency.attention_dp_balance_fraction * (unbalanced - balanced)
-        step, tpot_s, overhead_s = _decode_step(
-            ctx, layouts, isl, osl, prompt_tokens_per_microbatch=chunk, options=options
+        step, step_s, overhead_s, _ = _speculative_step(
+            ctx, layouts, isl, osl, speculation, prompt_tokens_per_microbatch=chunk, options=options
         )
+        tpot_s = step_s / per_step
         forward_tokens = per_microbatch + np.maximum(chunk, piece)
-        breakdown = _breakdown_ms(step, pp, overhead_s, tpot_s)
+        breakdown = _breakdown_ms(step, pp, overhead_s / per_step, tpot_s)
         # The worst step: the busiest rank carries a whole piece (or its whole unbalanced share).
         worst_tokens = np.maximum(unbalanced, piece)
-        _, worst_gap_s, _ = _decode_step(
-            ctx, layouts, isl, osl, prompt_tokens_per_microbatch=worst_tokens, options=options
+        _, worst_gap_s, _, _ = _speculative_step(
+            ctx, layouts, isl, osl, speculation, prompt_tokens_per_microbatch=worst_tokens, options=options
         )
-        # A prompt's pieces go one per step, so its first token waits ISL / chunk such steps
-        # (never less than prefilling it at once, plus the step it joins).
-        ttft_s = np.maximum(single_latency_s + tpot_s, np.ceil(isl / piece) * worst_gap_s)
+        # A prompt's pieces go one per step, so its first token waits (ISL - cached) / chunk such
+        # steps (never less than prefilling it at once, plus the step it joins).
+        ttft_s = np.maximum(single_latency_s + step_s, np.ceil(new_isl / piece) * worst_gap_s)
     else:
-        step, decode_s, overhead_s = _decode_step(ctx, layouts, isl, osl, options=options)
+        step, decode_s, overhead_s, _ = _speculative_step(
+            ctx, layouts, isl, osl, speculation, options=options
+        )
         # Prompts arriving per decode step are prefilled together; a pass with fewer prompts
         # than attention-DP ranks still costs the busiest rank one whole prompt (unless balanced).
-        arrivals = layouts.batch / osl
+        arrivals = layouts.batch * per_step / osl
         prompts = np.maximum(1.0, np.round(arrivals))
         padded = (np.ceil(prompts / dp) * dp).astype(np.int64)
         pre = Layouts.of(layouts.tp, layouts.pp, layouts.ep, layouts.attention_dp, padded)
-        _, _, _, busy_s, latency_s, _, _ = _prefill_core(ctx, pre, isl, chunk_tokens, options)
+        _, _, _, busy_s, latency_s, _, _ = _prefill_core(ctx, pre, isl, chunk_tokens, options, cached_tokens)
         balance = ctx.efficiency.attention_dp_balance_fraction
         per_prompt_s = busy_s / (balance * padded + (1 - balance) * prompts)
-        tpot_s = decode_s + per_prompt_s * arrivals
+        step_s = decode_s + per_prompt_s * arrivals
+        tpot_s = step_s / per_step
         prefill_batch = padded
         ttft_s = latency_s + decode_s
         # The worst gap: a decode step that waits for a whole prefill pass.
         worst_gap_s = decode_s + latency_s
-        forward_tokens = np.maximum(per_microbatch, prefill_batch / dp * isl)
-        stall = tpot_s - decode_s
+        forward_tokens = np.maximum(per_microbatch, prefill_batch / dp * new_isl)
+        stall = step_s - decode_s
         d_compute, d_memory, d_comm, d_over = _breakdown_ms(step, pp, overhead_s, decode_s)
-        breakdown = (d_compute + stall * 1e3, d_memory, d_comm, d_over)
+        breakdown = tuple(v / per_step for v in (d_compute + stall * 1e3, d_memory, d_comm, d_over))
     mem = memory_use(
         ctx,
         layouts,
@@ -404,6 +475,9 @@ def aggregated(
         context_tokens=isl + osl,
         tokens_per_forward_per_rank=forward_tokens,
         options=options,
+    )
+    mem = with_prefix_cache_memory(
+        ctx, layouts, with_drafter_memory(ctx, mem, speculation), prefix_cache_tokens
     )
     return _assemble(
         ctx,
