@@ -18,10 +18,12 @@
 # GPU.
 #
 # **What we compute**: the performance model alone (`planner.perf.evaluate`, no optimization): one prefill
-# instance per layout, one 256k-token prompt at a time, pipeline depth PP = 1, 2, 4, 8 on top of a fixed
-# stage layout. With PP > 1 the model splits the prompt into chunks (8192 tokens each) that flow through
-# the stages like micro-batches, so stage *k* works on chunk *i* while stage *k+1* works on chunk *i-1*.
-# Two stage layouts: TP8 x EP8 (8 GPUs per stage) and TP4 x EP4 (4 GPUs per stage).
+# instance per layout, one 256k-token prompt at a time, pipeline depth PP = 1, 2, 4, ..., 32 on top of a
+# fixed stage layout (DeepSeek-R1's 61 layers allow 32 stages of at most two layers). With PP > 1 the model
+# splits the prompt into chunks that flow through the stages like micro-batches, so stage *k* works on
+# chunk *i* while stage *k+1* works on chunk *i-1*. The chunk size is searched as the planner searches it
+# (`planner.space.PIPELINE_CHUNK_TOKENS`, 1024-8192 tokens): each depth keeps the chunk with the earliest
+# first token. Two stage layouts: TP8 x EP8 (8 GPUs per stage) and TP4 x EP4 (4 GPUs per stage).
 
 # %%
 import matplotlib.pyplot as plt
@@ -30,29 +32,42 @@ from frontier_gain import log_axis
 
 from planner.perf import Layouts, evaluate
 from planner.problem import resolve
+from planner.space import PIPELINE_CHUNK_TOKENS
 
 problem = resolve("deepseek-r1-gb200-16k-2k")  # DeepSeek-R1, GB200 NVL72, FP4
 ISL = 256 * 1024  # prompt tokens
 OSL = problem.instance.traffic.osl_tokens  # does not affect prefill time
-DEPTHS = [1, 2, 4, 8]
+DEPTHS = [1, 2, 4, 8, 16, 32]
 STAGES = {"TP8 x EP8": {"tp": 8, "ep": 8}, "TP4 x EP4": {"tp": 4, "ep": 4}}
 
 # %%
 frames = []
 for label, stage in STAGES.items():
     layouts = Layouts.of(tp=stage["tp"], pp=DEPTHS, ep=stage["ep"], attention_dp=1, batch=1)
-    frame = evaluate(
-        problem.model, problem.hardware, problem.instance.precision, "prefill", layouts, ISL, OSL
-    )
+    by_chunk = pd.concat(
+        [
+            evaluate(
+                problem.model, problem.hardware, problem.quantization, "prefill", layouts, ISL, OSL,
+                prefill_chunk_tokens=chunk,
+            )
+            for chunk in PIPELINE_CHUNK_TOKENS
+        ],
+        ignore_index=True,
+    )  # fmt: skip
+    fixed = by_chunk[by_chunk["prefill_chunk_tokens"] == max(PIPELINE_CHUNK_TOKENS)].set_index("pp")
+    frame = by_chunk.sort_values("ttft_ms").groupby("pp", sort=True).head(1).sort_values("pp")
+    frame = frame.reset_index(drop=True)
+    frame["prefill_chunk_tokens"] = frame["prefill_chunk_tokens"].where(frame["pp"] > 1)  # PP1: one pass
     frame.insert(0, "stage", label)
     base = frame.iloc[0]
     frame["ttft_speedup"] = base["ttft_ms"] / frame["ttft_ms"]
     frame["speedup_per_stage"] = frame["ttft_speedup"] / frame["pp"]
     frame["throughput_vs_pp1"] = frame["input_tokens_per_s_per_gpu"] / base["input_tokens_per_s_per_gpu"]
+    frame["ttft_ms_at_8192"] = fixed.loc[frame["pp"], "ttft_ms"].to_numpy()
     frames.append(frame)
 table = pd.concat(frames, ignore_index=True)
-columns = ["stage", "pp", "gpus", "fits", "ttft_ms", "ttft_speedup", "speedup_per_stage"]
-columns += ["input_tokens_per_s_per_gpu", "throughput_vs_pp1", "memory_per_gpu_gb"]
+columns = ["stage", "pp", "gpus", "fits", "prefill_chunk_tokens", "ttft_ms", "ttft_ms_at_8192"]
+columns += ["ttft_speedup", "speedup_per_stage", "input_tokens_per_s_per_gpu", "throughput_vs_pp1"]
 print(table[columns].round(3).to_string())
 
 # %%
@@ -76,14 +91,28 @@ right.set_title("throughput per GPU")
 fig.tight_layout()
 
 # %% [markdown]
-# **Result: holds.** With the shipped calibration, TP8 x EP8 goes from about 12.6 s at PP1 to about 2.0 s
-# at PP8 (6.4x, i.e. 80% of the ideal 8x; the rest is the pipeline fill of PP-1 chunks plus per-chunk
-# overheads), while prompt tokens/s per GPU drop by under 3%. TP4 x EP4 behaves the same way.
+# **Result: holds up to PP8, then flattens.** With the shipped calibration, TP8 x EP8 goes from about
+# 11.7 s at PP1 to about 1.7 s at PP8 (4096-token chunks; 6.7x, 84% of the ideal 8x) at 94% of PP1's
+# prompt tokens/s per GPU. Deeper pipelines still cut the first token, but less than in proportion: PP16
+# reaches about 1.0 s and PP32 about 0.64 s (18x, 57% of the ideal 32x), because the PP-1 chunk passes
+# that fill the pipeline and the per-chunk overheads grow with depth while each stage's share of work
+# shrinks. Deeper pipelines want smaller chunks (8192 tokens at PP2, 4096 at PP4-8, 2048 at PP16-32): the
+# fixed 8192-token chunk of earlier versions gave 0.90 s at PP32, 1.4x slower than the searched chunk.
+# The small chunks run smaller GEMMs, so at PP32 throughput per GPU is about 75% of PP1's. TP4 x EP4
+# behaves the same way (PP32: about 1.1 s, 20x, 63% of ideal). The planner's prefill search now goes
+# this deep too (`planner.space.MAX_PP`: powers of two up to the layer count and the GPU budget).
 
 # %%
 assert table["fits"].all(), table
 for _, group in table.groupby("stage"):
     assert group["ttft_ms"].is_monotonic_decreasing, group
-    assert (group["speedup_per_stage"] >= 0.7).all(), group  # roughly proportional to PP ...
-    assert (group["ttft_speedup"] <= group["pp"] * 1.001).all(), group  # ... never better than ideal
-    assert (group["throughput_vs_pp1"] >= 0.95).all(), group  # ... at nearly flat throughput per GPU
+    assert (group["ttft_speedup"] <= group["pp"] * 1.001).all(), group  # never better than ideal
+    shallow, deep = group[group["pp"] <= 8], group[group["pp"] > 8]
+    assert (shallow["speedup_per_stage"] >= 0.7).all(), group  # roughly proportional to PP up to 8 ...
+    assert (shallow["throughput_vs_pp1"] >= 0.9).all(), group  # ... at nearly flat throughput per GPU
+    assert group["speedup_per_stage"].is_monotonic_decreasing, group  # the pipeline fill grows with depth
+    assert deep["speedup_per_stage"].iloc[-1] < 0.7, group  # and at PP32 it takes a third of the gain
+    assert (group["ttft_ms"] <= group["ttft_ms_at_8192"] * 1.0001).all(), group  # the search never loses
+    deepest = group.iloc[-1]
+    assert deepest["prefill_chunk_tokens"] < 8192, group  # and at PP32 a smaller chunk wins
+    assert deepest["ttft_ms"] < deepest["ttft_ms_at_8192"] * 0.8, group

@@ -9,6 +9,7 @@ plan exists it says which constraint binds and what would make it feasible.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from planner.errors import InfeasibleError
 from planner.frontier import MODES, lp_path, mode_optimizer, mode_tables, why_no_plan
 from planner.humanize import plural
 from planner.optimize.optimizer import DEFAULT_NODE_LIMIT
-from planner.optimize.plan import LAYOUT_FIELDS, Plan
+from planner.optimize.plan import LAYOUT_FIELDS, Plan, prompt_chunk_tokens
 from planner.perf.calibration import Calibration
 from planner.problem import Problem
 
@@ -116,6 +117,8 @@ def _why(problem: Problem, optimizer, target: float) -> str:
 
 def _layout(row) -> str:
     chunk = ", chunked prefill" if row.get("chunked_prefill", False) and row["pool"] == "aggregated" else ""
+    tokens = prompt_chunk_tokens(row["pool"], row)
+    chunk += f", prompt chunks of {tokens} tokens" if tokens is not None else ""
     chunk += ", two-batch overlap + EPLB" if row.get("two_batch_overlap", False) else ""
     drafts = int(row.get("draft_tokens", 0) or 0)
     chunk += f", speculative decoding with {drafts} draft tokens" if drafts else ""
@@ -157,7 +160,8 @@ def plan_text(plan: Plan, problem: Problem) -> list[str]:
     lines.append(
         f"  predicted: {plan.tokens_per_s_per_gpu:,.1f} output tokens/s per GPU, "
         f"{plan.output_tokens_per_s:,.0f} output tokens/s, {plan.requests_per_s:,.2f} requests/s, "
-        f"{plan.tokens_per_s_per_user:,.1f} tokens/s per user, TTFT <= {plan.ttft_ms:,.0f} ms"
+        f"{plan.tokens_per_s_per_user:,.1f} tokens/s per user, TTFT <= {plan.ttft_ms:,.0f} ms, "
+        f"worst inter-token gap {plan.worst_inter_token_gap_ms:,.1f} ms"
     )
     if plan.mode != "aggregated":
         lines.append(
@@ -245,6 +249,8 @@ def advice_text(advice: Advice) -> str:
 def plan_json(plan: Plan, problem: Problem) -> dict:
     """A plan as plain data: metrics, cost and power, and each pool's layouts with instance counts."""
     row = {k: v for k, v in plan.row().items() if not k.endswith("_layouts")}
+    chunk = row["prefill_chunk_tokens"]
+    row["prefill_chunk_tokens"] = None if math.isnan(chunk) else int(chunk)  # a token count, not a float
     row.update(plan_economics(plan, problem))
     row["pools"] = {
         pool.pool: {
@@ -259,10 +265,12 @@ def plan_json(plan: Plan, problem: Problem) -> dict:
                     "gpus_per_instance": int(r.gpus),
                     "ttft_ms": float(r.ttft_ms),
                     "tokens_per_s_per_user": float(r.tokens_per_s_per_user),
+                    "worst_inter_token_gap_ms": float(r.worst_inter_token_gap_ms),
                     "requests_per_s_per_instance": float(r.requests_per_s),
                     "served_requests_per_s": float(r.served_requests_per_s),
                     "request_classes": str(r.classes).split(","),
                     "chunked_prefill": bool(r.chunked_prefill),
+                    "prefill_chunk_tokens": prompt_chunk_tokens(pool.pool, r),
                     "two_batch_overlap": bool(r.two_batch_overlap),
                     "draft_tokens": int(getattr(r, "draft_tokens", 0)),
                     "eplb": bool(r.eplb),

@@ -39,6 +39,8 @@ from planner.jsonable import json_text
 from planner.output_folder import check_output_folder, check_writable, write_output_set
 from planner.perf import Layouts, evaluate
 from planner.perf.calibration import load_calibration
+from planner.perf.phases import PREFILL_CHUNK_TOKENS
+from planner.perf.quantization import for_deployment
 from planner.problem import resolve
 from planner.progress import reporting
 from planner.report import write_text_atomic
@@ -213,6 +215,7 @@ _EVALUATE_KEYS = (
     "memory_ms",
     "communication_ms",
     "overhead_ms",
+    "worst_inter_token_gap_ms",
 )
 
 
@@ -260,6 +263,14 @@ _EVALUATE_KEYS = (
     show_default=True,
     help="Aggregated only: piggyback prompt chunks on decode steps.",
 )
+@click.option(
+    "--prefill-chunk-tokens",
+    type=click.IntRange(min=1, max=MAX_TOKENS),
+    default=PREFILL_CHUNK_TOKENS,
+    show_default=True,
+    help="Prompt chunk: per pipeline pass in prefill with PP > 1 (chunked pipeline prefill), per rank "
+    "and step in aggregated chunked prefill (candidate tables search it).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @_scenario
 @_calibration
@@ -278,6 +289,7 @@ def evaluate_command(
     isl: int | None,
     osl: int | None,
     chunked_prefill: bool,
+    prefill_chunk_tokens: int,
     as_json: bool,
     scenario: str | None,
     overrides: tuple[str, ...],
@@ -294,10 +306,13 @@ def evaluate_command(
     with format_errors(debug):
         model_spec = load_model(model) if model else None
         hardware_spec = load_hardware(hardware) if hardware else None
+        block = None  # the instance's quantization block, at the instance's precision only
         if instance:
             problem = resolve(instance, scenario, parse_overrides(overrides))
             model_spec = model_spec or problem.model
             hardware_spec = hardware_spec or problem.hardware
+            if precision in (None, problem.instance.precision):
+                block = problem.instance.quantization
             precision = precision or problem.instance.precision
             isl = isl or problem.instance.traffic.isl_tokens
             osl = osl or problem.instance.traffic.osl_tokens
@@ -309,16 +324,20 @@ def evaluate_command(
             if value is None:
                 raise SpecError(f"missing {flag}; give it, or --instance NAME to take it from an instance")
         model, hardware = model_spec.name, hardware_spec.name
+        # --precision naming another precision than the instance's starts from that precision's
+        # defaults; the model's checkpoint weight format fills what the block leaves out.
+        formats = for_deployment(model_spec, precision, block)  # type: ignore[arg-type]
         frame = evaluate(
             model_spec,
             hardware_spec,
-            precision,  # type: ignore[arg-type]
+            formats,
             phase,  # type: ignore[arg-type]
             Layouts.of(tp, pp, ep, attention_dp, batch),
             isl,
             osl,
             calibration=(calibration := load_calibration(calibration_path)),
             chunked_prefill=chunked_prefill,
+            prefill_chunk_tokens=prefill_chunk_tokens,
         )
         support = block_support(calibration, hardware_spec, precision)  # type: ignore[arg-type]
         row = frame.iloc[0]
@@ -326,6 +345,8 @@ def evaluate_command(
             "model": model,
             "hardware": hardware,
             "precision": precision,
+            "weight_format": formats.weights,
+            "kv_cache_dtype": formats.kv_cache,
             "phase": phase,
             "tp": tp,
             "pp": pp,
@@ -334,6 +355,7 @@ def evaluate_command(
             "batch": batch,
             "isl_tokens": isl,
             "osl_tokens": osl,
+            "prefill_chunk_tokens": prefill_chunk_tokens,
             **{k: _plain(row[k]) for k in _EVALUATE_KEYS},
             **support.as_dict(),
         }
@@ -369,6 +391,7 @@ def _evaluate_text(r: dict) -> str:
         f"{r['model']} on {r['hardware']} ({r['precision']}), {r['phase']}: "
         f"TP{r['tp']} PP{r['pp']} EP{r['ep']} attention-DP{r['attention_dp']}, batch {r['batch']}, "
         f"ISL {r['isl_tokens']} / OSL {r['osl_tokens']}",
+        f"  formats                     {r['weight_format']} weights, {r['kv_cache_dtype']} KV cache",
         f"  GPUs                        {r['gpus']}",
         f"  fits in memory              {fits}",
         f"  memory per GPU              {num(r['memory_per_gpu_gb'])} GB "
@@ -380,6 +403,7 @@ def _evaluate_text(r: dict) -> str:
         )
     else:
         lines.append(f"  tpot_ms                     {num(r['tpot_ms'], ',.2f')}")
+        lines.append(f"  worst_inter_token_gap_ms    {num(r['worst_inter_token_gap_ms'], ',.2f')}")
         if r["phase"] == "aggregated":
             lines.append(f"  ttft_ms                     {num(r['ttft_ms'])}")
     lines += [

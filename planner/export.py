@@ -226,14 +226,15 @@ def _engine(pool: str, index: int, layout: dict[str, Any], isl: int) -> Engine:
     tp, pp, ep, dp, batch = (int(layout[k]) for k in ("tp", "pp", "ep", "attention_dp", "batch"))
     per_rank = max(1, batch // dp)
     chunked = bool(layout.get("chunked_prefill", False))
+    planned = layout.get("prefill_chunk_tokens") or PREFILL_CHUNK_TOKENS  # the plan's searched chunk
     if pool == "prefill":
         whole = per_rank * isl
-        chunk = min(PREFILL_CHUNK_TOKENS, whole) if pp > 1 else None
+        chunk = min(int(planned), whole) if pp > 1 else None
         tokens = chunk if chunk is not None else whole
     elif pool == "decode":
         chunk, tokens = PREFILL_CHUNK_TOKENS, max(per_rank, PREFILL_CHUNK_TOKENS)
     elif chunked:
-        chunk, tokens = PREFILL_CHUNK_TOKENS, per_rank + PREFILL_CHUNK_TOKENS
+        chunk, tokens = int(planned), per_rank + int(planned)
     else:
         chunk, tokens = None, per_rank + isl
     notes = []

@@ -28,7 +28,7 @@ import yaml
 from planner.catalog import parse_spec
 from planner.errors import SpecError
 from planner.safe_input import excerpt, json_load, read_text
-from planner.specs import ModelSpec, Precision, SpecModel
+from planner.specs import ModelSpec, Precision, SpecModel, WeightFormat
 
 _FULL = "full_attention"
 _SLIDING = "sliding_attention"
@@ -254,6 +254,7 @@ def _spec_from_config(
     data["sliding_window_tokens"] = window
     data["num_sliding_window_layers"] = num_sliding
     data["native_precision"] = _precision(r)
+    data["checkpoint_weight_format"] = _checkpoint_weight_format(r)
     return parse_spec(data, ModelSpec, path if path is not None else source)
 
 
@@ -378,6 +379,27 @@ def _sliding_window(r: _Reader, num_layers: int) -> tuple[int | None, int]:
     if not r.has("sliding_window"):
         raise r.error("sliding_window", "missing, but some layers use sliding-window attention; add it")
     return r.integer("sliding_window"), num_sliding
+
+
+def _checkpoint_weight_format(r: _Reader) -> WeightFormat | None:
+    """The published weight format where ``quantization_config`` names one exactly, else None.
+
+    ``quant_method: fp8`` with ``weight_block_size: [128, 128]`` is block-FP8 (DeepSeek-V3,
+    Qwen3-FP8); ModelOpt's FP8 is per-tensor and its NVFP4 is NVFP4. Other schemes (fbgemm's
+    per-channel FP8, other block sizes) have no exact format here and keep the precision's
+    default; so does MXFP4 (gpt-oss): engines pad its 2880-wide experts to whole scale blocks
+    under tensor parallelism, which the block rule of ``planner.perf.quantization`` does not model.
+    """
+    quant = r.get("quantization_config")
+    if not isinstance(quant, Mapping):
+        return None
+    method = str(quant.get("quant_method", "")).lower()
+    algo = str(quant.get("quant_algo", "")).upper()
+    if method == "fp8" and list(quant.get("weight_block_size") or []) == [128, 128]:
+        return "fp8_block128"
+    if method == "modelopt":
+        return {"FP8": "fp8_per_tensor", "NVFP4": "nvfp4"}.get(algo)  # type: ignore[return-value]
+    return None
 
 
 def _precision(r: _Reader) -> Precision:

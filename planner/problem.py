@@ -37,9 +37,18 @@ from planner.catalog import (
 from planner.class_features import ClassFeatures
 from planner.errors import SpecError
 from planner.perf.calibration import Calibration
+from planner.perf.quantization import for_deployment
 from planner.queueing import derate_candidates
 from planner.space import candidate_table, instance_max_gpus
-from planner.specs import HardwareSpec, Instance, ModelSpec, Phase, RequestClass, SpecModel
+from planner.specs import (
+    HardwareSpec,
+    Instance,
+    ModelSpec,
+    Phase,
+    QuantizationSpec,
+    RequestClass,
+    SpecModel,
+)
 
 
 @dataclass(frozen=True)
@@ -52,6 +61,15 @@ class Problem:
     scenario: str | None = None
     source: str = ""
     """Where the instance came from (catalog name or path), for messages and provenance."""
+
+    @property
+    def quantization(self) -> QuantizationSpec:
+        """The deployment's formats (:func:`~planner.perf.quantization.for_deployment`).
+
+        The instance's quantization block, then the model's checkpoint weight format, then the
+        precision's defaults.
+        """
+        return for_deployment(self.model, self.instance.precision, self.instance.quantization)
 
     @property
     def max_gpus(self) -> int:
@@ -116,7 +134,7 @@ class Problem:
         return candidate_table(
             self.model,
             self.hardware,
-            self.instance.quantization_spec,
+            self.quantization,
             phase,
             isl_tokens=cls.isl_tokens,
             osl_tokens=cls.osl_tokens,

@@ -84,12 +84,16 @@ from planner.specs import HardwareSpec, Instance, ModelSpec, Phase, Precision, Q
 
 PHASES: tuple[Phase, ...] = ("prefill", "decode", "aggregated")
 
-MAX_PP: dict[Phase, int] = {"prefill": 8, "decode": 4, "aggregated": 4}
+MAX_PP: dict[Phase, int] = {"prefill": 64, "decode": 4, "aggregated": 4}
 """Largest pipeline depth tried per phase (powers of two up to this, and at most the layers).
 
-Prefill tolerates deep pipelines (chunked pipeline prefill keeps stages busy);
-decode pays one hand-off per stage per token, so deeper pipelines only help when
-the weights do not fit otherwise, and 4 stages cover every shipped model.
+Prefill tolerates deep pipelines (chunked pipeline prefill keeps stages busy, and
+very long prompts need them to reach a first token soon: DeepSeek-R1's 61 layers
+run over 32 stages, two layers or fewer each); the only rule is a layer per stage
+at least (:func:`~planner.perf.layout.layout_problems`), so the layer count and
+the GPU budget bound the depth. Decode pays one hand-off per stage per token, so
+deeper pipelines only help when the weights do not fit otherwise, and 4 stages
+cover every shipped model.
 """
 
 PREFILL_TOKENS_PER_RANK_MAX = 32768
@@ -309,7 +313,12 @@ def _price(
     """All enumerated rows of a phase priced by the performance model (one call per variant)."""
     features = features or ClassFeatures()
     layouts = enumerate_layouts(
-        model, hardware, phase, max_gpus=max_gpus, isl_tokens=isl_tokens, quantization=resolve(precision)
+        model,
+        hardware,
+        phase,
+        max_gpus=max_gpus,
+        isl_tokens=isl_tokens,
+        quantization=resolve(precision, model),
     )
     variants = _variants(phase)
     wide_ep = layouts.ep > 1

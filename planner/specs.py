@@ -165,6 +165,11 @@ class ModelSpec(SpecModel):
     """How many layers use the sliding window (the rest attend to the full context)."""
     native_precision: Precision = "bf16"
     """Precision of the published weights (informational; deployments choose their own)."""
+    checkpoint_weight_format: WeightFormat | None = None
+    """Weight format of the published checkpoint (HF ``quantization_config``, e.g.
+    ``fp8_block128`` for ``quant_method: fp8`` with ``weight_block_size: [128, 128]``); a
+    deployment at that format's GEMM precision uses it unless its ``quantization.weights``
+    says otherwise. None: the deployment precision's default format."""
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelSpec:
@@ -522,5 +527,8 @@ class Instance(SpecModel):
 
     @property
     def quantization_spec(self) -> QuantizationSpec:
-        """The deployment's formats with every field resolved."""
+        """The deployment's formats with every field resolved, without a model's checkpoint format.
+
+        ``planner.perf.quantization.for_deployment`` adds the model's format.
+        """
         return (self.quantization or QuantizationSpec()).resolved(self.precision)

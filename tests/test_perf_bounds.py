@@ -18,6 +18,7 @@ import pytest
 from planner.catalog import load_hardware, load_model, names
 from planner.perf import Calibration, Layouts, evaluate, layout_problems
 from planner.perf.calibration import ideal_block
+from planner.perf.quantization import for_deployment
 from planner.specs import HardwareSpec, ModelSpec, Precision
 
 ISL, OSL = 2048, 256
@@ -45,7 +46,8 @@ class Grid:
                 rows.append((tp, ep, batch))
         tp, ep, batch = (np.array(c) for c in zip(*rows, strict=True))
         candidates = Layouts.of(tp=tp, ep=ep, batch=batch)
-        ok = np.array([p is None for p in layout_problems(model, hardware, candidates)])
+        formats = for_deployment(model, _precision(hardware))  # a block-FP8 checkpoint refuses some TP
+        ok = np.array([p is None for p in layout_problems(model, hardware, candidates, quantization=formats)])
         return cls(Layouts.of(tp=tp[ok], ep=ep[ok], batch=batch[ok]))
 
 

@@ -75,11 +75,13 @@ def test_deepseek_ep144_decode_over_18_nodes_with_redundant_experts() -> None:
     assert frame["gpus"].iloc[0] == 144
     assert frame["fits"].iloc[0]
     # Weights on one GPU by hand: every layer's attention whole, 3 dense MLPs, and per MoE layer the
-    # shared expert, the router and 2 expert slots; fp8 GEMM weights, bf16 embedding and head.
+    # shared expert, the router and 2 expert slots; GEMM weights in the published block-FP8 (one byte
+    # plus one fp32 scale per 128 x 128 block), bf16 embedding and head.
     h = 7168
     attention = (h * 1536 + 1536 * 128 * 192) + (h * 576 + 512 * 128 * 256) + 128 * 128 * h
     moe_layer = attention + 3 * h * 2048 + h * 256 + 2 * 3 * h * 2048
-    expected = 3 * (attention + 3 * h * 18432) + 58 * moe_layer + 2 * 129280 * h * 2
+    block_fp8 = 1 + 4 / (128 * 128)
+    expected = (3 * (attention + 3 * h * 18432) + 58 * moe_layer) * block_fp8 + 2 * 129280 * h * 2
     ctx = PerfContext.build(model, hardware, "fp8")
     assert float(weight_bytes_per_gpu(ctx, layouts, eplb=True)[0]) == pytest.approx(expected, rel=1e-9)
     assert frame["weights_per_gpu_gb"].iloc[0] == pytest.approx(expected / 1e9, rel=1e-9)

@@ -165,7 +165,8 @@ def test_eplb_speeds_up_wide_expert_parallel_prefill() -> None:
     rate = "input_tokens_per_s_per_gpu"
     assert plain[rate].iloc[0] < balanced[rate].iloc[0] < both[rate].iloc[0]
     # The redundant copies cost memory: 9 experts per MoE layer per GPU instead of 8.
-    extra_gb = 58 * 1 * 3 * 7168 * 2048 * 1 / 1e9  # one more fp8 expert in each of 58 MoE layers
+    # one more block-FP8 expert (a byte plus a 4-byte scale per 128 x 128 block) in each of 58 MoE layers
+    extra_gb = 58 * 1 * 3 * 7168 * 2048 * (1 + 4 / (128 * 128)) / 1e9
     assert balanced["weights_per_gpu_gb"].iloc[0] - plain["weights_per_gpu_gb"].iloc[0] == pytest.approx(
         extra_gb, rel=1e-9
     )
@@ -181,7 +182,10 @@ def test_eplb_makes_ep72_over_256_experts_expressible() -> None:
     h = 7168
     attention = h * 1536 + 1536 * 128 * (128 + 64) + h * (512 + 64) + 512 * 128 * (128 + 128) + 128 * 128 * h
     per_moe_layer = attention + 3 * h * 2048 + h * 256 + 4 * 3 * h * 2048  # shared, router, 4 expert slots
-    expected = 3 * (attention + 3 * h * 18432) + 58 * per_moe_layer + 2 * 129280 * h * 2  # + bf16 vocab
+    block_fp8 = 1 + 4 / (128 * 128)  # the published format: a byte plus a 4-byte scale per 128 x 128 block
+    expected = (
+        3 * (attention + 3 * h * 18432) + 58 * per_moe_layer
+    ) * block_fp8 + 2 * 129280 * h * 2  # + bf16 vocab
     ctx = PerfContext.build(model, hardware, "fp8")
     assert float(weight_bytes_per_gpu(ctx, layouts, eplb=True)[0]) == pytest.approx(expected, rel=1e-12)
     assert frame["weights_per_gpu_gb"].iloc[0] == pytest.approx(expected / 1e9, rel=1e-12)

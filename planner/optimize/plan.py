@@ -25,6 +25,20 @@ from planner.specs import RequestClass
 LAYOUT_FIELDS = ("tp", "pp", "ep", "attention_dp", "batch")
 
 
+def prompt_chunk_tokens(pool: str, row) -> int | None:
+    """The prompt chunk a layout of ``pool`` runs at, or None where prompts never run in chunks.
+
+    Prompts are chunked by a prefill or aggregated pipeline (PP > 1: chunked pipeline
+    prefill) and by aggregated chunked-prefill piggybacking; a decode pool takes no prompts.
+    """
+    if pool == "decode" or "prefill_chunk_tokens" not in row:
+        return None
+    chunked = pool == "aggregated" and bool(row.get("chunked_prefill", False))
+    if int(row["pp"]) > 1 or chunked:
+        return int(row["prefill_chunk_tokens"])
+    return None
+
+
 @dataclass(frozen=True)
 class PoolPlan:
     """One pool: which layouts run, how many instances of each, and what they serve."""
@@ -33,9 +47,9 @@ class PoolPlan:
     rows: pd.DataFrame
     """One row per used layout, most instances first: layout fields, ``gpus``, ``instances``,
     ``requests_per_s`` (per instance; NaN for a layout serving several classes),
-    ``served_requests_per_s``, the worst ``tokens_per_s_per_user``/``tpot_ms``/``ttft_ms``
-    over the classes it serves, ``kv_transfer_bytes_per_request`` (unique KV shipped, flow-weighted)
-    and ``classes``."""
+    ``served_requests_per_s``, the worst ``tokens_per_s_per_user``/``tpot_ms``/``ttft_ms``/
+    ``worst_inter_token_gap_ms`` over the classes it serves, ``prefill_chunk_tokens``,
+    ``kv_transfer_bytes_per_request`` (unique KV shipped, flow-weighted) and ``classes``."""
 
     @property
     def instances(self) -> int:
@@ -72,6 +86,8 @@ class PoolPlan:
         parts = []
         for _, r in self.rows.iterrows():
             chunk = " chunked" if self.pool == "aggregated" and bool(r.get("chunked_prefill", False)) else ""
+            tokens = prompt_chunk_tokens(self.pool, r)
+            chunk += f" chunk {tokens}" if tokens is not None else ""
             chunk += " TBO+EPLB" if bool(r.get("two_batch_overlap", False)) else ""
             chunk += f" MTP{int(r.draft_tokens)}" if int(r.get("draft_tokens", 0)) else ""
             served = f" [{r.classes}]" if "," in str(r.classes) else ""
@@ -142,6 +158,18 @@ class Plan:
         return float(self.decode_pool.rows["tpot_ms"].max())
 
     @property
+    def worst_inter_token_gap_ms(self) -> float:
+        """Longest gap between two tokens of a request in the slowest decode-like instance, ms."""
+        return float(self.decode_pool.rows["worst_inter_token_gap_ms"].max())
+
+    @property
+    def prefill_chunk_tokens(self) -> float:
+        """Prompt chunk of the first-token pool's main instance (NaN where prompts run whole)."""
+        pool = self.first_token_pool
+        tokens = prompt_chunk_tokens(pool.pool, pool.rows.iloc[0])
+        return float("nan") if tokens is None else float(tokens)
+
+    @property
     def ttft_ms(self) -> float:
         """The slowest first token (prefill plus KV transfer), ms."""
         return float(self.first_token_pool.rows["ttft_ms"].max())
@@ -174,6 +202,7 @@ class Plan:
             "requests_per_s": self.requests_per_s,
             "ttft_ms": self.ttft_ms,
             "tpot_ms": self.tpot_ms,
+            "worst_inter_token_gap_ms": self.worst_inter_token_gap_ms,
             "total_gpus": self.total_gpus,
             "prefill_gpus": prefill,
             "decode_gpus": decode,
@@ -192,6 +221,7 @@ class Plan:
         else:
             row["aggregated_instances"] = 0
             row["chunked_prefill"] = False
+        row["prefill_chunk_tokens"] = self.prefill_chunk_tokens
         row.update(
             {
                 "nodes": self.nodes,

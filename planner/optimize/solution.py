@@ -148,6 +148,7 @@ class Solution:
                 {
                     **{key: lead[key] for key in ("pool", "tp", "pp", "ep", "attention_dp", "batch", "gpus")},
                     "chunked_prefill": bool(lead["chunked_prefill"]),
+                    "prefill_chunk_tokens": int(lead["prefill_chunk_tokens"]),
                     "two_batch_overlap": bool(lead["two_batch_overlap"]),
                     "eplb": bool(lead["eplb"]),
                     "draft_tokens": int(lead["draft_tokens"]),
@@ -158,6 +159,9 @@ class Solution:
                     "tokens_per_s_per_user": float(judged["tokens_per_s_per_user"].min()),
                     "tpot_ms": float(judged["tpot_ms"].max()),
                     "ttft_ms": float(judged["ttft_ms"].max()),
+                    "worst_inter_token_gap_ms": float(
+                        judged.get("worst_inter_token_gap_ms", judged["tpot_ms"]).max()
+                    ),
                     "kv_transfer_bytes_per_request": float(
                         np.average(served["kv_transfer_bytes_per_request"], weights=weights)
                         if weights is not None and weights.sum() > 0

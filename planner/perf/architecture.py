@@ -52,7 +52,7 @@ class Architecture:
     @classmethod
     def from_spec(cls, model: ModelSpec, precision: Precision | QuantizationSpec) -> Architecture:
         """Derive the counts from the spec, at a precision word's default formats or the given ones."""
-        quantization = resolve(precision)
+        quantization = resolve(precision, model)
         h = model.hidden_dim
         heads = model.num_attention_heads
         if model.mla is not None:

@@ -2,7 +2,12 @@
 
 A deployment's formats are a :class:`~planner.specs.QuantizationSpec` (weights,
 GEMM precision, KV-cache dtype); a bare precision word means that precision's
-defaults, so old instance files keep their meaning.
+defaults, so old instance files keep their meaning. A model whose published
+checkpoint is already quantized (``ModelSpec.checkpoint_weight_format``, e.g.
+DeepSeek-V3/R1's block-FP8) lends its weight format to deployments at the GEMM
+precision that format runs at (:data:`WEIGHT_FORMAT_PRECISION`), unless the
+deployment names its own weight format: engines serve such a checkpoint as
+published rather than requantizing it.
 
 Block-scaled formats store one scale per block of weights, and a tensor-parallel
 shard must hold whole blocks: a column-parallel GEMM (gate, up, Q) is split along
@@ -56,13 +61,49 @@ KV_CACHE_BYTES_PER_ELEMENT: dict[KvCacheDtype, float] = {"bf16": 2.0, "fp8": 1.0
 """KV-cache element size; an fp4 cache carries an fp8 scale per 16 elements, like NVFP4."""
 
 
-def resolve(precision: Precision | QuantizationSpec) -> QuantizationSpec:
-    """Every format of a deployment: a precision word's defaults, or a spec with its gaps filled."""
+WEIGHT_FORMAT_PRECISION: dict[WeightFormat, Precision] = {
+    "bf16": "bf16",
+    "fp8_per_tensor": "fp8",
+    "fp8_block128": "fp8",
+    "nvfp4": "fp4",
+    "mxfp4": "fp4",
+    "int4_weight_only": "bf16",
+}
+"""The GEMM precision each weight format is served at (int4 weight-only runs bf16 GEMMs)."""
+
+
+def checkpoint_weights(model: ModelSpec | None, precision: Precision) -> WeightFormat | None:
+    """The model's published weight format if a deployment at ``precision`` serves it, else None."""
+    published = model.checkpoint_weight_format if model is not None else None
+    if published is None or WEIGHT_FORMAT_PRECISION[published] != precision:
+        return None
+    return published
+
+
+def for_deployment(
+    model: ModelSpec | None, precision: Precision, quantization: QuantizationSpec | None = None
+) -> QuantizationSpec:
+    """Every format of a deployment at ``precision``, filled in order.
+
+    The spec's own fields first, then the model's checkpoint weight format
+    (:func:`checkpoint_weights`), then the precision's defaults.
+    """
+    spec = quantization or QuantizationSpec()
+    activations = spec.activations or precision
+    weights = spec.weights or checkpoint_weights(model, activations)
+    return spec.model_copy(update={"weights": weights}).resolved(activations)
+
+
+def resolve(precision: Precision | QuantizationSpec, model: ModelSpec | None = None) -> QuantizationSpec:
+    """Every format of a deployment: a precision word's defaults, or a spec with its gaps filled.
+
+    With ``model``, its checkpoint weight format comes first (:func:`for_deployment`).
+    """
     if isinstance(precision, QuantizationSpec):
         if precision.activations is None:
             raise ValueError("a QuantizationSpec passed without a precision needs its activations field")
-        return precision.resolved(precision.activations)
-    return QuantizationSpec.for_precision(precision)
+        return for_deployment(model, precision.activations, precision)
+    return for_deployment(model, precision)
 
 
 def _shard_checks(model: ModelSpec, tp: np.ndarray, expert_tp: np.ndarray):
