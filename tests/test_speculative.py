@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from click.testing import CliRunner
 
@@ -49,22 +51,28 @@ def test_no_drafts_is_plain_decode() -> None:
 
 
 def test_trt_llm_deepseek_r1_mtp_speedup_within_20_percent() -> None:
-    """MTP speedup over no MTP, alpha from the published acceptance length; and the best k matches.
+    """MTP speedup over no MTP, alpha from the published acceptance length; and the best k.
 
-    The speedup isolates what this module adds (verify k + 1 positions, k draft passes);
-    the batch-1 baseline itself is the performance model's, calibrated elsewhere.
+    The speedup isolates what this module adds (verify k + 1 positions, k draft passes). The
+    batch-1 baseline (k = 0) is a calibration row (planner/reference/measurements.csv), so the
+    absolute rates with drafts (k >= 1) are out of sample and are checked too. The measured
+    optimum is flat (k = 3..5 within 6%), so the predicted best k may sit one step off it.
     """
     base = _deepseek_b200(1, None).tokens_per_s_per_user
-    predicted, errors = {}, {}
+    predicted, errors, absolute = {}, {}, {}
     for k, (accepted, tps) in TRT_LLM_MTP_B200.items():
         if k == 0:
             continue
         alpha = acceptance_fraction_for(accepted, k)
-        predicted[k] = _deepseek_b200(1, Speculation(k, alpha)).tokens_per_s_per_user / base
+        rate = _deepseek_b200(1, Speculation(k, alpha)).tokens_per_s_per_user
+        predicted[k] = rate / base
         errors[k] = predicted[k] / (tps / TRT_LLM_MTP_B200[0][1]) - 1
+        absolute[k] = rate / tps - 1
     assert all(abs(e) < 0.20 for e in errors.values()), errors
+    assert all(abs(e) < 0.20 for e in absolute.values()), absolute
     measured_best = max(range(1, 6), key=lambda k: TRT_LLM_MTP_B200[k][1])
-    assert max(predicted, key=predicted.get) == measured_best
+    assert abs(max(predicted, key=predicted.get) - measured_best) <= 1, predicted
+    assert predicted[measured_best] > 0.95 * max(predicted.values())
 
 
 def test_speculation_helps_small_batch_and_costs_large_batch() -> None:
@@ -110,9 +118,13 @@ def test_speculation_moves_the_frontier_right(frontiers) -> None:
 def test_set_what_if_and_bad_values() -> None:
     runner = CliRunner()
     args = ["plan", "llama-3.1-8b-gb200-4k-256", "--set", "cluster.max_gpus=8", "--min-tokens-per-s-per-user"]
-    result = runner.invoke(main, [*args, "700", "--set", "traffic.draft_acceptance_fraction=0.7"])
+    # 300 tokens/s per user is beyond every plain decode layout of this model here (the plain
+    # frontier tops out near 240 with the shipped calibration): only speculation reaches it.
+    plain = runner.invoke(main, [*args, "300"])
+    assert plain.exit_code == 1, plain.output
+    result = runner.invoke(main, [*args, "300", "--set", "traffic.draft_acceptance_fraction=0.7"])
     assert result.exit_code == 0, result.output
-    assert "speculative decoding with 3 draft tokens" in result.output
+    assert re.search(r"speculative decoding with \d draft tokens", result.output)
     bad = runner.invoke(main, [*args, "100", "--set", "traffic.draft_acceptance_fraction=1.5"])
     assert bad.exit_code == 2
     assert bad.output.startswith("error:")

@@ -90,10 +90,16 @@ def draft_s(ctx: PerfContext, layouts: Layouts, plain: StepCost, speculation: Sp
     """Seconds of the k sequential draft passes, from the one-token-per-request step ``plain``.
 
     A draft pass is ``num_draft_layers`` layers at one token per request (the average
-    layer of a stage: ``body_s x PP / num_layers``) plus the shared output head.
+    layer of a stage: ``body_s x PP / num_layers``) plus the shared output head, and it is a
+    forward step of its own: it pays the fixed per-step cost (``step_overhead_ms``: launch,
+    sampling the draft) too. That fixed part is what TensorRT-LLM's DeepSeek-R1 MTP table
+    shows: each extra draft costs about 7% of a batch-1 step, far more than one of 61 layers.
     """
     per_layer = plain.body_s * layouts.pp / ctx.arch.model.num_layers
-    return speculation.draft_tokens * (speculation.num_draft_layers * per_layer + plain.head_s)
+    per_pass = (
+        speculation.num_draft_layers * per_layer + plain.head_s + ctx.efficiency.step_overhead_ms * 1e-3
+    )
+    return speculation.draft_tokens * per_pass
 
 
 def with_drafter_memory(ctx: PerfContext, mem: MemoryUse, speculation: Speculation | None) -> MemoryUse:
