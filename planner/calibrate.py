@@ -80,6 +80,11 @@ PROGRESS_EVERY_S = 5.0
 """Seconds between progress lines during one block's fit."""
 
 
+FIT_START_FLOOR = {"layer_overhead_us": 30.0}
+"""Where the fit starts a constant whose documented default is 0 (the fit works on its log, which
+cannot move from 0): 30 us per layer, a few kernel launches of about 5 us each."""
+
+
 def _bounds(name: str) -> tuple[float, float]:
     field = EfficiencyBlock.model_fields[name]
     lower = next(m.ge for m in field.metadata if getattr(m, "ge", None) is not None)
@@ -170,7 +175,7 @@ def fit_block(
     """Fit one block's constants to its rows (bounded least squares on log error)."""
     start = calibration.blocks.get(key, calibration.default)
     lower, upper = zip(*(_bounds(f) for f in FITTED_FIELDS), strict=True)
-    x0 = np.log([getattr(start, f) for f in FITTED_FIELDS])
+    x0 = np.log([max(getattr(start, f), FIT_START_FLOOR.get(f, 0.0)) for f in FITTED_FIELDS])
     lo, hi = np.log(lower), np.log(upper)
     x0 = np.clip(x0, lo + 1e-9, hi - 1e-9)
 

@@ -57,12 +57,11 @@ class EfficiencyBlock(SpecModel):
     default: one scale-out step (``scale_out_latency_us``), not fitted (no public timing)."""
     step_overhead_ms: float = Field(default=3.0, ge=0.0, le=100.0)
     """Fixed cost of one forward step (scheduling, launches, sampling), milliseconds."""
-    layer_overhead_us: float = Field(default=30.0, ge=0.0, le=1000.0)
+    layer_overhead_us: float = Field(default=0.0, ge=0.0, le=1000.0)
     """Fixed time per transformer layer per forward pass (kernel launch gaps and minimum kernel
     durations that no roofline sees), microseconds; what keeps batch-1 decode of a deep model
-    above its bytes over bandwidth. The default, a few kernel launches of about 5 us each per
-    layer, is only the fit's starting point (the fit works in log space, so it cannot start at
-    0); ``disagg calibrate`` fits it, and a latency row (TPOT at small batch) identifies it."""
+    above its bytes over bandwidth. Default 0 (not modelled); ``disagg calibrate`` fits it, and a
+    latency row (TPOT at small batch) identifies it."""
     ep_normal_compute_slowdown_ratio: float = Field(default=132 / (132 - 24), ge=1.0, le=4.0)
     """How much longer compute takes while normal-mode EP kernels run beside it under two-batch
     overlap, because they occupy SMs; default: DeepEP's example reserves 24 of an H800's 132 SMs

@@ -72,9 +72,10 @@ def _breakdown_ms(step: StepCost, passes: np.ndarray, overhead_s: np.ndarray, la
     comm = passes * step.communication_s
     compute = passes * step.compute_s
     memory = passes * step.memory_s + step.head_s
+    fixed = passes * step.fixed_s
     rest = latency_s - overhead_s
     scale = rest / work_total
-    return compute * scale * 1e3, memory * scale * 1e3, comm * scale * 1e3, overhead_s * 1e3
+    return compute * scale * 1e3, memory * scale * 1e3, comm * scale * 1e3, (overhead_s + fixed * scale) * 1e3
 
 
 def _assemble(

@@ -40,11 +40,13 @@ class StepCost:
     communication_s: np.ndarray
     head_s: np.ndarray
     handoff_s: np.ndarray
+    fixed_s: np.ndarray | float = 0.0
+    """Fixed per-layer kernel time of the stage (``layer_overhead_us``): neither compute nor memory."""
 
     @property
     def body_s(self) -> np.ndarray:
         """One stage's layers, without the output head."""
-        return self.compute_s + self.memory_s + self.communication_s
+        return self.compute_s + self.memory_s + self.communication_s + self.fixed_s
 
 
 def gemm_efficiency(ctx: PerfContext, rows: np.ndarray) -> np.ndarray:
@@ -129,6 +131,7 @@ class _PassParts:
     ep_comm_s: np.ndarray
     head_s: np.ndarray
     handoff_s: np.ndarray
+    fixed_s: np.ndarray
 
 
 def stage_step_cost(
@@ -175,6 +178,7 @@ def stage_step_cost(
         whole.tp_comm_s + whole.ep_comm_s,
         whole.head_s,
         whole.handoff_s,
+        whole.fixed_s,
     )
     overlap = options.two_batch_overlap & (layouts.ep > 1) & (tokens >= 2)
     if not np.any(overlap):
@@ -185,7 +189,7 @@ def stage_step_cost(
     half_compute = half.compute_s * np.where(
         normal_mode, ctx.efficiency.ep_normal_compute_slowdown_ratio, 1.0
     )
-    busy = half_compute + half.memory_s + half.tp_comm_s
+    busy = half_compute + half.memory_s + half.tp_comm_s + half.fixed_s
     exposed = np.maximum(half.ep_comm_s - busy, 0.0)
     return StepCost(
         np.where(overlap, 2 * half_compute, step.compute_s),
@@ -193,6 +197,7 @@ def stage_step_cost(
         np.where(overlap, 2 * (half.tp_comm_s + exposed), step.communication_s),
         step.head_s,
         step.handoff_s,
+        np.where(overlap, 2 * half.fixed_s, step.fixed_s),
     )
 
 
@@ -279,8 +284,9 @@ def _pass_parts(
     attn_flops = (attention_flops_per_rank_layer + extra_attention_gemm_flops_per_rank_layer) / tp
     add(*_roofline(attn_flops, attn_rate, kv_read_bytes_per_gpu_layer, mem_rate), dense_layers + moe_layers)
 
-    # Fixed per-layer kernel time (launch gaps, minimum kernel durations), counted as compute.
-    compute = compute + eff.layer_overhead_us * 1e-6 * (dense_layers + moe_layers)
+    # Fixed per-layer kernel time (launch gaps, minimum kernel durations): its own term, reported
+    # as overhead, never as compute (a batch-1 step is not compute-bound).
+    fixed = eff.layer_overhead_us * 1e-6 * (dense_layers + moe_layers) * np.ones_like(compute)
 
     # Two TP all-reduces per layer of the rank's activations.
     tp_comm = 2 * all_reduce_s(ctx, m * hidden * ACTIVATION_BYTES, tp) * (dense_layers + moe_layers)
@@ -303,7 +309,7 @@ def _pass_parts(
         + ctx.link_latency_s(handoff_span),
         0.0,
     )
-    return _PassParts(compute, memory, tp_comm, ep_comm, head_c + head_m, handoff)
+    return _PassParts(compute, memory, tp_comm, ep_comm, head_c + head_m, handoff, fixed)
 
 
 def _bf16_share(ctx: PerfContext) -> float:
