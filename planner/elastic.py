@@ -361,7 +361,7 @@ class ElasticPlanner:
         self.controls.set_unserved_caps(np.zeros(self.trace.periods))
         if result.termination != Termination.OPTIMAL:
             note = (note + "; " if note else "") + (
-                f"NOT proven optimal: {result.termination} after {self.backend.node_limit:,} nodes, "
+                f"NOT proven optimal ({result.termination}; node limit {self.backend.node_limit:,}), "
                 f"GPU-hours within {result.mip_gap:.2%} of the optimum"
             )
         return self._read(strategy, fixed_ratio, note, result)
