@@ -80,6 +80,22 @@ PROGRESS_EVERY_S = 5.0
 """Seconds between progress lines during one block's fit."""
 
 
+LATENCY_FITTED_FIELDS = ("layer_overhead_us",)
+"""Constants fitted only in a block that has a latency row (``ttft_ms``/``tpot_ms``): throughput rows
+at the maximum-throughput end cannot tell a fixed per-layer time from a slower GEMM or memory, and
+fitting it from them alone gave Hopper 150 us per layer, which cut Llama-3.1-70B's capacity at 60
+tokens/s per user sevenfold. Without such a row the constant keeps its starting value."""
+
+
+def fitted_fields(rows: pd.DataFrame) -> tuple[str, ...]:
+    """The constants a block's rows can move.
+
+    :data:`FITTED_FIELDS`, less the latency-only ones when no row measures a latency.
+    """
+    has_latency = rows["metric"].isin(LATENCY_METRICS).any() if len(rows) else False
+    return tuple(f for f in FITTED_FIELDS if has_latency or f not in LATENCY_FITTED_FIELDS)
+
+
 FIT_START_FLOOR = {"layer_overhead_us": 30.0}
 """Where the fit starts a constant whose documented default is 0 (the fit works on its log, which
 cannot move from 0): 30 us per layer, a few kernel launches of about 5 us each."""
@@ -174,13 +190,14 @@ def fit_block(
 ) -> BlockFit:
     """Fit one block's constants to its rows (bounded least squares on log error)."""
     start = calibration.blocks.get(key, calibration.default)
-    lower, upper = zip(*(_bounds(f) for f in FITTED_FIELDS), strict=True)
-    x0 = np.log([max(getattr(start, f), FIT_START_FLOOR.get(f, 0.0)) for f in FITTED_FIELDS])
+    fields = fitted_fields(rows)
+    lower, upper = zip(*(_bounds(f) for f in fields), strict=True)
+    x0 = np.log([max(getattr(start, f), FIT_START_FLOOR.get(f, 0.0)) for f in fields])
     lo, hi = np.log(lower), np.log(upper)
     x0 = np.clip(x0, lo + 1e-9, hi - 1e-9)
 
     def block_at(x: np.ndarray) -> EfficiencyBlock:
-        values = dict(zip(FITTED_FIELDS, np.clip(np.exp(x), lower, upper), strict=True))
+        values = dict(zip(fields, np.clip(np.exp(x), lower, upper), strict=True))
         return start.model_copy(update={k: float(v) for k, v in values.items()})
 
     progress = progress or log.info
@@ -220,18 +237,22 @@ def fit_block(
         float(np.sqrt(np.mean(errors**2))) if len(rows) else 0.0,
         distinct_rows=distinct_configurations(rows),
         identified_constants=int((singular > IDENTIFIED_RATIO * scale).sum()),
-        unidentified=tuple(f for f, ok in zip(FITTED_FIELDS, identified, strict=True) if not ok),
-        at_bounds=_at_bounds(block, result.x, (lo, hi), identified),
+        unidentified=tuple(f for f, ok in zip(fields, identified, strict=True) if not ok),
+        at_bounds=_at_bounds(block, result.x, (lo, hi), identified, fields),
     )
 
 
 def _at_bounds(
-    block: EfficiencyBlock, x: np.ndarray, bounds: tuple[np.ndarray, np.ndarray], identified: np.ndarray
+    block: EfficiencyBlock,
+    x: np.ndarray,
+    bounds: tuple[np.ndarray, np.ndarray],
+    identified: np.ndarray,
+    fields: tuple[str, ...],
 ) -> tuple[str, ...]:
     """Identified constants whose fitted log-value sits on a bound."""
     lo, hi = bounds
     out = []
-    for name, value, low, high, ok in zip(FITTED_FIELDS, x, lo, hi, identified, strict=True):
+    for name, value, low, high, ok in zip(fields, x, lo, hi, identified, strict=True):
         side = (
             "lower"
             if value <= low + AT_BOUND_LOG_TOLERANCE
