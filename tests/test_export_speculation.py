@@ -10,7 +10,7 @@ from planner.cli import main
 
 def test_speculating_decode_layout_exports_mtp(tmp_path) -> None:
     args = ["export", "llama-3.1-8b-gb200-4k-256", "--set", "cluster.max_gpus=8"]
-    args += ["--set", "traffic.draft_acceptance_fraction=0.7", "--min-tokens-per-s-per-user", "700"]
+    args += ["--set", "traffic.draft_acceptance_fraction=0.7", "--min-tokens-per-s-per-user", "300"]
     result = CliRunner().invoke(main, [*args, "--mode", "disaggregated", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     decode = yaml.safe_load((tmp_path / "trtllm-decode.yaml").read_text())

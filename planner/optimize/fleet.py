@@ -325,14 +325,18 @@ class FleetOptimizer:
             return self._solve_linear(target, only, objective)
         m = self.model
         self._weights(tokens=1.0, cost=0.0, gpus=0.0)
-        solves, best = 0, None
+        solves, best, best_ratio = 0, None, 0.0
         while True:
             result = self.backend.solve()
             solves += 1
             if result.termination != Termination.OPTIMAL:
                 break
-            if pyo.value(m.r) > 1e-12:
-                best = [(var, var.value) for var in m.component_data_objects(pyo.Var)]
+            # Keep a plan only if it is a real one (a rate above solver noise) with a better ratio: the
+            # last Dinkelbach step returns the empty plan at objective 0 (tokens and cost ~1e-9).
+            cost = pyo.value(m.cost)
+            ratio = pyo.value(m.tokens) / cost if cost > 1e-9 else 0.0
+            if pyo.value(m.r) > 1e-9 and ratio > best_ratio:
+                best, best_ratio = [(var, var.value) for var in m.component_data_objects(pyo.Var)], ratio
             # At the optimal ratio the best of max N - lambda C is 0, reached by that plan (or by none).
             if solves > 1 and result.objective <= DINKELBACH_TOLERANCE * max(m.lam.value, 1.0):
                 break
@@ -407,6 +411,8 @@ class FleetOptimizer:
                     "ttft_ms": float(judged["ttft_ms"].max()),
                 }
             )
+        if not per_layout:  # a vanishing rate (solver tolerance) is no plan
+            raise self._no_plan(target, only)
         used = pd.DataFrame(per_layout)
         nodes = {t.name: round(pyo.value(m.nodes[k])) for k, t in enumerate(self.types)}
         gpus_by_type = {
