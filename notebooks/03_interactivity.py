@@ -83,28 +83,25 @@ ax.legend()
 fig.tight_layout()
 
 # %% [markdown]
-# **Result: holds for DeepSeek-R1 (narrowly), not for the dense Llamas.**
+# **Result: not reproduced with the refitted model (discrepancy): the gain keeps rising to the most
+# interactive end for all three cases.**
 #
-# - DeepSeek-R1 16k/2k (the paper's case): the typical gain rises from about 1.6x in the low third to about
-#   2.4x in the medium third and stays about there in the high third (2.3x): largest at medium
-#   interactivity, as the paper says, but only just. Within the high third the exact gain jumps between
-#   about 1x and 4.2x from one breakpoint to the next, and if the tail where neither mode keeps a quarter of
-#   its best throughput is left out (above about 113 tokens/s per user, `in_decision_range_up_to`), the gain
-#   keeps rising to the end. Around 50-100 tokens/s per user the decode pool runs attention-DP 32 x EP 32
-#   instances (table above).
-# - Llama-3.1-70B and 405B at 4096/256 (**discrepancy**): the gain is flat (about 1x) in the low and medium
-#   thirds and largest in the high third (about 1.5x and 2.5x). At that end the aggregated frontier collapses
-#   faster: a co-located step also carries the prompts' chunks (16 prompt tokens per output token at
-#   4096/256), so to reach the same tokens/s per user it must run a smaller batch than a pure decode step of
-#   the same TP. Whether the paper's gain falls there because of an effect the model lacks is for the model
-#   owners to judge; the numbers are in the tables above.
+# - DeepSeek-R1 16k/2k (the paper's case): the typical gain is about 1.1x in the low third, 1.5x in the
+#   medium third and 1.8x in the high third (table above). Before the calibration was refitted on the new
+#   collective, MoE and per-layer terms (issue 10) the medium third led narrowly (2.4x against 2.3x); with
+#   the fitted per-layer kernel time of Blackwell FP4 (about 81 us per layer, from one batch-1 TPOT row) a
+#   co-located step, which carries prompt chunks, falls behind faster at high interactivity.
+# - Llama-3.1-70B and 405B at 4096/256: flat (about 1x) in the low third, 1.1-1.2x in the medium third and
+#   largest in the high third (about 2.2x and 3.2x). At that end the aggregated frontier collapses faster:
+#   a co-located step also carries the prompts' chunks (16 prompt tokens per output token at 4096/256), so
+#   to reach the same tokens/s per user it must run a smaller batch than a pure decode step of the same TP.
 #
-# The assertion below checks the trend where the planner reproduces it (DeepSeek-R1: the medium third is
-# largest) and, for all three cases, what is robustly true: the gain grows from the low third upwards.
+# Whether the paper's gain falls at the high end because of an effect the model lacks is for the model
+# owners to judge; the numbers are in the tables above. The assertion below checks what is robustly true
+# here: the gain grows from the throughput end upwards, clearly so for DeepSeek-R1.
 
 # %%
 ds = summary.loc["DeepSeek-R1 16k/2k"]
-assert ds["medium"] > ds["high"], summary  # largest at medium interactivity ...
-assert ds["medium"] > 1.3 * ds["low"], summary  # ... and clearly above the throughput end
+assert ds["medium"] > 1.3 * ds["low"], summary  # clearly above the throughput end from the medium third on
 for label in CASES:
     assert max(summary.loc[label, ["medium", "high"]]) > 1.05 * summary.loc[label, "low"], label

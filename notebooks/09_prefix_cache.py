@@ -61,7 +61,7 @@ for h, frontier in frontiers.items():
         }
     )
 table = pd.DataFrame(rows).set_index("prefix_cache_hit_fraction")
-table.round(3).T  # noqa: B018  (the notebook shows it)
+print(table.round(3).T.to_string())
 
 # %%
 fig, (left, middle, right) = plt.subplots(1, 3, figsize=(16, 4.5))

@@ -103,7 +103,11 @@ def test_constants_pushed_past_physics_are_reported_at_their_bound(h100_dense):
     # Three times faster than the truth: no achievable fraction explains it.
     fast = h100_dense.assign(value=h100_dense["value"] * 3)
     fit = fit_block(fast, Calibration(source="start"), "hopper/fp8")
-    assert any(entry.startswith("memory_efficiency_fraction=1 (upper bound)") for entry in fit.at_bounds)
+    # An efficiency fraction ends on its physical ceiling of 1 (which one depends on the unfitted step cost).
+    assert any(
+        entry.split("=")[0].endswith("_efficiency_fraction") and entry.endswith("=1 (upper bound)")
+        for entry in fit.at_bounds
+    ), fit.at_bounds
     assert any("physical range" in w for w in fit.warnings())
 
 

@@ -205,8 +205,10 @@ def test_decode_trends_with_batch(
     output = frame["output_tokens_per_s"].to_numpy()
     small = BATCHES <= 64
     assert np.all(np.diff(output[small]) > 0), output
-    # Batch 64 shares one weight read among many requests: far more than 8x the batch-1 rate.
-    assert output[BATCHES == 64][0] > 8 * output[0]
+    # Batch 64 shares one weight read among many requests: far more than 8x the batch-1 rate for a dense
+    # model. A MoE batch of 64 touches most experts where batch 1 reads only its top-k (about 16x the
+    # expert bytes for Qwen3's 8 of 128), so it gains less: more than 4x.
+    assert output[BATCHES == 64][0] > (4 if model.moe is not None else 8) * output[0]
     assert np.all(np.diff(frame["kv_cache_per_gpu_gb"].to_numpy()) > 0)
 
 
