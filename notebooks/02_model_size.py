@@ -74,13 +74,14 @@ fig.tight_layout()
 
 # %% [markdown]
 # **Result.** Both summaries grow with model size, as the paper says. With the shipped calibration the
-# typical gain is about 0.94 (8B), 1.07 (70B) and 1.34 (405B); the peak about 1.5, 2.9 and 8.4 (table
+# typical gain is about 1.04 (8B), 1.25 (70B) and 1.45 (405B); the peak about 1.3, 4.5 and 7.5 (table
 # above).
 #
 # Two things the numbers show that the paper's one-line summary does not:
 #
-# - for 8B (and 70B at low interactivity) disaggregation is a few percent *worse* than co-location: a
-#   separate prefill pool costs whole GPUs, and at 4096/256 co-located decode absorbs the prompts well;
+# - at the throughput end of every size disaggregation can be a few percent *worse* than co-location (the
+#   smallest gain is 0.86-0.96): a separate prefill pool costs whole GPUs, and at 4096/256 co-located
+#   decode absorbs the prompts well;
 # - every peak sits at or near the top of the decision range, where tokens/s per GPU has already fallen
 #   towards a quarter of its maximum, and each is a single breakpoint of the exact gain: the peaks move a lot
 #   with small changes of the performance model, so the typical gain is the number to trust; of the peaks

@@ -148,16 +148,16 @@ fig.tight_layout()
 # %% [markdown]
 # **Result: mostly holds; the 8B part does not.**
 #
-# - 70B and 405B: the best ratio falls steadily as interactivity rises (405B from about 5.5 prefill GPUs
+# - 70B and 405B: the best ratio falls steadily as interactivity rises (405B from about 5.3 prefill GPUs
 #   per decode GPU at the throughput end to about 0.03 at the latency end; rank correlation -1), as the
 #   paper says.
 # - Any fixed ratio falls far below the frontier somewhere: holding 405B's ratio at any of the three values
-#   costs between about half and almost all of the throughput per GPU at some interactivity (a ratio that
+#   keeps only 1-9% of the frontier's throughput per GPU at some interactivity (a ratio that
 #   suits the throughput end starves decode at the latency end, and the other way round).
 # - **Discrepancy, 8B**: the planner's best 8B ratio is *not* nearly flat. It is smaller in absolute terms
-#   (about 0.8 down to 0.02, against 5.5 down to 0.03 for 405B) but it falls steadily too, by a factor of
-#   about 45 over the whole frontier and about 2.8 over its upper half (405B: about 175 and 6.6), and
-#   holding it at its mid-frontier value costs about 30% at some interactivity. The cause is the same as
+#   (about 0.84 down to 0.016, against 5.3 down to 0.03 for 405B) but it falls steadily too, by a factor of
+#   about 54 over the whole frontier and about 2.6 over its upper half (405B: about 170 and 6), and
+#   holding it at its mid-frontier value keeps only about 21% of the frontier at some interactivity. The cause is the same as
 #   for the large models: at high interactivity a decode instance serves few users, so few prompts need
 #   prefilling per decode GPU.
 #

@@ -108,13 +108,13 @@ ax.legend(fontsize="small")
 fig.tight_layout()
 
 # %% [markdown]
-# **Result: holds.** With the shipped calibration every plan on the frontier ships at most about 0.9 GB/s
-# per prefill GPU (most plans near 0.8-0.9 GB/s: a 16k prompt's 576 MB at the rate one GPU prefills them),
+# **Result: holds.** With the shipped calibration every plan on the frontier ships at most about 0.55 GB/s
+# per prefill GPU (most plans near 0.45-0.55 GB/s: a 16k prompt's 576 MB at the rate one GPU prefills them),
 # i.e. under 2% of a 400 Gb/s (50 GB/s) NIC, and less per GPU of the whole plan. The rate per prefill GPU
 # is nearly constant along most of the frontier because a prefill GPU's rate of 16k prompts hardly depends
 # on what the decode pool does; only the number of prefill GPUs changes. At the most interactive end (above
-# about 200 tokens/s per user) the decode pool serves so few requests that even the smallest prefill pool
-# idles, and the rate per prefill GPU falls to about 0.05 GB/s.
+# about 100 tokens/s per user) the decode pool serves so few requests that even the smallest prefill pool
+# idles, and the rate per prefill GPU falls to about 0.02 GB/s.
 
 
 # %%
