@@ -157,9 +157,9 @@ fig.tight_layout()
 # - **Discrepancy, 8B**: the planner's best 8B ratio is *not* nearly flat. It is smaller in absolute terms
 #   (about 0.84 down to 0.016, against 5.3 down to 0.03 for 405B) but it falls steadily too, by a factor of
 #   about 54 over the whole frontier and about 2.6 over its upper half (405B: about 170 and 6), and
-#   holding it at its mid-frontier value keeps only about 21% of the frontier at some interactivity. The cause is the same as
-#   for the large models: at high interactivity a decode instance serves few users, so few prompts need
-#   prefilling per decode GPU.
+#   holding it at its mid-frontier value keeps only about 21% of the frontier at some interactivity. The
+#   cause is the same as for the large models: at high interactivity a decode instance serves few users,
+#   so few prompts need prefilling per decode GPU.
 #
 # The assertion checks what is robustly true: the ratio falls strongly for 70B and 405B, its spread grows
 # with model size, and every fixed ratio tried loses at least 20% somewhere.
