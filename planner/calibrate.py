@@ -35,28 +35,24 @@ log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
 """Receives one line of progress text; by default the module's logger at INFO (planner.progress)."""
 
-FITTED_FIELDS = tuple(
-    name
-    for name in (
-        "gemm_efficiency_fraction",
-        "gemm_half_saturation_tokens",
-        "grouped_gemm_efficiency_fraction",
-        "grouped_gemm_half_saturation_tokens",
-        "attention_efficiency_fraction",
-        "memory_efficiency_fraction",
-        "layer_overhead_us",
-        "moe_load_imbalance_ratio",
-        "attention_dp_balance_fraction",
-    )
-    if name in EfficiencyBlock.model_fields
+FITTED_FIELDS = (
+    "gemm_efficiency_fraction",
+    "gemm_half_saturation_tokens",
+    "grouped_gemm_efficiency_fraction",
+    "grouped_gemm_half_saturation_tokens",
+    "attention_efficiency_fraction",
+    "memory_efficiency_fraction",
+    "layer_overhead_us",
+    "moe_load_imbalance_ratio",
+    "attention_dp_balance_fraction",
 )
-"""Constants the fit moves (those of this list the block defines; the grouped-GEMM pair comes with
-the MoE physics). Memory capacity constants stay at their documented values, and the per-fabric
-collective latencies at their fit to collective microbenchmarks (planner.perf). The fixed cost of a
-step is fitted per layer (``layer_overhead_us``: kernel launches scale with depth), while
-``step_overhead_ms`` stays at its starting value: the rows are mostly maximum-throughput rows, where a
-per-step and a per-layer constant are collinear, and fitting both let one DeepSeek-R1 batch-1 row set a
-per-step cost that slowed every small dense model at batch 1 by the same 7.6 ms."""
+"""Constants the fit can move (:func:`fitted_fields`: the ones a block's rows can). Memory capacity
+constants stay at their documented values, and the per-fabric collective latencies at their fit to
+collective microbenchmarks (planner.perf). The fixed cost of a step is fitted per layer
+(``layer_overhead_us``: kernel launches scale with depth), while ``step_overhead_ms`` stays at its
+starting value: the rows are mostly maximum-throughput rows, where a per-step and a per-layer constant
+are collinear, and fitting both let one DeepSeek-R1 batch-1 row set a per-step cost that slowed every
+small dense model at batch 1 by the same 7.6 ms."""
 
 PRIOR_WEIGHT = 0.01
 """Strength of the pull towards the starting block, per log-unit, relative to one row's log error."""
@@ -141,18 +137,20 @@ class BlockFit:
     """Constants no row is sensitive to; they stay near their starting values."""
     at_bounds: tuple[str, ...] = ()
     """Constants that ended on a bound, as ``name=value (lower|upper bound)``."""
+    fields: tuple[str, ...] = FITTED_FIELDS
+    """The constants this fit moved (:func:`fitted_fields` of its rows)."""
 
     @property
     def underdetermined(self) -> bool:
         """Fewer distinct rows than free constants."""
-        return self.distinct_rows < len(FITTED_FIELDS)
+        return self.distinct_rows < len(self.fields)
 
     def warnings(self) -> list[str]:
         """One sentence per problem a user should know about this block's fit."""
         out = []
         if self.underdetermined:
             out.append(
-                f"block {self.key}: {self.distinct_rows} distinct rows for {len(FITTED_FIELDS)} free "
+                f"block {self.key}: {self.distinct_rows} distinct rows for {len(self.fields)} free "
                 "constants; the fit is under-determined"
             )
         if self.unidentified:
@@ -239,6 +237,7 @@ def fit_block(
         identified_constants=int((singular > IDENTIFIED_RATIO * scale).sum()),
         unidentified=tuple(f for f, ok in zip(fields, identified, strict=True) if not ok),
         at_bounds=_at_bounds(block, result.x, (lo, hi), identified, fields),
+        fields=fields,
     )
 
 
@@ -306,13 +305,15 @@ def fit_blocks(
             "the file to see each row's reason); nothing to fit",
             path=path,
         )
+    free = {k: len(fitted_fields(r)) for k, r in groups.items()}
     thin = {k: distinct_configurations(r) for k, r in groups.items()}
-    thin = {k: n for k, n in thin.items() if n < len(FITTED_FIELDS)}
+    thin = {k: n for k, n in thin.items() if n < free[k]}
     if thin and not allow_underdetermined:
-        listed = ", ".join(f"{k} has {n}" for k, n in thin.items())
+        listed = ", ".join(
+            f"{k} has {n} distinct measured configuration(s) for {free[k]}" for k, n in thin.items()
+        )
         raise SpecError(
-            f"under-determined fit: {listed} distinct measured configuration(s) for "
-            f"{len(FITTED_FIELDS)} free constants per block; add rows of that GPU generation and precision "
+            f"under-determined fit: {listed} free constants; add rows of that GPU generation and precision "
             "(other ISL/OSL, layouts or batches) or pass --allow-underdetermined to fit anyway with the "
             "unidentified constants held near their starting values",
             path=path,
@@ -320,9 +321,7 @@ def fit_blocks(
     fitted, fits = start, []
     for i, (key, rows) in enumerate(groups.items(), 1):
         if progress:
-            progress(
-                f"fitting block {i}/{len(groups)} {key}: {len(rows)} rows, {len(FITTED_FIELDS)} constants"
-            )
+            progress(f"fitting block {i}/{len(groups)} {key}: {len(rows)} rows, {free[key]} constants")
         began = time.monotonic()
         fit = fit_block(rows, fitted, key, progress=progress)
         fitted = _with_block(fitted, key, fit.block)
