@@ -17,7 +17,8 @@ Model
     ``(1 - alpha^(k+1)) / (1 - alpha)`` tokens. The step is the target model's pass
     with ``k + 1`` query tokens per request (KV read once, attention and GEMM work
     ``k + 1`` times) plus ``k`` sequential draft passes, each one layer (the MTP
-    module) and the output head at one token per request. The drafter's weights
+    module) and the output head at one token per request, and each a forward step
+    of its own with the fixed per-step cost (launches, sampling). The drafter's weights
     and KV cache are one more layer's worth on every GPU.
 
 Checked in ``tests/test_speculative.py`` against TensorRT-LLM's DeepSeek-R1 MTP
