@@ -32,6 +32,11 @@ def restore(values: list) -> None:
         var.set_value(value, skip_validation=True)
 
 
+def _values(variables: list) -> np.ndarray:
+    """The variables' values as one array (0 where a solver left none)."""
+    return np.fromiter((v.value or 0.0 for v in variables), dtype=float, count=len(variables))
+
+
 class Solution:
     """Views of one model's loaded solution (call after a successful solve)."""
 
@@ -46,6 +51,17 @@ class Solution:
         self._judged_rows = candidates.pools == pools[-1]
         layout_pools = candidates.layouts["pool"].to_numpy()
         self._judged_layouts = layout_pools == pools[-1]
+        self._layout_gpus = candidates.layouts["gpus"].to_numpy(dtype=np.int64)
+        self._row_rate, self._row_layout = candidates.requests_per_s, candidates.layout_of
+        self._row_in_pool = [candidates.pools == pool for pool in pools]
+        self._osl_tokens = candidates.osl_tokens
+        # Instances of layout c in period t are the sum of its count variables (copies per bin, or
+        # domain-spanning copies): read as one array per period, summed with bincount.
+        self._count_vars: dict[int, tuple[list, np.ndarray]] = {}
+        for t in model.T:
+            parts = [(c, v) for (c, _b, s), v in model.copies.items() if s == t]
+            parts += [(c, v) for (c, s), v in model.spanning_copies.items() if s == t]
+            self._count_vars[t] = ([v for _, v in parts], np.array([c for c, _ in parts], dtype=np.int64))
 
     # ----------------------------------------------------------------- targets
 
@@ -77,26 +93,27 @@ class Solution:
 
     def counts(self, t: int = 0) -> np.ndarray:
         """Instances per layout in period ``t``, rounded."""
-        m = self.model
-        return np.array([round(pyo.value(m.instances[c, t])) for c in m.L], dtype=np.int64)
+        variables, layouts = self._count_vars[t]
+        values = _values(variables)
+        return np.rint(np.bincount(layouts, weights=values, minlength=len(self._layout_gpus))).astype(
+            np.int64
+        )
 
     def flows(self, t: int = 0) -> np.ndarray:
         """Requests/s per row in period ``t`` (0 below :data:`FLOW_EPSILON`)."""
         m = self.model
-        values = np.array([pyo.value(m.flow[r, t]) or 0.0 for r in m.R])
+        values = _values([m.flow[r, t] for r in m.R])
         return np.where(values > FLOW_EPSILON, values, 0.0)
 
     def gpus(self, t: int = 0) -> float:
         """GPUs in period ``t``, from the rounded counts."""
-        return float((self.candidates.layouts["gpus"].to_numpy() * self.counts(t)).sum())
+        return float((self._layout_gpus * self.counts(t)).sum())
 
     def served_requests_per_s(self, t: int = 0) -> float:
         """Served rate in period ``t``: exact from the counts for one-shape traffic, else the MIP's."""
-        c = self.candidates
-        if len(c.classes) == 1:
-            counts = self.counts(t)
-            capacity = c.requests_per_s * counts[c.layout_of]
-            return float(min(capacity[c.pools == pool].sum() for pool in self.pools))
+        if len(self.candidates.classes) == 1:
+            capacity = self._row_rate * self.counts(t)[self._row_layout]
+            return float(min(capacity[in_pool].sum() for in_pool in self._row_in_pool))
         return float(pyo.value(self.model.served_requests_per_s[t]))
 
     def tokens(self, t: int = 0) -> float:
@@ -110,7 +127,7 @@ class Solution:
 
     def mean_osl(self, t: int = 0) -> float:
         """Mean output tokens per request in period ``t``."""
-        return float((self.shares(t) * self.candidates.osl_tokens).sum())
+        return float((self.shares(t) * self._osl_tokens).sum())
 
     def nodes(self, t: int = 0) -> int:
         """The fewest nodes that hold period ``t``'s instances (solvers may leave idle shared nodes).
@@ -121,7 +138,7 @@ class Solution:
         one-node items), so the count is whole nodes plus the fewest shared nodes.
         """
         geo = self.geometry
-        gpus = self.candidates.layouts["gpus"].to_numpy(dtype=np.int64)
+        gpus = self._layout_gpus
         counts = self.counts(t)
         whole = gpus >= geo.gpus_per_node
         nodes = int((gpus[whole] // geo.gpus_per_node * counts[whole]).sum())
