@@ -128,17 +128,17 @@ class HighsBackend:
         h.addVars(n, self._lower, self._upper)
         kinds = np.where(image.integral, highspy.HighsVarType.kInteger, highspy.HighsVarType.kContinuous)
         h.changeColsIntegrality(n, np.arange(n, dtype=np.int32), kinds)
-        rows = image.matrix.copy()
-        rows.eliminate_zeros()  # a parameter-dependent 0 enters when its parameter moves
+        nonzero = image.row_coefs != 0  # a parameter-dependent 0 enters when its parameter moves
+        starts = np.concatenate(([0], np.cumsum(nonzero)))[image.row_starts]
         self._row_lower, self._row_upper = image.row_lower.copy(), image.row_upper.copy()
         h.addRows(
             len(self._row_lower),
             self._row_lower,
             self._row_upper,
-            rows.nnz,
-            rows.indptr[:-1].astype(np.int32),
-            rows.indices.astype(np.int32),
-            rows.data,
+            int(nonzero.sum()),
+            starts.astype(np.int32),
+            image.row_cols[nonzero].astype(np.int32),
+            image.row_coefs[nonzero],
         )
         sense = highspy.ObjSense.kMaximize if image.maximize else highspy.ObjSense.kMinimize
         h.changeObjectiveSense(sense)

@@ -6,7 +6,7 @@ Why it exists
     expression before every solve (what Pyomo's persistent interfaces do) costs more
     CPU than HiGHS itself on these models. Almost every such entry is affine in the
     parameters (``theta x gpus``, ``budget x (1 - enforced)``), so it is read once as a
-    row of a sparse matrix and re-evaluated for all entries with one product; the few
+    sparse (entry, parameter, slope) triplets and re-evaluated for all entries at once; the few
     that are not (a weight times a class share) are re-evaluated with Pyomo, and only
     when one of their parameters changed.
 
@@ -24,7 +24,6 @@ import pyomo.environ as pyo
 from pyomo.core.expr.numvalue import is_constant
 from pyomo.core.expr.visitor import identify_mutable_parameters
 from pyomo.repn import generate_standard_repn
-from scipy import sparse
 
 COEFFICIENT, ROW_LOWER, ROW_UPPER, COST, OFFSET = range(5)
 """What a parameter-dependent entry sets: a matrix coefficient, a row bound, a cost, the offset."""
@@ -46,8 +45,10 @@ class ParameterEntries:
     col: np.ndarray
     expressions: list
     base: np.ndarray
-    slopes: sparse.csr_matrix
-    depends: sparse.csc_matrix
+    slopes: tuple[np.ndarray, np.ndarray, np.ndarray]
+    """``(entry, parameter, slope)`` triplets of the affine entries."""
+    depends: tuple[np.ndarray, np.ndarray]
+    """``(entry, parameter)`` pairs: which parameters each entry reads."""
     other: np.ndarray
     values: np.ndarray = field(init=False)
 
@@ -56,10 +57,13 @@ class ParameterEntries:
 
     def evaluate(self, params: np.ndarray, changed: np.ndarray) -> np.ndarray:
         """Every entry's value at ``params`` (``changed``: which parameters moved since the last call)."""
-        values = self.base + self.slopes @ params
+        entry, param, slope = self.slopes
+        values = self.base + np.bincount(entry, weights=slope * params[param], minlength=len(self.base))
         if len(self.other):
-            moved = self.other[np.asarray(self.depends[self.other][:, changed].sum(axis=1)).ravel() > 0]
-            for i in moved:
+            reader, read = self.depends
+            touched = np.zeros(len(self.base), dtype=bool)
+            touched[reader[changed[read]]] = True
+            for i in self.other[touched[self.other]]:
                 self.values[i] = _value(self.expressions[i])
             values[self.other] = self.values[self.other]
         return values
@@ -76,7 +80,10 @@ class LinearImage:
     maximize: bool
     row_lower: np.ndarray
     row_upper: np.ndarray
-    matrix: sparse.csr_matrix
+    row_starts: np.ndarray
+    """Where each row's entries start in :attr:`row_cols` / :attr:`row_coefs` (CSR, current values)."""
+    row_cols: np.ndarray
+    row_coefs: np.ndarray
     params: list
     entries: ParameterEntries
 
@@ -166,7 +173,7 @@ def read_model(model: pyo.ConcreteModel) -> LinearImage:
         for p in component.values()
     ]
     n_rows = len(row_lower)
-    matrix = sparse.csr_matrix((coefs, (rows, cols)), shape=(n_rows, len(variables)))
+    starts = np.searchsorted(np.asarray(rows, dtype=np.int64), np.arange(n_rows))  # rows come in order
     return LinearImage(
         variables=variables,
         integral=np.array([v.is_integer() or v.is_binary() for v in variables], dtype=bool),
@@ -175,7 +182,9 @@ def read_model(model: pyo.ConcreteModel) -> LinearImage:
         maximize=objective.sense == pyo.maximize,
         row_lower=np.array(row_lower, dtype=float),
         row_upper=np.array(row_upper, dtype=float),
-        matrix=matrix,
+        row_starts=starts,
+        row_cols=np.asarray(cols, dtype=np.int64),
+        row_coefs=np.asarray(coefs, dtype=float),
         params=params,
         entries=_fit(entries, params),
     )
@@ -186,13 +195,8 @@ def _fit(entries: list[tuple[int, int, int, object]], params: list) -> Parameter
     index = {id(p): j for j, p in enumerate(params)}
     expressions = [e for *_, e in entries]
     deps = [[index[id(p)] for p in identify_mutable_parameters(e)] for e in expressions]
-    depends = sparse.csc_matrix(
-        (
-            np.ones(sum(map(len, deps))),
-            ([i for i, d in enumerate(deps) for _ in d], [j for d in deps for j in d]),
-        ),
-        shape=(len(entries), len(params)),
-    )
+    reader = np.array([i for i, d in enumerate(deps) for _ in d], dtype=np.int64)
+    read = np.array([j for d in deps for j in d], dtype=np.int64)
     saved = [p.value for p in params]
     readers: dict[int, list[int]] = {}
     for i, d in enumerate(deps):
@@ -209,27 +213,28 @@ def _fit(entries: list[tuple[int, int, int, object]], params: list) -> Parameter
                 slope_cols.append(j)
                 slope_values.append(_value(expressions[i], math.nan) - base[i])
             params[j].value = 0.0
-        slopes = sparse.csr_matrix((slope_values, (slope_rows, slope_cols)), shape=depends.shape)
+        entry, param = np.array(slope_rows, dtype=np.int64), np.array(slope_cols, dtype=np.int64)
+        slope = np.array(slope_values, dtype=float)
         probe = 0.5 + np.random.default_rng(0).random(len(params))
         _assign(params, probe)
         seen = np.array([_value(e, math.nan) for e in expressions], dtype=float)
     finally:
         _assign(params, saved)
-    predicted = base + slopes @ probe
+    predicted = base + np.bincount(entry, weights=slope * probe[param], minlength=len(base))
     scale = np.maximum(1.0, np.maximum(np.abs(seen), np.abs(predicted)))
     affine = np.abs(seen - predicted) <= AFFINE_TOLERANCE * scale
     affine &= np.isfinite(base) & np.isfinite(predicted)
     other = np.flatnonzero(~affine)
     base[other] = 0.0
-    slopes = sparse.diags(affine.astype(float)) @ slopes
+    keep = affine[entry]
     return ParameterEntries(
         kind=np.array([k for k, *_ in entries], dtype=np.int8),
         row=np.array([r for _, r, _, _ in entries], dtype=np.int64),
         col=np.array([c for _, _, c, _ in entries], dtype=np.int64),
         expressions=expressions,
         base=base,
-        slopes=sparse.csr_matrix(slopes),
-        depends=depends,
+        slopes=(entry[keep], param[keep], slope[keep]),
+        depends=(reader, read),
         other=other,
     )
 
