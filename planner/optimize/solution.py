@@ -32,6 +32,14 @@ def restore(values: list) -> None:
         var.set_value(value, skip_validation=True)
 
 
+_PLAN_COLUMNS = (
+    *("pool", "tp", "pp", "ep", "attention_dp", "batch", "gpus", "chunked_prefill", "prefill_chunk_tokens"),
+    *("two_batch_overlap", "eplb", "draft_tokens", "candidate_id", "requests_per_s", "tokens_per_s_per_user"),
+    *("tpot_ms", "ttft_ms", "kv_transfer_bytes_per_request", "request_class"),
+)
+"""Candidate-table columns a plan reports (read once per model as arrays)."""
+
+
 def _values(variables: list) -> np.ndarray:
     """The variables' values as one array (0 where a solver left none)."""
     return np.fromiter((v.value or 0.0 for v in variables), dtype=float, count=len(variables))
@@ -55,6 +63,10 @@ class Solution:
         self._row_rate, self._row_layout = candidates.requests_per_s, candidates.layout_of
         self._row_in_pool = [candidates.pools == pool for pool in pools]
         self._osl_tokens = candidates.osl_tokens
+        table = candidates.table
+        self._columns = {key: table[key].to_numpy() for key in _PLAN_COLUMNS}
+        gaps = table.get("worst_inter_token_gap_ms", table["tpot_ms"])  # older tables lack the column
+        self._columns["worst_inter_token_gap_ms"] = gaps.to_numpy()
         # Instances of layout c in period t are the sum of its count variables (copies per bin, or
         # domain-spanning copies): read as one array per period, summed with bincount.
         self._count_vars: dict[int, tuple[list, np.ndarray]] = {}
@@ -150,41 +162,42 @@ class Solution:
 
     def pool_plans(self, t: int = 0) -> dict[str, PoolPlan]:
         """Every pool's used layouts in period ``t``, with their worst metrics over the classes they serve."""
-        c = self.candidates
-        counts, flows = self.counts(t), self.flows(t)
-        rows = c.table.assign(served_requests_per_s=flows, instances=counts[c.layout_of])
-        rows = rows[rows["instances"] > 0]
+        columns, one_class = self._columns, len(self.candidates.classes) == 1
+        flows, instances = self.flows(t), self.counts(t)[self._row_layout]
+        used = np.flatnonzero(instances > 0)
+        used = used[np.argsort(self._row_layout[used], kind="stable")]  # by layout, rows in table order
         per_layout = []
-        for _layout, group in rows.groupby("layout", sort=True):
-            served = group[group["served_requests_per_s"] > 0]
+        for group in np.split(used, np.flatnonzero(np.diff(self._row_layout[used])) + 1) if len(used) else []:
+            served = group[flows[group] > 0]
             judged = served if len(served) else group
-            weights = served["served_requests_per_s"] if len(served) else None
-            lead = group.iloc[0]
-            one_class = len(c.classes) == 1
+            lead = group[0]
+            kv = columns["kv_transfer_bytes_per_request"]
+            weights = flows[served] if len(served) else None
             per_layout.append(
                 {
-                    **{key: lead[key] for key in ("pool", "tp", "pp", "ep", "attention_dp", "batch", "gpus")},
-                    "chunked_prefill": bool(lead["chunked_prefill"]),
-                    "prefill_chunk_tokens": int(lead["prefill_chunk_tokens"]),
-                    "two_batch_overlap": bool(lead["two_batch_overlap"]),
-                    "eplb": bool(lead["eplb"]),
-                    "draft_tokens": int(lead["draft_tokens"]),
-                    "candidate_id": int(lead["candidate_id"]),
-                    "instances": int(lead["instances"]),
-                    "requests_per_s": float(lead["requests_per_s"]) if one_class else float("nan"),
-                    "served_requests_per_s": float(group["served_requests_per_s"].sum()),
-                    "tokens_per_s_per_user": float(judged["tokens_per_s_per_user"].min()),
-                    "tpot_ms": float(judged["tpot_ms"].max()),
-                    "ttft_ms": float(judged["ttft_ms"].max()),
-                    "worst_inter_token_gap_ms": float(
-                        judged.get("worst_inter_token_gap_ms", judged["tpot_ms"]).max()
-                    ),
+                    **{
+                        key: columns[key][lead]
+                        for key in ("pool", "tp", "pp", "ep", "attention_dp", "batch", "gpus")
+                    },
+                    "chunked_prefill": bool(columns["chunked_prefill"][lead]),
+                    "prefill_chunk_tokens": int(columns["prefill_chunk_tokens"][lead]),
+                    "two_batch_overlap": bool(columns["two_batch_overlap"][lead]),
+                    "eplb": bool(columns["eplb"][lead]),
+                    "draft_tokens": int(columns["draft_tokens"][lead]),
+                    "candidate_id": int(columns["candidate_id"][lead]),
+                    "instances": int(instances[lead]),
+                    "requests_per_s": float(columns["requests_per_s"][lead]) if one_class else float("nan"),
+                    "served_requests_per_s": float(flows[group].sum()),
+                    "tokens_per_s_per_user": float(columns["tokens_per_s_per_user"][judged].min()),
+                    "tpot_ms": float(columns["tpot_ms"][judged].max()),
+                    "ttft_ms": float(columns["ttft_ms"][judged].max()),
+                    "worst_inter_token_gap_ms": float(columns["worst_inter_token_gap_ms"][judged].max()),
                     "kv_transfer_bytes_per_request": float(
-                        np.average(served["kv_transfer_bytes_per_request"], weights=weights)
+                        np.average(kv[served], weights=weights)
                         if weights is not None and weights.sum() > 0
-                        else group["kv_transfer_bytes_per_request"].mean()
+                        else kv[group].mean()
                     ),
-                    "classes": ",".join(str(k) for k in (served if len(served) else group)["request_class"]),
+                    "classes": ",".join(str(k) for k in columns["request_class"][judged]),
                 }
             )
         frame = pd.DataFrame(per_layout)
