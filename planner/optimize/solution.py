@@ -203,11 +203,10 @@ class Solution:
         frame = pd.DataFrame(per_layout)
         plans = {}
         for pool in self.pools:
-            chosen = frame[frame["pool"] == pool] if len(frame) else frame
-            chosen = chosen.sort_values(
-                ["instances", "candidate_id"], ascending=[False, True], kind="mergesort"
-            )
-            plans[pool] = PoolPlan(pool, chosen.reset_index(drop=True))
+            # Most instances first, then candidate id (a stable sort: ties keep layout order).
+            mine = [i for i, row in enumerate(per_layout) if row["pool"] == pool]
+            mine.sort(key=lambda i: (-per_layout[i]["instances"], per_layout[i]["candidate_id"]))
+            plans[pool] = PoolPlan(pool, frame.iloc[mine].reset_index(drop=True))
         return plans
 
     def plan(self, mode: str, target: float, results: list, main, t: int = 0) -> Plan:
