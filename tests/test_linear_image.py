@@ -75,3 +75,25 @@ def test_warm_start_keeps_the_optimum_and_loads_it() -> None:
     assert again.termination == Termination.OPTIMAL
     assert again.objective == pytest.approx(first.objective)
     assert (pyo.value(m.x), pyo.value(m.y)) == pytest.approx((0.0, 5.0))
+
+
+def test_a_target_sets_only_the_bounds_that_move_and_ends_like_a_fresh_one() -> None:
+    from test_formulation import _optimizer
+
+    moving, fresh = _optimizer("one_bin"), _optimizer("one_bin")
+    rows, layouts = len(moving.model.R), len(moving.model.L)
+    masks = [
+        (np.ones(rows, bool), np.ones(layouts, bool)),
+        (np.arange(rows) % 2 == 0, np.arange(layouts) % 2 == 1),
+        (np.arange(rows) < 2, np.ones(layouts, bool)),
+    ]
+    for allowed, usable in masks:
+        moving.controls.set_target(allowed, usable)
+    fresh.controls.set_target(*masks[-1])
+    for name in ("flow", "use"):
+        assert [v.bounds for v in getattr(moving.model, name).values()] == [
+            v.bounds for v in getattr(fresh.model, name).values()
+        ]
+    moving.controls.set_weights(tokens=1.0)
+    fresh.controls.set_weights(tokens=1.0)
+    assert moving.backend.solve().objective == pytest.approx(fresh.backend.solve().objective, abs=1e-9)
