@@ -17,7 +17,7 @@ one readable definition (``--write-lp`` writes it); what is solved is its image.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pyomo.environ as pyo
@@ -50,10 +50,8 @@ class ParameterEntries:
     depends: tuple[np.ndarray, np.ndarray]
     """``(entry, parameter)`` pairs: which parameters each entry reads."""
     other: np.ndarray
-    values: np.ndarray = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.values = np.array([_value(e) for e in self.expressions], dtype=float)
+    values: np.ndarray
+    """Every entry's value when last evaluated (the non-affine ones are kept here between changes)."""
 
     def evaluate(self, params: np.ndarray, changed: np.ndarray) -> np.ndarray:
         """Every entry's value at ``params`` (``changed``: which parameters moved since the last call)."""
@@ -133,7 +131,7 @@ def read_model(model: pyo.ConcreteModel) -> LinearImage:
 
     rows, cols, coefs = [], [], []
     row_lower, row_upper = [], []
-    entries: list[tuple[int, int, int, object]] = []
+    entries: list[tuple[int, int, int, object, float]] = []
     for i, con in enumerate(model.component_data_objects(pyo.Constraint, active=True, descend_into=True)):
         repn = generate_standard_repn(con.body, compute_values=False, quadratic=False)
         if not repn.is_linear():
@@ -144,7 +142,7 @@ def read_model(model: pyo.ConcreteModel) -> LinearImage:
             cols.append(j)
             coefs.append(_value(coef))
             if not is_constant(coef):
-                entries.append((COEFFICIENT, i, j, coef))
+                entries.append((COEFFICIENT, i, j, coef, coefs[-1]))
         for kind, bound, values in ((ROW_LOWER, con.lower, row_lower), (ROW_UPPER, con.upper, row_upper)):
             if bound is None:
                 values.append(-math.inf if kind == ROW_LOWER else math.inf)
@@ -152,7 +150,7 @@ def read_model(model: pyo.ConcreteModel) -> LinearImage:
             expr = bound - repn.constant
             values.append(_value(expr))
             if not is_constant(expr):
-                entries.append((kind, i, -1, expr))
+                entries.append((kind, i, -1, expr, values[-1]))
     objective = next(model.component_data_objects(pyo.Objective, active=True, descend_into=True))
     repn = generate_standard_repn(objective.expr, compute_values=False, quadratic=False)
     if not repn.is_linear():
@@ -161,11 +159,11 @@ def read_model(model: pyo.ConcreteModel) -> LinearImage:
         column(var)  # variables in no row or objective keep a column (their bounds still apply)
     cost = np.zeros(len(variables))
     for var, coef in zip(repn.linear_vars, repn.linear_coefs, strict=True):
-        cost[column(var)] += _value(coef)
+        cost[column(var)] = _value(coef)
         if not is_constant(coef):
-            entries.append((COST, -1, column(var), coef))
+            entries.append((COST, -1, column(var), coef, cost[column(var)]))
     if not is_constant(repn.constant):
-        entries.append((OFFSET, -1, -1, repn.constant))
+        entries.append((OFFSET, -1, -1, repn.constant, _value(repn.constant)))
     params = [
         p
         for component in model.component_objects(pyo.Param, descend_into=True)
@@ -190,10 +188,10 @@ def read_model(model: pyo.ConcreteModel) -> LinearImage:
     )
 
 
-def _fit(entries: list[tuple[int, int, int, object]], params: list) -> ParameterEntries:
+def _fit(entries: list[tuple[int, int, int, object, float]], params: list) -> ParameterEntries:
     """Each entry as ``base + slopes @ p``: its values at p = 0 and at unit vectors, checked elsewhere."""
     index = {id(p): j for j, p in enumerate(params)}
-    expressions = [e for *_, e in entries]
+    expressions = [e for _, _, _, e, _ in entries]
     deps = [[index[id(p)] for p in identify_mutable_parameters(e)] for e in expressions]
     reader = np.array([i for i, d in enumerate(deps) for _ in d], dtype=np.int64)
     read = np.array([j for d in deps for j in d], dtype=np.int64)
@@ -229,8 +227,9 @@ def _fit(entries: list[tuple[int, int, int, object]], params: list) -> Parameter
     keep = affine[entry]
     return ParameterEntries(
         kind=np.array([k for k, *_ in entries], dtype=np.int8),
-        row=np.array([r for _, r, _, _ in entries], dtype=np.int64),
-        col=np.array([c for _, _, c, _ in entries], dtype=np.int64),
+        row=np.array([r for _, r, *_ in entries], dtype=np.int64),
+        col=np.array([c for _, _, c, *_ in entries], dtype=np.int64),
+        values=np.array([v for *_, v in entries], dtype=float),
         expressions=expressions,
         base=base,
         slopes=(entry[keep], param[keep], slope[keep]),
