@@ -97,3 +97,16 @@ def test_a_target_sets_only_the_bounds_that_move_and_ends_like_a_fresh_one() -> 
     moving.controls.set_weights(tokens=1.0)
     fresh.controls.set_weights(tokens=1.0)
     assert moving.backend.solve().objective == pytest.approx(fresh.backend.solve().objective, abs=1e-9)
+
+
+def test_native_output_during_solves_stays_off_stdout(capfd: pytest.CaptureFixture[str]) -> None:
+    import os
+
+    from planner.optimize.backends import _native_stdout_silenced
+
+    with _native_stdout_silenced():
+        with _native_stdout_silenced():  # a second, concurrent solve
+            os.write(1, b"inner\n")
+        os.write(1, b"outer\n")
+    os.write(1, b"after\n")
+    assert capfd.readouterr().out == "after\n"

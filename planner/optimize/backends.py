@@ -23,9 +23,10 @@ import logging
 import math
 import os
 import sys
+import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from enum import StrEnum
 from importlib.metadata import version
@@ -245,19 +246,50 @@ class HighsBackend:
         self._highs.setOptionValue("output_flag", bool(stream))
 
 
-@contextmanager
-def _native_stdout_silenced() -> Iterator[None]:
-    """HiGHS 1.12 prints some debug lines with C ``printf`` whatever its log options: keep them off stdout."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
+class _QuietNativeStdout:
+    """HiGHS 1.12 prints some debug lines with C ``printf`` whatever its log options: keep them off stdout.
+
+    File descriptor 1 is process-wide, so concurrent solves (threads of one Dask worker) share one
+    redirection: the first to enter points it at the null device, the last to leave restores it.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._saved: int | None = None
+
+    @contextmanager
+    def __call__(self) -> Iterator[None]:
+        with self._lock:
+            if self._depth == 0:
+                self._saved = self._redirect()
+            self._depth += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._depth -= 1
+                if self._depth == 0 and self._saved is not None:
+                    os.dup2(self._saved, 1)
+                    os.close(self._saved)
+                    self._saved = None
+
+    @staticmethod
+    def _redirect() -> int | None:
+        """Point fd 1 at the null device; the saved descriptor (None if there is no stdout to save)."""
+        with suppress(ValueError, OSError):
+            sys.stdout.flush()  # Python's buffered output goes out first, not into the null device
+        try:
+            saved = os.dup(1)
+        except OSError:
+            return None
+        devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, 1)
-        yield
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
         os.close(devnull)
+        return saved
+
+
+_native_stdout_silenced = _QuietNativeStdout()
 
 
 class OrToolsBackend:
