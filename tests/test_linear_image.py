@@ -6,7 +6,7 @@ import numpy as np
 import pyomo.environ as pyo
 import pytest
 
-from planner.optimize.backends import HighsBackend, Termination
+from planner.optimize.backends import HighsBackend, OrToolsBackend, Termination
 from planner.optimize.linear_image import COEFFICIENT, COST, ROW_UPPER, read_model
 
 
@@ -43,7 +43,7 @@ def test_affine_entries_are_vectorized_and_the_bilinear_one_is_not() -> None:
 
 def test_pushed_changes_solve_like_a_fresh_model() -> None:
     m = _model()
-    backend = HighsBackend(m, time_limit_s=60.0)
+    backend = HighsBackend(m, time_limit_s=60.0, mip_options={"mip_allow_restart": False})
     assert backend.solve().objective == pytest.approx(
         15.0
     )  # y = 5, x = 0: y earns 3 per 2 of the row, x 1 per 1
@@ -66,9 +66,10 @@ def test_pushed_changes_solve_like_a_fresh_model() -> None:
     assert backend.solve().termination == Termination.INFEASIBLE
 
 
-def test_warm_start_keeps_the_optimum_and_loads_it() -> None:
+@pytest.mark.parametrize("backend_class", [HighsBackend, OrToolsBackend])
+def test_warm_start_keeps_the_optimum_and_loads_it(backend_class) -> None:
     m = _model()
-    backend = HighsBackend(m, time_limit_s=60.0)
+    backend = backend_class(m, time_limit_s=60.0)
     first = backend.solve()
     backend.warm_start()
     again = backend.solve()

@@ -111,6 +111,7 @@ class HighsBackend:
         time_limit_s: float,
         abs_gap: float = ABS_GAP,
         node_limit: int | None = None,
+        mip_options: dict | None = None,
     ):
         import highspy
 
@@ -118,6 +119,8 @@ class HighsBackend:
         self.model = model
         self.version = version("highspy")
         self.node_limit = node_limit
+        self.mip_options = dict(mip_options or {})
+        """HiGHS options set before every solve (names as in the HiGHS options reference)."""
         self._image = image = read_model(model)
         self._highs = h = highspy.Highs()
         h.setOptionValue("output_flag", False)
@@ -175,6 +178,8 @@ class HighsBackend:
         h.setOptionValue("presolve", "on" if presolve else "off")
         nodes = self._highspy.kHighsIInf if self.node_limit is None else int(self.node_limit)
         h.setOptionValue("mip_max_nodes", nodes)
+        for option, value in self.mip_options.items():
+            h.setOptionValue(option, value)
         self._log_to(solver_log())
         h.clearSolver()
         if self._start is not None:
@@ -345,6 +350,13 @@ class OrToolsBackend:
         }
         self._solver.set_solver_specific_parameters("\n".join(f"{k} = {v}" for k, v in settings.items()))
 
+    def warm_start(self) -> None:
+        """Use the values the model's variables hold now as the next solve's hint (SCIP's start)."""
+        self._target.clear_hints()
+        for var, target in self._vars.values():
+            if var.value is not None:
+                self._target.add_hint(target, float(var.value))
+
     def _sync_row(self, con, row, repn, *, coefficients: bool) -> None:
         if coefficients:
             for var, coef in zip(repn.linear_vars, repn.linear_coefs, strict=True):
@@ -411,6 +423,7 @@ def make_backend(
     time_limit_s: float,
     abs_gap: float = ABS_GAP,
     node_limit: int | None = None,
+    highs_options: dict | None = None,
 ):
     """A persistent backend for ``model`` by solver name (``highs`` or ``ortools``).
 
@@ -418,10 +431,11 @@ def make_backend(
     study whose objective only takes values on a lattice (whole GPU-hours) proves
     optimality with half the lattice step, far sooner than with a 1e-7 gap.
     ``node_limit``: branch-and-bound nodes per solve, the deterministic limit (the same answer
-    on a busy machine); ``time_limit_s`` is only a safety net.
+    on a busy machine); ``time_limit_s`` is only a safety net. ``highs_options``: HiGHS search
+    settings (e.g. :data:`SINGLE_PERIOD_HIGHS_OPTIONS`; OR-Tools ignores them).
     """
     if name == "highs":
-        return HighsBackend(model, time_limit_s, abs_gap, node_limit)
+        return HighsBackend(model, time_limit_s, abs_gap, node_limit, highs_options)
     if name == "ortools":
         return OrToolsBackend(model, time_limit_s, abs_gap, node_limit)
     raise PlannerError(f"unknown solver '{name}'; use one of {', '.join(SOLVERS)}")
