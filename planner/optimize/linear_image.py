@@ -5,10 +5,10 @@ Why it exists
     parameters and variable bounds. Re-evaluating each parameter-dependent Pyomo
     expression before every solve (what Pyomo's persistent interfaces do) costs more
     CPU than HiGHS itself on these models. Almost every such entry is affine in the
-    parameters (``theta x gpus``, ``budget x (1 - enforced)``), so it is read once as a
-    sparse (entry, parameter, slope) triplets and re-evaluated for all entries at once; the few
-    that are not (a weight times a class share) are re-evaluated with Pyomo, and only
-    when one of their parameters changed.
+    parameters (``theta x gpus``, ``budget x (1 - enforced)``), so it is read once into
+    (entry, parameter, slope) triplets and all entries are re-evaluated with one numpy
+    sum; the few that are not (a weight times a class share) are re-evaluated with
+    Pyomo, and only when one of their parameters changed.
 
 The model is read once (``generate_standard_repn`` per row), so the Pyomo model stays the
 one readable definition (``--write-lp`` writes it); what is solved is its image.
@@ -34,10 +34,10 @@ AFFINE_TOLERANCE = 1e-12
 
 @dataclass
 class ParameterEntries:
-    """Parameter-dependent entries: ``kind[i]`` at ``(row[i], col[i])`` equals ``base[i] + slopes[i] @ p``.
+    """Parameter-dependent entries: ``kind[i]`` at ``(row[i], col[i])`` is ``base[i]`` plus slopes x p.
 
     Entries listed in ``other`` are not affine; they are evaluated with Pyomo when a parameter of
-    theirs changed (``depends[i, j]``: entry i reads parameter j).
+    theirs changed (:attr:`depends`).
     """
 
     kind: np.ndarray
