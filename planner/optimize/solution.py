@@ -69,11 +69,15 @@ class Solution:
         self._columns["worst_inter_token_gap_ms"] = gaps.to_numpy()
         # Instances of layout c in period t are the sum of its count variables (copies per bin, or
         # domain-spanning copies): read as one array per period, summed with bincount.
-        self._count_vars: dict[int, tuple[list, np.ndarray]] = {}
-        for t in model.T:
-            parts = [(c, v) for (c, _b, s), v in model.copies.items() if s == t]
-            parts += [(c, v) for (c, s), v in model.spanning_copies.items() if s == t]
-            self._count_vars[t] = ([v for _, v in parts], np.array([c for c, _ in parts], dtype=np.int64))
+        parts: dict[int, list] = {t: [] for t in model.T}
+        for (c, _b, t), var in model.copies.items():
+            parts[t].append((c, var))
+        for (c, t), var in model.spanning_copies.items():
+            parts[t].append((c, var))
+        self._count_vars = {
+            t: ([v for _, v in members], np.array([c for c, _ in members], dtype=np.int64))
+            for t, members in parts.items()
+        }
 
     # ----------------------------------------------------------------- targets
 
