@@ -17,13 +17,12 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 import numpy as np
-import pandas as pd
 
 from planner import __version__
-from planner.catalog import load_hardware, load_instance, load_model, names
 from planner.cli_options import (
     MAX_BATCH,
     MAX_LAYOUT_SIZE,
@@ -36,16 +35,16 @@ from planner.cli_options import (
 )
 from planner.errors import InfeasibleError, PlannerError, SpecError
 from planner.jsonable import json_text
+from planner.lazy_default import LazyDefaultOption
 from planner.output_folder import check_output_folder, check_writable, write_output_set
-from planner.perf import Layouts, evaluate
-from planner.perf.calibration import load_calibration
-from planner.perf.phases import PREFILL_CHUNK_TOKENS
-from planner.perf.quantization import for_deployment
-from planner.problem import resolve
 from planner.progress import reporting
 from planner.report import write_text_atomic
 from planner.run_limits import SWEEP_RESUME_TEXT, run_deadline
-from planner.thin_blocks import BlockSupport, block_support, with_block_support
+
+if TYPE_CHECKING:  # the commands import pandas and the performance model when they run: --help stays light
+    import pandas as pd
+
+    from planner.thin_blocks import BlockSupport
 
 _PRECISIONS = click.Choice(["bf16", "fp8", "fp4"])
 _LAYOUT_SIZE = click.IntRange(min=1, max=MAX_LAYOUT_SIZE)
@@ -166,12 +165,15 @@ def list_command(kind: str, debug: bool) -> None:
 
     Example: disagg list hardware
     """
+    from planner.catalog import names
+
     with format_errors(debug):
         for name in names(kind):
             click.echo(f"{name:<28} {_summary(kind, name)}")
 
 
 def _summary(kind: str, name: str) -> str:
+    from planner.catalog import load_hardware, load_instance, load_model
     from planner.humanize import memory_text
     from planner.perf.architecture import Architecture
 
@@ -266,7 +268,8 @@ _EVALUATE_KEYS = (
 @click.option(
     "--prefill-chunk-tokens",
     type=click.IntRange(min=1, max=MAX_TOKENS),
-    default=PREFILL_CHUNK_TOKENS,
+    cls=LazyDefaultOption,
+    default_from=("planner.perf.phases", "PREFILL_CHUNK_TOKENS"),
     show_default=True,
     help="Prompt chunk: per pipeline pass in prefill with PP > 1 (chunked pipeline prefill), per rank "
     "and step in aggregated chunked prefill (candidate tables search it).",
@@ -303,6 +306,13 @@ def evaluate_command(
 
     Explicit options override what ``--instance`` supplies.
     """
+    from planner.catalog import load_hardware, load_model
+    from planner.perf import Layouts, evaluate
+    from planner.perf.calibration import load_calibration
+    from planner.perf.quantization import for_deployment
+    from planner.problem import resolve
+    from planner.thin_blocks import block_support
+
     with format_errors(debug):
         model_spec = load_model(model) if model else None
         hardware_spec = load_hardware(hardware) if hardware else None
@@ -489,6 +499,7 @@ def validate_command(
     contain the held-out systems) and start from the documented priors.
     """
     from planner.measurements import load_measurements, validate
+    from planner.perf.calibration import load_calibration
 
     with format_errors(debug), reporting(_level(quiet, verbose)):
         if csv_out:
@@ -593,6 +604,7 @@ def calibrate_command(
 
     from planner.calibrate import fit_blocks, leave_one_out
     from planner.measurements import load_measurements, require_predictable_rows, validate
+    from planner.perf.calibration import load_calibration
 
     with format_errors(debug), reporting(_level(quiet, verbose)):
         check_writable(Path(out), folder=False)
@@ -661,6 +673,8 @@ def import_bench_command(
     Example: disagg import-bench run.json --model llama-3.1-8b --hardware h100-sxm --precision fp8
     --out mine.csv, then disagg calibrate --measurements mine.csv --out calibration.yaml
     """
+    import pandas as pd
+
     from planner.bench_import import append_rows, bench_rows, load_sidecar
     from planner.measurements import check_measurements
 
@@ -711,6 +725,10 @@ def candidates_command(
     Every layout (TP, PP, EP, attention-DP) and batch size is priced; rows that do not
     fit in memory, miss the TTFT limit or are dominated are dropped (planner/space.py).
     """
+    from planner.perf.calibration import load_calibration
+    from planner.problem import resolve
+    from planner.thin_blocks import with_block_support
+
     with format_errors(debug):
         check_writable(Path(csv_out), folder=False, option="--csv")
         problem = resolve(instance, scenario, parse_overrides(overrides))
@@ -762,6 +780,8 @@ def _candidates_text(name: str, table: pd.DataFrame, csv_out: str) -> str:
 
 def _problem_support(problem, calibration) -> BlockSupport:
     """The calibration block behind an instance's predictions and its row count."""
+    from planner.thin_blocks import block_support
+
     return block_support(calibration, problem.hardware, problem.instance.precision)
 
 
@@ -889,6 +909,8 @@ def frontier_command(
     """
     from planner.frontier import solve_frontier
     from planner.outputs import command_line, frontier_summary, render_frontier
+    from planner.perf.calibration import load_calibration
+    from planner.problem import resolve
 
     with format_errors(debug), reporting(_level(quiet, verbose)), run_deadline(run_time_limit_s):
         check_output_folder(Path(out_dir))
@@ -965,6 +987,8 @@ def plan_command(
     whole budget serves.
     """
     from planner.advise import advice_json, advice_text, advise
+    from planner.perf.calibration import load_calibration
+    from planner.problem import resolve
 
     with format_errors(debug), run_deadline(run_time_limit_s):
         problem = resolve(instance, scenario, parse_overrides(overrides))
@@ -1033,6 +1057,8 @@ def fleet_command(
     Both modes, each with its split across GPU types and the same question on each type alone.
     """
     from planner.fleet_advice import fleet_answer, fleet_text
+    from planner.perf.calibration import load_calibration
+    from planner.problem import resolve
 
     with format_errors(debug):
         problem = resolve(instance, scenario, parse_overrides(overrides))
@@ -1132,6 +1158,8 @@ def _export_answer(
     import json as json_module
 
     from planner.advise import advice_json, advise
+    from planner.perf.calibration import load_calibration
+    from planner.problem import resolve
 
     path = Path(source)
     if path.suffix == ".json" or path.is_file() and not source.endswith((".yaml", ".yml")):
@@ -1213,6 +1241,8 @@ def capacity_command(
     """
     from planner.capacity import capacity_table, render_capacity
     from planner.outputs import write_outputs
+    from planner.perf.calibration import load_calibration
+    from planner.problem import resolve
 
     with format_errors(debug):
         check_output_folder(Path(out_dir))
@@ -1301,6 +1331,7 @@ def sweep_command(
     from planner.errors import InfeasibleError
     from planner.grid import load_grid
     from planner.outputs import command_line
+    from planner.perf.calibration import load_calibration
     from planner.sweep import (
         SweepIncompleteError,
         check_sweep_folder,
@@ -1445,6 +1476,8 @@ def elastic_command(
     from planner.elastic import plan_elastic
     from planner.elastic_outputs import elastic_summary, render_elastic
     from planner.outputs import command_line
+    from planner.perf.calibration import load_calibration
+    from planner.problem import resolve
     from planner.trace import load_trace
 
     with format_errors(debug), reporting(_level(quiet, verbose)), run_deadline(run_time_limit_s):

@@ -7,27 +7,37 @@ Why two
 
 Why persistent
     A frontier is dozens of solves of one model whose only changes are mutable
-    parameters and variable bounds. HiGHS goes through Pyomo's persistent
-    interface (``pyomo.contrib.solver``), which pushes just those changes. OR-Tools
-    has no Pyomo interface, so :class:`OrToolsBackend` translates the Pyomo model
-    into an OR-Tools ``model_builder`` model once, remembers which coefficients and
-    bounds depend on parameters, and re-evaluates only those before each solve.
+    parameters and variable bounds. :class:`HighsBackend` reads the Pyomo model once
+    into arrays (:mod:`~planner.optimize.linear_image`), keeps its own ``highspy``
+    model, and before each solve pushes only the bounds, coefficients and costs that
+    changed, as numpy arrays: on a frontier's small models Pyomo's persistent interface,
+    which re-evaluates every parameter expression per solve, cost more CPU than HiGHS.
+    OR-Tools has no Pyomo interface, so :class:`OrToolsBackend` translates the Pyomo
+    model into an OR-Tools ``model_builder`` model once, remembers which coefficients
+    and bounds depend on parameters, and re-evaluates only those before each solve.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
+import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from enum import StrEnum
 from importlib.metadata import version
 
+import numpy as np
 import pyomo.environ as pyo
 from pyomo.core.expr.visitor import identify_mutable_parameters
 from pyomo.repn import generate_standard_repn
 
 from planner.errors import PlannerError
+from planner.optimize.linear_image import COEFFICIENT, COST, OFFSET, ROW_LOWER, ROW_UPPER, read_model
 from planner.progress import solver_log
 
 log = logging.getLogger(__name__)
@@ -91,7 +101,7 @@ class TimeLimitError(PlannerError):
 
 
 class HighsBackend:
-    """HiGHS through Pyomo's persistent interface: model changes are pushed, never rebuilt."""
+    """HiGHS through highspy on the model's :mod:`~planner.optimize.linear_image`: only changes are pushed."""
 
     name = "highs"
 
@@ -101,71 +111,190 @@ class HighsBackend:
         time_limit_s: float,
         abs_gap: float = ABS_GAP,
         node_limit: int | None = None,
+        mip_options: dict | None = None,
     ):
-        from pyomo.contrib.solver.solvers.highs import Highs
+        import highspy
 
+        self._highspy = highspy
         self.model = model
         self.version = version("highspy")
-        self._solver = Highs()
-        updates = self._solver.config.auto_updates
-        updates.check_for_new_or_removed_constraints = False
-        updates.check_for_new_or_removed_vars = False
-        updates.check_for_new_or_removed_params = False
-        updates.check_for_new_objective = False
-        updates.update_constraints = False
-        updates.update_named_expressions = False
-        self._options = {
-            "rel_gap": REL_GAP,
-            "abs_gap": abs_gap,
-            "threads": 1,
-            "time_limit": time_limit_s,
-            "load_solutions": False,
-            "raise_exception_on_nonoptimal_result": False,
-        }
         self.node_limit = node_limit
-        self._solver.set_instance(model)
+        self.mip_options = dict(mip_options or {})
+        """HiGHS options set before every solve (names as in the HiGHS options reference)."""
+        self._image = image = read_model(model)
+        self._highs = h = highspy.Highs()
+        h.setOptionValue("output_flag", False)
+        for option, value in (("mip_rel_gap", REL_GAP), ("mip_abs_gap", abs_gap), ("threads", 1)):
+            h.setOptionValue(option, value)
+        self.set_time_limit(time_limit_s)
+        n = image.columns
+        self._lower, self._upper = image.bounds()
+        h.addVars(n, self._lower, self._upper)
+        kinds = np.where(image.integral, highspy.HighsVarType.kInteger, highspy.HighsVarType.kContinuous)
+        h.changeColsIntegrality(n, np.arange(n, dtype=np.int32), kinds)
+        nonzero = image.row_coefs != 0  # a parameter-dependent 0 enters when its parameter moves
+        starts = np.concatenate(([0], np.cumsum(nonzero)))[image.row_starts]
+        self._row_lower, self._row_upper = image.row_lower.copy(), image.row_upper.copy()
+        h.addRows(
+            len(self._row_lower),
+            self._row_lower,
+            self._row_upper,
+            int(nonzero.sum()),
+            starts.astype(np.int32),
+            image.row_cols[nonzero].astype(np.int32),
+            image.row_coefs[nonzero],
+        )
+        sense = highspy.ObjSense.kMaximize if image.maximize else highspy.ObjSense.kMinimize
+        h.changeObjectiveSense(sense)
+        self._cost = image.cost.copy()
+        h.changeColsCost(n, np.arange(n, dtype=np.int32), self._cost)
+        h.changeObjectiveOffset(image.offset)
+        self._params = image.param_values()
+        self._entries = image.entries.values.copy()
+        self._start: np.ndarray | None = None
+        self._tee = None
 
     def set_time_limit(self, seconds: float) -> None:
         """Time limit of the next solves (the wall-clock safety net)."""
-        self._options["time_limit"] = seconds
+        self._highs.setOptionValue("time_limit", float(seconds))
 
     def set_node_limit(self, nodes: int | None) -> None:
         """Branch-and-bound nodes of the next solves (None: no limit): the deterministic limit."""
         self.node_limit = nodes
+
+    def warm_start(self) -> None:
+        """Use the values the model's variables hold now as the next solve's starting incumbent."""
+        self._start = self._image.values()
 
     def solve(self, *, presolve: bool = True) -> SolveResult:
         """Push parameter and bound changes, re-solve, load the solution into the Pyomo variables.
 
         ``presolve=False`` works around HiGHS 1.12 presolve slips on the tie-break solve
         (it has returned a smaller plan as "optimal"; tests/test_optimize.py has the case).
+        Each solve starts afresh (no solution carried over) unless :meth:`warm_start` asked otherwise.
         """
-        from pyomo.contrib.solver.common.results import TerminationCondition as T
-
-        solver_options = {"presolve": "on" if presolve else "off"}
-        if self.node_limit is not None:
-            solver_options["mip_max_nodes"] = int(self.node_limit)
-        options = dict(self._options, solver_options=solver_options)
-        options["tee"] = solver_log()
+        h, status = self._highs, self._highspy.HighsModelStatus
+        self._push()
+        h.setOptionValue("presolve", "on" if presolve else "off")
+        nodes = self._highspy.kHighsIInf if self.node_limit is None else int(self.node_limit)
+        h.setOptionValue("mip_max_nodes", nodes)
+        for option, value in self.mip_options.items():
+            h.setOptionValue(option, value)
+        self._log_to(solver_log())
+        h.clearSolver()
+        if self._start is not None:
+            known = np.flatnonzero(~np.isnan(self._start))
+            h.setSolution(len(known), known.astype(np.int32), self._start[known])
+            self._start = None
         start = time.perf_counter()
-        results = self._solver.solve(self.model, **options)
+        with _native_stdout_silenced():
+            h.run()
         elapsed = time.perf_counter() - start
-        cond = results.termination_condition
-        log.debug("highs: %s in %.3f s, objective %s", cond.name, elapsed, results.incumbent_objective)
-        if cond == T.convergenceCriteriaSatisfied:
-            results.solution_loader.load_vars()
-            return SolveResult(
-                Termination.OPTIMAL, results.incumbent_objective, results.objective_bound, elapsed, True
-            )
-        if cond in (T.provenInfeasible, T.locallyInfeasible, T.infeasibleOrUnbounded):
+        model_status, info = h.getModelStatus(), h.getInfo()
+        found = info.primal_solution_status == 2
+        incumbent = info.objective_function_value if found else float("nan")
+        bound = info.mip_dual_bound if info.mip_node_count != -1 else incumbent
+        log.debug(
+            "highs: %s in %.3f s, objective %s", h.modelStatusToString(model_status), elapsed, incumbent
+        )
+        if model_status == status.kOptimal:
+            termination = Termination.OPTIMAL
+        elif model_status in (status.kInfeasible, status.kUnboundedOrInfeasible):
             return SolveResult(Termination.INFEASIBLE, float("nan"), float("nan"), elapsed)
-        if cond in (T.maxTimeLimit, T.iterationLimit):
-            why = Termination.TIME_LIMIT if cond == T.maxTimeLimit else Termination.NODE_LIMIT
-            if results.incumbent_objective is None:
-                return SolveResult(why, float("nan"), float("nan"), elapsed)
-            results.solution_loader.load_vars()
-            incumbent, bound = results.incumbent_objective, results.objective_bound
-            return SolveResult(why, incumbent, bound, elapsed, True)
-        raise RuntimeError(f"HiGHS ended with {cond}; this is a bug in the model")
+        elif model_status == status.kTimeLimit:
+            termination = Termination.TIME_LIMIT
+        elif model_status in (status.kIterationLimit, status.kSolutionLimit):
+            termination = Termination.NODE_LIMIT
+        else:
+            raise RuntimeError(f"HiGHS ended with {h.modelStatusToString(model_status)}; this is a bug")
+        if not found:
+            return SolveResult(termination, float("nan"), float("nan"), elapsed)
+        self._image.load(np.asarray(h.getSolution().col_value))
+        return SolveResult(termination, incumbent, bound, elapsed, True)
+
+    def _push(self) -> None:
+        """Hand HiGHS the bounds, coefficients and costs that changed since the last solve, as arrays."""
+        h, image = self._highs, self._image
+        lower, upper = image.bounds()
+        moved = np.flatnonzero((lower != self._lower) | (upper != self._upper))
+        if len(moved):
+            h.changeColsBounds(len(moved), moved.astype(np.int32), lower[moved], upper[moved])
+            self._lower, self._upper = lower, upper
+        params = image.param_values()
+        changed = params != self._params
+        if not changed.any():
+            return
+        self._params = params
+        entries = image.entries
+        values = entries.evaluate(params, changed)
+        moved = np.flatnonzero(values != self._entries)
+        self._entries = values
+        kind, row, col = entries.kind[moved], entries.row[moved], entries.col[moved]
+        for i in np.flatnonzero(kind == COEFFICIENT):
+            h.changeCoeff(int(row[i]), int(col[i]), float(values[moved[i]]))
+        self._row_lower[row[kind == ROW_LOWER]] = values[moved[kind == ROW_LOWER]]
+        self._row_upper[row[kind == ROW_UPPER]] = values[moved[kind == ROW_UPPER]]
+        for r in np.unique(row[(kind == ROW_LOWER) | (kind == ROW_UPPER)]).tolist():
+            h.changeRowBounds(r, self._row_lower[r], self._row_upper[r])
+        costs = col[kind == COST]
+        if len(costs):
+            self._cost[costs] = values[moved[kind == COST]]
+            h.changeColsCost(len(costs), costs.astype(np.int32), self._cost[costs])
+        if (kind == OFFSET).any():
+            h.changeObjectiveOffset(float(values[moved[kind == OFFSET]][0]))
+
+    def _log_to(self, stream) -> None:
+        """Send HiGHS's log to ``stream`` (None or False: silence)."""
+        if stream and self._tee is None:
+            self._highs.cbLogging.subscribe(lambda event: self._tee and self._tee.write(event.message))
+        self._tee = stream or None
+        self._highs.setOptionValue("output_flag", bool(stream))
+
+
+class _QuietNativeStdout:
+    """HiGHS 1.12 prints some debug lines with C ``printf`` whatever its log options: keep them off stdout.
+
+    File descriptor 1 is process-wide, so concurrent solves (threads of one Dask worker) share one
+    redirection: the first to enter points it at the null device, the last to leave restores it.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._saved: int | None = None
+
+    @contextmanager
+    def __call__(self) -> Iterator[None]:
+        with self._lock:
+            if self._depth == 0:
+                self._saved = self._redirect()
+            self._depth += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._depth -= 1
+                if self._depth == 0 and self._saved is not None:
+                    os.dup2(self._saved, 1)
+                    os.close(self._saved)
+                    self._saved = None
+
+    @staticmethod
+    def _redirect() -> int | None:
+        """Point fd 1 at the null device; the saved descriptor (None if there is no stdout to save)."""
+        with suppress(ValueError, OSError):
+            sys.stdout.flush()  # Python's buffered output goes out first, not into the null device
+        try:
+            saved = os.dup(1)
+        except OSError:
+            return None
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.close(devnull)
+        return saved
+
+
+_native_stdout_silenced = _QuietNativeStdout()
 
 
 class OrToolsBackend:
@@ -220,6 +349,13 @@ class OrToolsBackend:
             "limits/nodes": -1 if nodes is None else int(nodes),
         }
         self._solver.set_solver_specific_parameters("\n".join(f"{k} = {v}" for k, v in settings.items()))
+
+    def warm_start(self) -> None:
+        """Use the values the model's variables hold now as the next solve's hint (SCIP's start)."""
+        self._target.clear_hints()
+        for var, target in self._vars.values():
+            if var.value is not None:
+                self._target.add_hint(target, float(var.value))
 
     def _sync_row(self, con, row, repn, *, coefficients: bool) -> None:
         if coefficients:
@@ -287,6 +423,7 @@ def make_backend(
     time_limit_s: float,
     abs_gap: float = ABS_GAP,
     node_limit: int | None = None,
+    highs_options: dict | None = None,
 ):
     """A persistent backend for ``model`` by solver name (``highs`` or ``ortools``).
 
@@ -294,10 +431,11 @@ def make_backend(
     study whose objective only takes values on a lattice (whole GPU-hours) proves
     optimality with half the lattice step, far sooner than with a 1e-7 gap.
     ``node_limit``: branch-and-bound nodes per solve, the deterministic limit (the same answer
-    on a busy machine); ``time_limit_s`` is only a safety net.
+    on a busy machine); ``time_limit_s`` is only a safety net. ``highs_options``: HiGHS search
+    settings (e.g. :data:`SINGLE_PERIOD_HIGHS_OPTIONS`; OR-Tools ignores them).
     """
     if name == "highs":
-        return HighsBackend(model, time_limit_s, abs_gap, node_limit)
+        return HighsBackend(model, time_limit_s, abs_gap, node_limit, highs_options)
     if name == "ortools":
         return OrToolsBackend(model, time_limit_s, abs_gap, node_limit)
     raise PlannerError(f"unknown solver '{name}'; use one of {', '.join(SOLVERS)}")

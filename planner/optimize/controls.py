@@ -30,6 +30,10 @@ class Controls:
     def __init__(self, model: pyo.ConcreteModel):
         self.model = model
         self.periods = len(model.T)
+        self._target: tuple[np.ndarray, np.ndarray] | None = None
+        """The masks :meth:`set_target` last applied."""
+        self._use_periods = sorted({period for _layout, period in model.use})
+        """Periods with their own layout choice (all with relayout, else period 0)."""
 
     # ----------------------------------------------------------------- objective
 
@@ -49,13 +53,24 @@ class Controls:
     # ----------------------------------------------------------------- what may be used
 
     def set_target(self, allowed_rows: np.ndarray, usable_layouts: np.ndarray) -> None:
-        """Rows that may carry flow and layouts that may be used (boolean masks): bounds, not a rebuild."""
+        """Rows that may carry flow and layouts that may be used (boolean masks): bounds, not a rebuild.
+
+        Only bounds that differ from the previous target's are set (neighbouring targets differ in a
+        few rows); the solver backend reads the changed bounds before its next solve.
+        """
         m = self.model
-        for r in m.R:
+        rows, layouts = np.asarray(allowed_rows, dtype=bool), np.asarray(usable_layouts, dtype=bool)
+        if self._target is None:
+            moved_rows, moved_layouts = np.ones(len(rows), bool), np.ones(len(layouts), bool)
+        else:
+            moved_rows, moved_layouts = rows != self._target[0], layouts != self._target[1]
+        self._target = (rows.copy(), layouts.copy())
+        for r in np.flatnonzero(moved_rows).tolist():
             for t in m.T:
-                m.flow[r, t].setub(None if allowed_rows[r] else 0.0)
-        for (layout, _period), var in m.use.items():
-            var.setub(1 if usable_layouts[layout] else 0)
+                m.flow[r, t].setub(None if rows[r] else 0.0)
+        for layout in np.flatnonzero(moved_layouts).tolist():
+            for period in self._use_periods:
+                m.use[layout, period].setub(1 if layouts[layout] else 0)
 
     # ----------------------------------------------------------------- traffic
 

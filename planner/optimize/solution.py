@@ -32,6 +32,19 @@ def restore(values: list) -> None:
         var.set_value(value, skip_validation=True)
 
 
+_PLAN_COLUMNS = (
+    *("pool", "tp", "pp", "ep", "attention_dp", "batch", "gpus", "chunked_prefill", "prefill_chunk_tokens"),
+    *("two_batch_overlap", "eplb", "draft_tokens", "candidate_id", "requests_per_s", "tokens_per_s_per_user"),
+    *("tpot_ms", "ttft_ms", "kv_transfer_bytes_per_request", "request_class"),
+)
+"""Candidate-table columns a plan reports (read once per model as arrays)."""
+
+
+def _values(variables: list) -> np.ndarray:
+    """The variables' values as one array (0 where a solver left none)."""
+    return np.fromiter((v.value or 0.0 for v in variables), dtype=float, count=len(variables))
+
+
 class Solution:
     """Views of one model's loaded solution (call after a successful solve)."""
 
@@ -46,6 +59,25 @@ class Solution:
         self._judged_rows = candidates.pools == pools[-1]
         layout_pools = candidates.layouts["pool"].to_numpy()
         self._judged_layouts = layout_pools == pools[-1]
+        self._layout_gpus = candidates.layouts["gpus"].to_numpy(dtype=np.int64)
+        self._row_rate, self._row_layout = candidates.requests_per_s, candidates.layout_of
+        self._row_in_pool = [candidates.pools == pool for pool in pools]
+        self._osl_tokens = candidates.osl_tokens
+        table = candidates.table
+        self._columns = {key: table[key].to_numpy() for key in _PLAN_COLUMNS}
+        gaps = table.get("worst_inter_token_gap_ms", table["tpot_ms"])  # older tables lack the column
+        self._columns["worst_inter_token_gap_ms"] = gaps.to_numpy()
+        # Instances of layout c in period t are the sum of its count variables (copies per bin, or
+        # domain-spanning copies): read as one array per period, summed with bincount.
+        parts: dict[int, list] = {t: [] for t in model.T}
+        for (c, _b, t), var in model.copies.items():
+            parts[t].append((c, var))
+        for (c, t), var in model.spanning_copies.items():
+            parts[t].append((c, var))
+        self._count_vars = {
+            t: ([v for _, v in members], np.array([c for c, _ in members], dtype=np.int64))
+            for t, members in parts.items()
+        }
 
     # ----------------------------------------------------------------- targets
 
@@ -77,26 +109,27 @@ class Solution:
 
     def counts(self, t: int = 0) -> np.ndarray:
         """Instances per layout in period ``t``, rounded."""
-        m = self.model
-        return np.array([round(pyo.value(m.instances[c, t])) for c in m.L], dtype=np.int64)
+        variables, layouts = self._count_vars[t]
+        values = _values(variables)
+        return np.rint(np.bincount(layouts, weights=values, minlength=len(self._layout_gpus))).astype(
+            np.int64
+        )
 
     def flows(self, t: int = 0) -> np.ndarray:
         """Requests/s per row in period ``t`` (0 below :data:`FLOW_EPSILON`)."""
         m = self.model
-        values = np.array([pyo.value(m.flow[r, t]) or 0.0 for r in m.R])
+        values = _values([m.flow[r, t] for r in m.R])
         return np.where(values > FLOW_EPSILON, values, 0.0)
 
     def gpus(self, t: int = 0) -> float:
         """GPUs in period ``t``, from the rounded counts."""
-        return float((self.candidates.layouts["gpus"].to_numpy() * self.counts(t)).sum())
+        return float((self._layout_gpus * self.counts(t)).sum())
 
     def served_requests_per_s(self, t: int = 0) -> float:
         """Served rate in period ``t``: exact from the counts for one-shape traffic, else the MIP's."""
-        c = self.candidates
-        if len(c.classes) == 1:
-            counts = self.counts(t)
-            capacity = c.requests_per_s * counts[c.layout_of]
-            return float(min(capacity[c.pools == pool].sum() for pool in self.pools))
+        if len(self.candidates.classes) == 1:
+            capacity = self._row_rate * self.counts(t)[self._row_layout]
+            return float(min(capacity[in_pool].sum() for in_pool in self._row_in_pool))
         return float(pyo.value(self.model.served_requests_per_s[t]))
 
     def tokens(self, t: int = 0) -> float:
@@ -110,7 +143,7 @@ class Solution:
 
     def mean_osl(self, t: int = 0) -> float:
         """Mean output tokens per request in period ``t``."""
-        return float((self.shares(t) * self.candidates.osl_tokens).sum())
+        return float((self.shares(t) * self._osl_tokens).sum())
 
     def nodes(self, t: int = 0) -> int:
         """The fewest nodes that hold period ``t``'s instances (solvers may leave idle shared nodes).
@@ -121,7 +154,7 @@ class Solution:
         one-node items), so the count is whole nodes plus the fewest shared nodes.
         """
         geo = self.geometry
-        gpus = self.candidates.layouts["gpus"].to_numpy(dtype=np.int64)
+        gpus = self._layout_gpus
         counts = self.counts(t)
         whole = gpus >= geo.gpus_per_node
         nodes = int((gpus[whole] // geo.gpus_per_node * counts[whole]).sum())
@@ -133,51 +166,51 @@ class Solution:
 
     def pool_plans(self, t: int = 0) -> dict[str, PoolPlan]:
         """Every pool's used layouts in period ``t``, with their worst metrics over the classes they serve."""
-        c = self.candidates
-        counts, flows = self.counts(t), self.flows(t)
-        rows = c.table.assign(served_requests_per_s=flows, instances=counts[c.layout_of])
-        rows = rows[rows["instances"] > 0]
+        columns, one_class = self._columns, len(self.candidates.classes) == 1
+        flows, instances = self.flows(t), self.counts(t)[self._row_layout]
+        used = np.flatnonzero(instances > 0)
+        used = used[np.argsort(self._row_layout[used], kind="stable")]  # by layout, rows in table order
         per_layout = []
-        for _layout, group in rows.groupby("layout", sort=True):
-            served = group[group["served_requests_per_s"] > 0]
+        for group in np.split(used, np.flatnonzero(np.diff(self._row_layout[used])) + 1) if len(used) else []:
+            served = group[flows[group] > 0]
             judged = served if len(served) else group
-            weights = served["served_requests_per_s"] if len(served) else None
-            lead = group.iloc[0]
-            one_class = len(c.classes) == 1
+            lead = group[0]
+            kv = columns["kv_transfer_bytes_per_request"]
+            weights = flows[served] if len(served) else None
             per_layout.append(
                 {
-                    **{key: lead[key] for key in ("pool", "tp", "pp", "ep", "attention_dp", "batch", "gpus")},
-                    "chunked_prefill": bool(lead["chunked_prefill"]),
-                    "prefill_chunk_tokens": int(lead["prefill_chunk_tokens"]),
-                    "two_batch_overlap": bool(lead["two_batch_overlap"]),
-                    "eplb": bool(lead["eplb"]),
-                    "draft_tokens": int(lead["draft_tokens"]),
-                    "candidate_id": int(lead["candidate_id"]),
-                    "instances": int(lead["instances"]),
-                    "requests_per_s": float(lead["requests_per_s"]) if one_class else float("nan"),
-                    "served_requests_per_s": float(group["served_requests_per_s"].sum()),
-                    "tokens_per_s_per_user": float(judged["tokens_per_s_per_user"].min()),
-                    "tpot_ms": float(judged["tpot_ms"].max()),
-                    "ttft_ms": float(judged["ttft_ms"].max()),
-                    "worst_inter_token_gap_ms": float(
-                        judged.get("worst_inter_token_gap_ms", judged["tpot_ms"]).max()
-                    ),
+                    **{
+                        key: columns[key][lead]
+                        for key in ("pool", "tp", "pp", "ep", "attention_dp", "batch", "gpus")
+                    },
+                    "chunked_prefill": bool(columns["chunked_prefill"][lead]),
+                    "prefill_chunk_tokens": int(columns["prefill_chunk_tokens"][lead]),
+                    "two_batch_overlap": bool(columns["two_batch_overlap"][lead]),
+                    "eplb": bool(columns["eplb"][lead]),
+                    "draft_tokens": int(columns["draft_tokens"][lead]),
+                    "candidate_id": int(columns["candidate_id"][lead]),
+                    "instances": int(instances[lead]),
+                    "requests_per_s": float(columns["requests_per_s"][lead]) if one_class else float("nan"),
+                    "served_requests_per_s": float(flows[group].sum()),
+                    "tokens_per_s_per_user": float(columns["tokens_per_s_per_user"][judged].min()),
+                    "tpot_ms": float(columns["tpot_ms"][judged].max()),
+                    "ttft_ms": float(columns["ttft_ms"][judged].max()),
+                    "worst_inter_token_gap_ms": float(columns["worst_inter_token_gap_ms"][judged].max()),
                     "kv_transfer_bytes_per_request": float(
-                        np.average(served["kv_transfer_bytes_per_request"], weights=weights)
+                        np.average(kv[served], weights=weights)
                         if weights is not None and weights.sum() > 0
-                        else group["kv_transfer_bytes_per_request"].mean()
+                        else kv[group].mean()
                     ),
-                    "classes": ",".join(str(k) for k in (served if len(served) else group)["request_class"]),
+                    "classes": ",".join(str(k) for k in columns["request_class"][judged]),
                 }
             )
         frame = pd.DataFrame(per_layout)
         plans = {}
         for pool in self.pools:
-            chosen = frame[frame["pool"] == pool] if len(frame) else frame
-            chosen = chosen.sort_values(
-                ["instances", "candidate_id"], ascending=[False, True], kind="mergesort"
-            )
-            plans[pool] = PoolPlan(pool, chosen.reset_index(drop=True))
+            # Most instances first, then candidate id (a stable sort: ties keep layout order).
+            mine = [i for i, row in enumerate(per_layout) if row["pool"] == pool]
+            mine.sort(key=lambda i: (-per_layout[i]["instances"], per_layout[i]["candidate_id"]))
+            plans[pool] = PoolPlan(pool, frame.iloc[mine].reset_index(drop=True))
         return plans
 
     def plan(self, mode: str, target: float, results: list, main, t: int = 0) -> Plan:

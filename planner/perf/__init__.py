@@ -12,8 +12,9 @@ one numpy call and returns a tidy frame, one row per layout. The parts:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pandas as pd
 from numpy.typing import ArrayLike
 
 from planner.perf.architecture import Architecture
@@ -25,6 +26,9 @@ from planner.perf.prefix_cache import cached_prompt_tokens
 from planner.perf.serving import ServingOptions
 from planner.perf.speculative import Speculation
 from planner.specs import HardwareSpec, ModelSpec, Phase, Precision, QuantizationSpec
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "Architecture",
@@ -114,6 +118,8 @@ def evaluate(
             cached_tokens=cached,
             **cache,
         )
+    import pandas as pd  # imported when used: listing models and --help stay light
+
     frame = pd.DataFrame(
         {
             "tp": layouts.tp,

@@ -11,6 +11,7 @@ fit is held to.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 from pydantic import Field, model_validator
@@ -140,5 +141,19 @@ def ideal_block() -> EfficiencyBlock:
 
 
 def load_calibration(path: str | Path | None = None) -> Calibration:
-    """The shipped defaults, or a user's calibration file."""
-    return load_spec(path or DEFAULTS_PATH, Calibration)
+    """The shipped defaults, or a user's calibration file.
+
+    A run prices several tables with one file: it is parsed once per content version
+    (path, modification time and size), since a :class:`Calibration` is frozen.
+    """
+    path = path or DEFAULTS_PATH
+    try:
+        stat = Path(path).stat()
+    except OSError:
+        return load_spec(path, Calibration)  # which reports the missing file
+    return _load_calibration(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@lru_cache(maxsize=8)
+def _load_calibration(path: str, _mtime_ns: int, _size: int) -> Calibration:
+    return load_spec(path, Calibration)

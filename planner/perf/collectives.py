@@ -34,13 +34,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 from numpy.typing import ArrayLike
-from scipy.optimize import least_squares
 
 from planner.perf.context import GB, PerfContext
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 US = 1e-6
 
@@ -332,6 +334,8 @@ def predict_low_latency_all_to_all_us(rows: pd.DataFrame, constants: dict[str, f
 
 def _fit_log(rows: pd.DataFrame, predict, names: list[str], start: dict[str, float]) -> dict[str, float]:
     """Bounded least squares on log(predicted / measured) over ``names``; the rest stay at ``start``."""
+    from scipy.optimize import least_squares  # imported when fitting: scipy.optimize is slow to import
+
     measured = rows["time_us"].to_numpy(dtype=float)
 
     def residuals(x: np.ndarray) -> np.ndarray:

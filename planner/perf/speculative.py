@@ -33,7 +33,6 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy.optimize import brentq
 
 from planner.perf.context import PerfContext
 from planner.perf.layout import Layouts
@@ -60,6 +59,8 @@ def acceptance_fraction_for(accepted_tokens: float, draft_tokens: int) -> float:
         raise ValueError(
             f"accepted_tokens must lie in (1, {draft_tokens + 1}) for {draft_tokens} draft tokens"
         )
+    from scipy.optimize import brentq  # imported when used: scipy.optimize is slow to import
+
     return float(
         brentq(lambda a: accepted_tokens_per_step(a, draft_tokens) - accepted_tokens, 1e-9, 1 - 1e-12)
     )

@@ -22,7 +22,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import ndtri
 
 from planner.perf.architecture import ACTIVATION_BYTES, DISPATCH_BYTES_PER_ELEMENT, EMBEDDING_BYTES_PER_PARAM
 from planner.perf.collectives import LOW_LATENCY_MAX_TOKENS_PER_RANK, all_reduce_s, ep_all_to_all_s
@@ -82,6 +81,8 @@ def active_expert_fraction(experts: int, experts_per_token: int, tokens: np.ndar
 
 def expected_max_of_normals(n) -> np.ndarray:
     """Expected largest of ``n`` standard normal draws (Blom: Phi^-1((n - 3/8) / (n + 1/4)))."""
+    from scipy.special import ndtri  # imported when used: scipy.special is slow to import
+
     n = np.asarray(n, dtype=float)
     return ndtri((n - 0.375) / (n + 0.25))
 
