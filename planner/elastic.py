@@ -52,6 +52,7 @@ from planner.frontier import mode_tables
 from planner.optimize.backends import SolveResult, Termination, TimeLimitError, make_backend
 from planner.optimize.controls import Controls
 from planner.optimize.formulation import build_model
+from planner.optimize.layout_sets import LayoutSetBounds
 from planner.optimize.model import FIXED_RATIO_TOLERANCE, MODE_POOLS, combine_classes
 from planner.optimize.optimizer import time_limit_message
 from planner.optimize.packing import geometry
@@ -74,6 +75,15 @@ NODE_LIMIT = 200_000
 certified gap (never silently as optimal)."""
 UNSERVED_TOLERANCE = 1e-6
 """Requests/s of shortfall below which a period counts as served."""
+LAYOUT_SET_SOLVES = 40
+"""Layout sets the decomposition solves (cheapest bound first) before the full MIP takes over
+(deterministic: a count, never a time)."""
+LAYOUT_SET_NODE_LIMIT = 20_000
+"""Branch-and-bound nodes of one layout set's solve; past it its bound still counts."""
+DECOMPOSITION = "layout sets"
+"""``solution_path`` of a plan the decomposition proved (or bounded) without the full MIP."""
+FULL_MIP = "full MIP"
+"""``solution_path`` of a plan the full multi-period MIP answered."""
 
 
 @dataclass
@@ -91,6 +101,8 @@ class StrategyResult:
     note: str = ""
     termination: Termination = Termination.OPTIMAL
     mip_gap: float = 0.0
+    solution_path: str = FULL_MIP
+    """Which path answered: :data:`DECOMPOSITION` or :data:`FULL_MIP`."""
 
     @property
     def served(self) -> bool:
@@ -146,6 +158,7 @@ class ElasticResult:
                     "solves": r.solves,
                     "termination": str(r.termination),
                     "mip_gap": r.mip_gap,
+                    "solution_path": r.solution_path,
                     "note": r.note,
                     "output_tokens": tokens,
                     **over_horizon(r.gpu_hours, tokens, self.trace.hours, self.problem.hardware),
@@ -174,7 +187,9 @@ class ElasticPlanner:
         solver: str = "highs",
         time_limit_s: float = 120.0,
         node_limit: int = NODE_LIMIT,
+        decompose: bool = True,
     ):
+        """``decompose=False`` always solves the full multi-period MIP (the exact path, for audits)."""
         start = time.perf_counter()
         self.problem, self.trace = problem, trace
         self.target = min_tokens_per_s_per_user
@@ -221,6 +236,26 @@ class ElasticPlanner:
         self._allowed, self._usable = self.solution.at_target(self.target, floors)
         self.controls.set_target(self._allowed, self._usable)
         self.hours = np.asarray(trace.duration_h, dtype=float)
+        demand = np.asarray(trace.requests_per_s, dtype=float)[:, None] * load_scale * trace.shares
+        self.layout_sets = (
+            LayoutSetBounds(
+                self.candidates,
+                pools=self.pools,
+                layouts_per_pool=inst.layouts_per_pool,
+                allowed_rows=self._allowed,
+                usable_layouts=self._usable,
+                demand=demand,
+                hours=self.hours,
+                max_gpus=problem.max_gpus,
+                min_pool_gpus=float(inst.elastic.min_pool_gpus),
+                ramp_gpus=inst.elastic.ramp_limit_gpus,
+            )
+            if decompose
+            and LayoutSetBounds.applies(inst.layouts_per_pool, self.pools, inst.elastic.allow_relayout)
+            and not self.cost_objective
+            else None
+        )
+        self.path = FULL_MIP
         self.bounder = PeriodBounder(
             self.candidates,
             self.geometry,
@@ -278,11 +313,29 @@ class ElasticPlanner:
             else bounds.hours_lower_bound(self.hours)
         )
         bound = -lower if not self.cost_objective and np.isfinite(lower) else float("inf")
+        best, kept = None, None
+        self.path = FULL_MIP
+        decomposed = (
+            self._solve_by_layout_sets(strategy, fixed_ratio, bounds.gpus)
+            if self.layout_sets is not None and bounds.servable.all()
+            else None
+        )
+        if decomposed is not None:
+            best, kept, sets_lower = decomposed
+            bound = min(bound, -sets_lower)
+            if best.termination == Termination.OPTIMAL:
+                self.path = DECOMPOSITION
+                return best
+            log.info(
+                "%s: layout sets leave a %.2f%% gap after %d solves; solving the full model",
+                strategy,
+                100 * best.mip_gap,
+                LAYOUT_SET_SOLVES,
+            )
         popular = bounds.popular_layouts(
             self.candidates.layouts["pool"].to_numpy(), self.problem.instance.layouts_per_pool
         )
-        best, kept = None, None
-        if popular.any() and not self.problem.instance.elastic.allow_relayout:
+        if best is None and popular.any() and not self.problem.instance.elastic.allow_relayout:
             self.controls.set_target(self._allowed, self._usable & popular)
             try:
                 first = self._solve()
@@ -308,6 +361,50 @@ class ElasticPlanner:
         return dataclasses.replace(
             best, termination=Termination.OPTIMAL if proven else full.termination, bound=upper
         )
+
+    def _solve_by_layout_sets(
+        self, strategy: str, fixed_ratio: float | None, period_gpus: np.ndarray
+    ) -> tuple[SolveResult, list, float] | None:
+        """The horizon on one layout set at a time, cheapest bound first (:mod:`.optimize.layout_sets`).
+
+        Stops when the next set's bound reaches the best plan (proven optimal) or after
+        :data:`LAYOUT_SET_SOLVES` sets. Returns the best plan (loaded in the model), its snapshot
+        and the GPU-hours no plan goes below; None when no set found a plan (the full MIP decides).
+        """
+        sets = self.layout_sets.sets(period_gpus, static=strategy == "static", fixed_ratio=fixed_ratio)
+        if not sets or not np.isfinite(sets[0].gpu_hours_bound):
+            return None
+        best, kept, unproven = None, None, []
+        next_bound = float("inf")  # the bound of the first set not solved
+        limit = self.backend.node_limit  # the caller's (the ratio search sets a smaller one)
+        self.backend.set_node_limit(min(LAYOUT_SET_NODE_LIMIT, limit or LAYOUT_SET_NODE_LIMIT))
+        try:
+            for solved, layout_set in enumerate(sets):
+                cost = float("inf") if best is None else -best.objective
+                if layout_set.gpu_hours_bound >= cost - self._abs_gap or solved == LAYOUT_SET_SOLVES:
+                    next_bound = layout_set.gpu_hours_bound
+                    break
+                self.controls.set_target(self._allowed, self._usable & layout_set.layouts)
+                self.controls.set_gpu_floors(layout_set.gpu_floors)
+                result = self.backend.solve()
+                self._results.append(result)
+                if result.termination.limit:  # this set's optimum lies between its bounds
+                    solver_bound = -result.bound if result.bound == result.bound else 0.0
+                    unproven.append(max(solver_bound, layout_set.gpu_hours_bound))
+                if result.has_solution and (best is None or result.objective > best.objective + 1e-9):
+                    best, kept = result, snapshot(self.model)
+        finally:
+            self.backend.set_node_limit(limit)
+            self.controls.set_target(self._allowed, self._usable)
+            self.controls.set_gpu_floors(period_gpus)
+        if best is None:
+            return None
+        restore(kept)
+        lower = min([next_bound, *unproven])
+        if lower >= -best.objective - self._abs_gap:
+            proven = dataclasses.replace(best, termination=Termination.OPTIMAL, bound=best.objective)
+            return proven, kept, lower
+        return dataclasses.replace(best, termination=Termination.NODE_LIMIT, bound=-lower), kept, lower
 
     def _weights(self, *, resources: bool, unserved: bool) -> None:
         node_price = (self.problem.hardware.price_usd_per_gpu_hour or 0.0) * self.geometry.gpus_per_node
@@ -353,6 +450,7 @@ class ElasticPlanner:
             first = self._solve(incumbent_ok=False)
             if first.termination != Termination.OPTIMAL:
                 raise InfeasibleError(self._why_infeasible(strategy, fixed_ratio))
+            self.path = FULL_MIP
             shortfall = np.array([pyo.value(m.unserved_requests_per_s[t]) for t in m.T])
             self.controls.set_unserved_caps(shortfall + UNSERVED_TOLERANCE)
             self._weights(resources=True, unserved=False)
@@ -394,6 +492,7 @@ class ElasticPlanner:
             note=note,
             termination=last.termination,
             mip_gap=last.mip_gap,
+            solution_path=self.path,
         )
 
     def best_fixed_ratio(self, dynamic: StrategyResult, static: StrategyResult) -> StrategyResult:
@@ -423,6 +522,7 @@ class ElasticPlanner:
             fixed_ratio=float(static.periods["prefill_decode_gpu_ratio"].iloc[0]),
             termination=static.termination,
             mip_gap=static.mip_gap,
+            solution_path=static.solution_path,
         )
         lower = [static.gpu_hours * (1 - static.mip_gap)]  # no candidate (nor static) goes below these
         elapsed, solves, unproven = 0.0, 0, 0
@@ -546,6 +646,7 @@ def plan_elastic(
     solver: str = "highs",
     time_limit_s: float = 120.0,
     node_limit: int = NODE_LIMIT,
+    decompose: bool = True,
 ) -> ElasticResult:
     """Static, best fixed ratio (and ``fixed_ratio`` if given), and dynamic plans over one trace."""
     planner = ElasticPlanner(
@@ -557,6 +658,7 @@ def plan_elastic(
         solver=solver,
         time_limit_s=time_limit_s,
         node_limit=node_limit,
+        decompose=decompose,
     )
     result = ElasticResult(
         problem,
