@@ -16,6 +16,8 @@ Why it exists
         m_t(S) = max(P_t(S) + D_t(S), LB_t)          (LB_t: the period alone, layouts free)
         bound(S) = sum_t hours_t x_t,  x_t = max_s (m_s(S) - ramp |t - s|)   (the ramp envelope)
 
+    (GPU totals on ``S`` move in multiples of the gcd ``g`` of its layouts' GPUs, so the ramp is
+    rounded down to a multiple of ``g``.)
     and for ``static`` (one instance vector for every period) ``P(S)`` is the fewest GPUs
     serving all periods at once, ``bound(S) = hours x max_t m_t(S)``. With a fixed
     prefill:decode ratio ``R``, ``P`` and ``D`` are raised in turn to the lattice of their
@@ -182,7 +184,10 @@ class LayoutSetBounds:
                 floors = np.repeat(peak[:, None], len(self.hours), axis=1)
                 bounds = peak * self.hours.sum()
             else:
-                floors = self._ramp_envelope(np.maximum(gpus, period_gpus[None]))
+                # Totals move in steps of the set's GPU lattice: a ramp of 6 on 4-GPU steps allows 4.
+                step = np.gcd(int(self.lattice[first][i]), self.lattice[second].astype(np.int64))
+                ramp = np.floor(self.ramp_gpus / step) * step
+                floors = self._ramp_envelope(np.maximum(gpus, period_gpus[None]), ramp)
                 bounds = (floors * self.hours).sum(axis=1)
             for j, other in enumerate(self.subsets[second]):
                 mask = np.zeros(layouts, dtype=bool)
@@ -208,11 +213,12 @@ class LayoutSetBounds:
             p, d = p_next, d_next
         return p, d
 
-    def _ramp_envelope(self, gpus: np.ndarray) -> np.ndarray:
-        """``x_t = max_s (m_s - ramp |t - s|)``: the least each period holds given its neighbours (rows)."""
-        out = gpus.copy()
+    @staticmethod
+    def _ramp_envelope(gpus: np.ndarray, ramp: np.ndarray) -> np.ndarray:
+        """``x_t = max_s (m_s - ramp |t - s|)`` per row: the least each period holds given its neighbours."""
+        out, ramp = gpus.copy(), np.broadcast_to(np.asarray(ramp, dtype=float), len(gpus))
         for t in range(1, out.shape[1]):
-            out[:, t] = np.maximum(out[:, t], out[:, t - 1] - self.ramp_gpus)
+            out[:, t] = np.maximum(out[:, t], out[:, t - 1] - ramp)
         for t in range(out.shape[1] - 2, -1, -1):
-            out[:, t] = np.maximum(out[:, t], out[:, t + 1] - self.ramp_gpus)
+            out[:, t] = np.maximum(out[:, t], out[:, t + 1] - ramp)
         return out
