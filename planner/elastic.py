@@ -298,13 +298,35 @@ class ElasticPlanner:
         return result
 
     def _solve_served(self, strategy: str, fixed_ratio: float | None) -> SolveResult:
-        """Every period served, least GPU-hours: popular layouts first, then all of them.
+        """Every period served, least GPU-hours: layout sets first, else popular layouts, then all of them.
 
-        The layouts the periods' optima favour make a small MIP that usually meets the lower
-        bound, which proves it optimal; otherwise the full model is solved too.
+        The decomposition (:meth:`_solve_by_layout_sets`) usually proves the optimum on its own.
+        Otherwise the layouts the periods' optima favour make a small MIP that may meet the lower
+        bound, which proves it optimal; failing that the full model is solved too.
 
-        The result's gap is certified against the better of the solver's bound and the periods' bound.
+        The result's gap is certified against the best of the solver's, the periods' and the
+        layout sets' bounds.
         """
+        best, kept, sets_lower = None, None, 0.0
+        self.path = FULL_MIP
+        if self.layout_sets is not None:
+            # Every strategy restricts the dynamic one: the periods' dynamic bounds hold for all.
+            alone = self.bounder.bounds(None)
+            decomposed = None
+            if alone.servable.all():
+                self.controls.set_gpu_floors(alone.gpus)
+                decomposed = self._solve_by_layout_sets(strategy, fixed_ratio, alone.gpus)
+            if decomposed is not None:
+                best, kept, sets_lower = decomposed
+                if best.termination == Termination.OPTIMAL:
+                    self.path = DECOMPOSITION
+                    return best
+                log.info(
+                    "%s: layout sets leave a %.2f%% gap after %d solves; solving the full model",
+                    strategy,
+                    100 * best.mip_gap,
+                    LAYOUT_SET_SOLVES,
+                )
         bounds = self.bounder.bounds(fixed_ratio)
         self.controls.set_gpu_floors(bounds.gpus)
         lower = (
@@ -312,26 +334,8 @@ class ElasticPlanner:
             if strategy == "static"
             else bounds.hours_lower_bound(self.hours)
         )
+        lower = max(lower, sets_lower)
         bound = -lower if not self.cost_objective and np.isfinite(lower) else float("inf")
-        best, kept = None, None
-        self.path = FULL_MIP
-        decomposed = (
-            self._solve_by_layout_sets(strategy, fixed_ratio, bounds.gpus)
-            if self.layout_sets is not None and bounds.servable.all()
-            else None
-        )
-        if decomposed is not None:
-            best, kept, sets_lower = decomposed
-            bound = min(bound, -sets_lower)
-            if best.termination == Termination.OPTIMAL:
-                self.path = DECOMPOSITION
-                return best
-            log.info(
-                "%s: layout sets leave a %.2f%% gap after %d solves; solving the full model",
-                strategy,
-                100 * best.mip_gap,
-                LAYOUT_SET_SOLVES,
-            )
         popular = bounds.popular_layouts(
             self.candidates.layouts["pool"].to_numpy(), self.problem.instance.layouts_per_pool
         )
@@ -495,6 +499,19 @@ class ElasticPlanner:
             solution_path=self.path,
         )
 
+    def _ratio_floor(self, ratio: float, stop_at_gpu_hours: float) -> tuple[float, bool]:
+        """GPU-hours no plan at ``ratio`` goes below, and whether that already rules the ratio out.
+
+        From the layout sets' bounds when they apply (no solve), else from every period alone at the ratio.
+        """
+        alone = self.bounder.bounds(None)
+        if self.layout_sets is not None and alone.servable.all():
+            sets = self.layout_sets.sets(alone.gpus, fixed_ratio=ratio)
+            floor = sets[0].gpu_hours_bound if sets else float("inf")
+            return floor, floor >= stop_at_gpu_hours
+        bounds = self.bounder.bounds(ratio, stop_at_gpu_hours=stop_at_gpu_hours)
+        return bounds.hours_lower_bound(self.hours), not bounds.complete
+
     def best_fixed_ratio(self, dynamic: StrategyResult, static: StrategyResult) -> StrategyResult:
         """The best single prefill:decode ratio for the horizon.
 
@@ -538,9 +555,8 @@ class ElasticPlanner:
             order = sorted(candidates, key=lambda r: (-near[r], r))
             for number, ratio in enumerate(order, 1):
                 log.info("fixed_ratio: candidate ratio %d of %d, %.3g", number, len(order), ratio)
-                bounds = self.bounder.bounds(ratio, stop_at_gpu_hours=best.gpu_hours - self._abs_gap)
-                floor[ratio] = bounds.hours_lower_bound(self.hours)
-                if not bounds.complete:  # some period unservable at this ratio, or the bound already loses
+                floor[ratio], hopeless = self._ratio_floor(ratio, best.gpu_hours - self._abs_gap)
+                if hopeless:  # some period unservable at this ratio, or the bound already loses
                     lower.append(min(floor[ratio], best.gpu_hours))
                     continue
                 found = self.solve("fixed_ratio", ratio, allow_shortfall=False, incumbent_ok=True)
