@@ -255,6 +255,8 @@ class ElasticPlanner:
             and not self.cost_objective
             else None
         )
+        if self.layout_sets is not None and not self.layout_sets.available:
+            self.layout_sets = None
         self.path = FULL_MIP
         self.bounder = PeriodBounder(
             self.candidates,
@@ -375,7 +377,9 @@ class ElasticPlanner:
         :data:`LAYOUT_SET_SOLVES` sets. Returns the best plan (loaded in the model), its snapshot
         and the GPU-hours no plan goes below; None when no set found a plan (the full MIP decides).
         """
-        sets = self.layout_sets.sets(period_gpus, static=strategy == "static", fixed_ratio=fixed_ratio)
+        sets = self.layout_sets.sets(
+            period_gpus, static=strategy == "static", fixed_ratio=fixed_ratio, first=LAYOUT_SET_SOLVES + 1
+        )
         if not sets or not np.isfinite(sets[0].gpu_hours_bound):
             return None
         best, kept, unproven = None, None, []
@@ -506,7 +510,7 @@ class ElasticPlanner:
         """
         alone = self.bounder.bounds(None)
         if self.layout_sets is not None and alone.servable.all():
-            sets = self.layout_sets.sets(alone.gpus, fixed_ratio=ratio)
+            sets = self.layout_sets.sets(alone.gpus, fixed_ratio=ratio, first=1)
             floor = sets[0].gpu_hours_bound if sets else float("inf")
             return floor, floor >= stop_at_gpu_hours
         bounds = self.bounder.bounds(ratio, stop_at_gpu_hours=stop_at_gpu_hours)

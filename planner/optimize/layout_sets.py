@@ -49,6 +49,9 @@ EPSILON = 1e-6
 (feasibility tolerance 1e-6) accepts as a plan."""
 MAX_LAYOUTS_PER_SET = 2
 """Layouts per pool the enumeration handles exactly."""
+MAX_ENUMERATION = 30_000_000
+"""Numbers the enumeration may compute (instance counts x periods x classes per subset, and sets x
+periods); past it (huge budgets of 1-GPU layouts, hundreds of layouts) the full MIP answers instead."""
 
 
 @dataclass(frozen=True)
@@ -97,15 +100,28 @@ class LayoutSetBounds:
         self.all_periods: dict[str, np.ndarray] = {}  # pool -> subsets: fewest GPUs serving every period
         for pool in pools:
             ids = [int(c) for c in np.flatnonzero((pool_of == pool) & usable_layouts)]
-            size = min(layouts_per_pool, len(ids))
-            self.subsets[pool] = list(itertools.combinations(ids, size))
+            self.subsets[pool] = (
+                list(itertools.combinations(ids, min(layouts_per_pool, len(ids)))) if ids else []
+            )
+        periods, classes = self.demand.shape
+        work = sum(
+            (self.max_gpus // int(self.gpus[list(s)].max()) + 1) * periods * classes
+            for pool in pools
+            for s in self.subsets[pool]
+        )
+        sets = len(self.subsets[pools[0]]) * len(self.subsets[pools[1]])
+        self.available = bool(sets) and max(work, sets * periods) <= MAX_ENUMERATION
+        """False when the enumeration would be too large (or a pool has no layout): use the full MIP."""
+        self.lattice: dict[str, np.ndarray] = {}
+        if not self.available:
+            return
+        for pool in pools:
             solved = [self._pool_gpus(subset) for subset in self.subsets[pool]]
             self.per_period[pool] = np.array([p for p, _ in solved]).reshape(-1, len(self.demand))
             self.all_periods[pool] = np.array([s for _, s in solved])
-        self.lattice = {
-            pool: np.array([np.gcd.reduce(self.gpus[list(s)]) for s in self.subsets[pool]], dtype=float)
-            for pool in pools
-        }
+            self.lattice[pool] = np.array(
+                [np.gcd.reduce(self.gpus[list(s)]) for s in self.subsets[pool]], float
+            )
 
     @staticmethod
     def applies(layouts_per_pool: int, pools: tuple[str, ...], allow_relayout: bool) -> bool:
@@ -160,41 +176,53 @@ class LayoutSetBounds:
     # ----------------------------------------------------------------- layout sets
 
     def sets(
-        self, period_gpus: np.ndarray, *, static: bool = False, fixed_ratio: float | None = None
+        self,
+        period_gpus: np.ndarray,
+        *,
+        static: bool = False,
+        fixed_ratio: float | None = None,
+        first: int | None = None,
     ) -> list[LayoutSet]:
-        """Every layout set with its bound, cheapest bound first (ties: set order, deterministic).
+        """The ``first`` layout sets of cheapest bound (all if None), cheapest first (ties: set order).
 
-        ``period_gpus``: ``LB_t``, the fewest GPUs of each period alone (layouts free, same ratio).
+        ``period_gpus``: ``LB_t``, the fewest GPUs of each period alone (layouts free).
         """
+        bounds = np.array([self._row(i, period_gpus, static, fixed_ratio)[0] for i in self._rows()])
+        order = np.argsort(bounds, axis=None, kind="stable")[: bounds.size if first is None else first]
+        found, layouts = [], len(self.gpus)
+        second_subsets = self.subsets[self.pools[1]]
+        for i, j in zip(*np.unravel_index(order, bounds.shape), strict=True):
+            floors = self._row(int(i), period_gpus, static, fixed_ratio)[1][j]
+            mask = np.zeros(layouts, dtype=bool)
+            mask[list(self.subsets[self.pools[0]][i]) + list(second_subsets[j])] = True
+            found.append(LayoutSet(mask, float(bounds[i, j]), floors))
+        return found
+
+    def _rows(self) -> range:
+        return range(len(self.subsets[self.pools[0]]))
+
+    def _row(
+        self, i: int, period_gpus: np.ndarray, static: bool, fixed_ratio: float | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Bounds and per-period floors of every set with the first pool's ``i``-th subset."""
         first, second = self.pools
         firsts = self.all_periods[first][:, None] if static else self.per_period[first]
         seconds = self.all_periods[second][:, None] if static else self.per_period[second]
-        layouts = len(self.gpus)
-        found = []
-        for i, subset in enumerate(self.subsets[first]):
-            p = np.broadcast_to(firsts[i], (len(seconds), firsts.shape[1])).astype(float)
-            d = seconds.astype(float)
-            if fixed_ratio is not None:
-                steps = (self.lattice[first][i], self.lattice[second][:, None])
-                p, d = self._hold_ratio(p, d, *steps, fixed_ratio)
-            gpus = p + d
-            gpus = np.where(gpus <= self.max_gpus, gpus, np.inf)
-            if static:
-                peak = np.maximum(gpus[:, 0], period_gpus.max())
-                floors = np.repeat(peak[:, None], len(self.hours), axis=1)
-                bounds = peak * self.hours.sum()
-            else:
-                # Totals move in steps of the set's GPU lattice: a ramp of 6 on 4-GPU steps allows 4.
-                step = np.gcd(int(self.lattice[first][i]), self.lattice[second].astype(np.int64))
-                ramp = np.floor(self.ramp_gpus / step) * step
-                floors = self._ramp_envelope(np.maximum(gpus, period_gpus[None]), ramp)
-                bounds = (floors * self.hours).sum(axis=1)
-            for j, other in enumerate(self.subsets[second]):
-                mask = np.zeros(layouts, dtype=bool)
-                mask[list(subset) + list(other)] = True
-                found.append(LayoutSet(mask, float(bounds[j]), floors[j]))
-        order = sorted(range(len(found)), key=lambda s: found[s].gpu_hours_bound)
-        return [found[s] for s in order]
+        p = np.broadcast_to(firsts[i], (len(seconds), firsts.shape[1])).astype(float)
+        d = seconds.astype(float)
+        if fixed_ratio is not None:
+            steps = (self.lattice[first][i], self.lattice[second][:, None])
+            p, d = self._hold_ratio(p, d, *steps, fixed_ratio)
+        gpus = p + d
+        gpus = np.where(gpus <= self.max_gpus, gpus, np.inf)
+        if static:
+            peak = np.maximum(gpus[:, 0], period_gpus.max())
+            return peak * self.hours.sum(), np.repeat(peak[:, None], len(self.hours), axis=1)
+        # Totals move in steps of the set's GPU lattice: a ramp of 6 on 4-GPU steps allows 4.
+        step = np.gcd(int(self.lattice[first][i]), self.lattice[second].astype(np.int64))
+        ramp = np.floor(self.ramp_gpus / step) * step
+        floors = self._ramp_envelope(np.maximum(gpus, period_gpus[None]), ramp)
+        return (floors * self.hours).sum(axis=1), floors
 
     @staticmethod
     def _hold_ratio(p, d, p_step, d_step, ratio: float, rounds: int = 100):
