@@ -29,6 +29,14 @@ One multi-period MIP
     never uses more GPU-hours than a fixed ratio, which never uses more than static
     (tests check it on the solved numbers).
 
+Decomposed by layout set
+    Layouts are the only coupling between periods besides the ramp rows, so each strategy
+    is first solved on one layout set at a time (:mod:`planner.optimize.layout_sets` bounds
+    every set's GPU-hours exactly per pool and period), cheapest bound first, until the next
+    bound reaches the best plan: proven optimal, usually after one restricted solve. Past
+    :data:`LAYOUT_SET_SOLVES` sets the full model takes over with that plan's bound; which
+    path answered is ``solution_path``, and any remaining gap is reported, never hidden.
+
 Unservable periods
     When a strategy cannot serve every period, a first solve minimizes unserved
     requests (hour-weighted) and a second minimizes GPU-hours with that shortfall
