@@ -307,7 +307,9 @@ class ElasticPlanner:
             )
         return result
 
-    def _solve_served(self, strategy: str, fixed_ratio: float | None) -> SolveResult:
+    def _solve_served(
+        self, strategy: str, fixed_ratio: float | None, cutoff_gpu_hours: float = float("inf")
+    ) -> SolveResult:
         """Every period served, least GPU-hours: layout sets first, else popular layouts, then all of them.
 
         The decomposition (:meth:`_solve_by_layout_sets`) usually proves the optimum on its own.
@@ -325,10 +327,10 @@ class ElasticPlanner:
             decomposed = None
             if alone.servable.all():
                 self.controls.set_gpu_floors(alone.gpus)
-                decomposed = self._solve_by_layout_sets(strategy, fixed_ratio, alone.gpus)
+                decomposed = self._solve_by_layout_sets(strategy, fixed_ratio, alone.gpus, cutoff_gpu_hours)
             if decomposed is not None:
                 best, kept, sets_lower = decomposed
-                if best.termination == Termination.OPTIMAL:
+                if best.termination == Termination.OPTIMAL or sets_lower >= cutoff_gpu_hours - self._abs_gap:
                     self.path = DECOMPOSITION
                     return best
                 log.info(
@@ -377,29 +379,53 @@ class ElasticPlanner:
         )
 
     def _solve_by_layout_sets(
-        self, strategy: str, fixed_ratio: float | None, period_gpus: np.ndarray
+        self,
+        strategy: str,
+        fixed_ratio: float | None,
+        period_gpus: np.ndarray,
+        cutoff_gpu_hours: float = float("inf"),
     ) -> tuple[SolveResult, list, float] | None:
         """The horizon on one layout set at a time, cheapest bound first (:mod:`.optimize.layout_sets`).
 
-        Stops when the next set's bound reaches the best plan (proven optimal) or after
-        :data:`LAYOUT_SET_SOLVES` sets. Returns the best plan (loaded in the model), its snapshot
-        and the GPU-hours no plan goes below; None when no set found a plan (the full MIP decides).
+        Stops when the next set's bound reaches the best plan (proven optimal) or the cutoff, or
+        after :data:`LAYOUT_SET_SOLVES` sets. At a fixed ratio, the periods' own bounds at that
+        ratio (solves) join the sets' bounds once the first set does not settle it. Returns the
+        best plan (loaded in the model), its snapshot and the GPU-hours no plan goes below; None
+        when no set found a plan (the full MIP decides).
         """
-        sets = self.layout_sets.sets(
-            period_gpus, static=strategy == "static", fixed_ratio=fixed_ratio, first=LAYOUT_SET_SOLVES + 1
-        )
+        done: set[tuple[int, ...]] = set()
+
+        def ranked(floors: np.ndarray) -> list:
+            found = self.layout_sets.sets(
+                floors,
+                static=strategy == "static",
+                fixed_ratio=fixed_ratio,
+                first=LAYOUT_SET_SOLVES + 1 + len(done),
+            )
+            return [s for s in found if s.key not in done]
+
+        sets = ranked(period_gpus)
         if not sets or not np.isfinite(sets[0].gpu_hours_bound):
             return None
         best, kept, unproven = None, None, []
-        next_bound = float("inf")  # the bound of the first set not solved
+        refined = fixed_ratio is None
         limit = self.backend.node_limit  # the caller's (the ratio search sets a smaller one)
         self.backend.set_node_limit(min(LAYOUT_SET_NODE_LIMIT, limit or LAYOUT_SET_NODE_LIMIT))
         try:
-            for solved, layout_set in enumerate(sets):
-                cost = float("inf") if best is None else -best.objective
-                if layout_set.gpu_hours_bound >= cost - self._abs_gap or solved == LAYOUT_SET_SOLVES:
-                    next_bound = layout_set.gpu_hours_bound
+            while True:
+                next_bound = sets[0].gpu_hours_bound if sets else float("inf")
+                stop = min(float("inf") if best is None else -best.objective, cutoff_gpu_hours)
+                if best is not None and next_bound < stop - self._abs_gap and not refined:
+                    refined = True
+                    at_ratio = self.bounder.bounds(fixed_ratio)
+                    if at_ratio.servable.all():
+                        period_gpus = np.maximum(period_gpus, at_ratio.gpus)
+                        sets = ranked(period_gpus)
+                        continue
+                if next_bound >= stop - self._abs_gap or len(done) == LAYOUT_SET_SOLVES:
                     break
+                layout_set = sets.pop(0)
+                done.add(layout_set.key)
                 self.controls.set_target(self._allowed, self._usable & layout_set.layouts)
                 self.controls.set_gpu_floors(layout_set.gpu_floors)
                 result = self.backend.solve()
@@ -438,11 +464,14 @@ class ElasticPlanner:
         *,
         allow_shortfall: bool = True,
         incumbent_ok: bool = False,
+        cutoff_gpu_hours: float = float("inf"),
     ):
         """One strategy's plan: every period served if possible, else least shortfall; then least GPU-hours.
 
         Returns None when ``allow_shortfall`` is False and the strategy cannot serve every period
         (or, with ``incumbent_ok``, when the time limit passes before any plan is found).
+        ``cutoff_gpu_hours``: a plan the caller already has; the layout sets stop searching once no
+        set can beat it (the plan returned is then proven no better than the cutoff, not optimal).
         """
         m = self.model
         self.controls.set_strategy(static=strategy == "static", fixed_ratio=fixed_ratio)
@@ -450,7 +479,7 @@ class ElasticPlanner:
         self.controls.set_unserved_caps(np.zeros(self.trace.periods))
         self._weights(resources=True, unserved=False)
         try:
-            result = self._solve_served(strategy, fixed_ratio)
+            result = self._solve_served(strategy, fixed_ratio, cutoff_gpu_hours)
         except TimeLimitError:
             if incumbent_ok:
                 return None
@@ -571,7 +600,13 @@ class ElasticPlanner:
                 if hopeless:  # some period unservable at this ratio, or the bound already loses
                     lower.append(min(floor[ratio], best.gpu_hours))
                     continue
-                found = self.solve("fixed_ratio", ratio, allow_shortfall=False, incumbent_ok=True)
+                found = self.solve(
+                    "fixed_ratio",
+                    ratio,
+                    allow_shortfall=False,
+                    incumbent_ok=True,
+                    cutoff_gpu_hours=best.gpu_hours,
+                )
                 elapsed += sum(r.solve_time_s for r in self._results)
                 solves += len(self._results)
                 if found is None:

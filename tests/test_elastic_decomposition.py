@@ -98,6 +98,14 @@ def test_the_ramp_envelope_and_static_bounds_by_hand() -> None:
     """x_t = max_s (m_s - ramp |t - s|); static holds the peak all horizon."""
     envelope = LayoutSetBounds._ramp_envelope(np.array([[0.0, 0.0, 16.0, 0.0, 0.0]] * 2), np.array([4, 0]))
     assert envelope.tolist() == [[8.0, 12.0, 16.0, 12.0, 8.0], [16.0] * 5]  # ramp 0: one size all along
+    # A ratio of 2/3 on 4-GPU steps allows only totals 20, 40, 60 (8+12, 16+24, 24+36) within 72 GPUs:
+    # a ramp of 16 can never move them, so the walk holds the peak all along (the envelope would not).
+    bounds = LayoutSetBounds.__new__(LayoutSetBounds)
+    bounds.max_gpus, bounds.ramp_gpus, bounds.hours, bounds._totals_cache = 72, 16.0, np.ones(4), {}
+    totals = bounds._totals(4.0, 4.0, 2 / 3)
+    assert totals.tolist() == [0.0, 20.0, 40.0, 60.0]
+    assert bounds._ramp_walk(np.array([[40.0, 20.0, 20.0, 40.0]]), totals).tolist() == [160.0]
+    assert bounds._totals(4.0, 8.0, None).tolist() == list(range(0, 73, 4))
     # A ratio of 1 within 3% on 8-GPU steps: prefill 12 -> 16 to match decode 16 (12/16 is outside).
     p, d = LayoutSetBounds._hold_ratio(np.array([12.0]), np.array([16.0]), 8.0, 8.0, 1.0)
     assert (p.tolist(), d.tolist()) == ([16.0], [16.0])

@@ -38,6 +38,7 @@ Scope
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,9 +50,21 @@ EPSILON = 1e-6
 (feasibility tolerance 1e-6) accepts as a plan."""
 MAX_LAYOUTS_PER_SET = 2
 """Layouts per pool the enumeration handles exactly."""
+MAX_TOTALS = 256
+"""GPU totals the ramp walk (a DP over periods) visits per set; past it the ramp envelope bounds alone."""
+MAX_PAIRS = 1_000_000
+"""Prefill x decode GPU counts listed to find the totals a fixed ratio allows."""
 MAX_ENUMERATION = 30_000_000
 """Numbers the enumeration may compute (instance counts x periods x classes per subset, and sets x
 periods); past it (huge budgets of 1-GPU layouts, hundreds of layouts) the full MIP answers instead."""
+
+
+def _round_up(values, totals: np.ndarray | None):
+    """Each value raised to the least of ``totals`` at or above it (inf past the last; kept without)."""
+    if totals is None:
+        return values
+    at = np.searchsorted(totals, np.asarray(values) - EPSILON)
+    return np.where(at < len(totals), totals[np.minimum(at, len(totals) - 1)], np.inf)
 
 
 @dataclass(frozen=True)
@@ -64,6 +77,11 @@ class LayoutSet:
     """GPU-hours no plan on these layouts (every period served) goes below (inf: none exists)."""
     gpu_floors: np.ndarray
     """Per period: GPUs no plan on these layouts goes below (the ramp envelope)."""
+
+    @property
+    def key(self) -> tuple[int, ...]:
+        """The set's layout ids (hashable)."""
+        return tuple(int(c) for c in np.flatnonzero(self.layouts))
 
 
 class LayoutSetBounds:
@@ -113,6 +131,7 @@ class LayoutSetBounds:
         self.available = bool(sets) and max(work, sets * periods) <= MAX_ENUMERATION
         """False when the enumeration would be too large (or a pool has no layout): use the full MIP."""
         self.lattice: dict[str, np.ndarray] = {}
+        self._totals_cache: dict[tuple, np.ndarray | None] = {}
         if not self.available:
             return
         for pool in pools:
@@ -187,12 +206,13 @@ class LayoutSetBounds:
 
         ``period_gpus``: ``LB_t``, the fewest GPUs of each period alone (layouts free).
         """
-        bounds = np.array([self._row(i, period_gpus, static, fixed_ratio)[0] for i in self._rows()])
+        rows = [self._row(i, period_gpus, static, fixed_ratio) for i in self._rows()]
+        bounds = np.array([row[0] for row in rows])
         order = np.argsort(bounds, axis=None, kind="stable")[: bounds.size if first is None else first]
         found, layouts = [], len(self.gpus)
         second_subsets = self.subsets[self.pools[1]]
         for i, j in zip(*np.unravel_index(order, bounds.shape), strict=True):
-            floors = self._row(int(i), period_gpus, static, fixed_ratio)[1][j]
+            floors = rows[i][1][j]
             mask = np.zeros(layouts, dtype=bool)
             mask[list(self.subsets[self.pools[0]][i]) + list(second_subsets[j])] = True
             found.append(LayoutSet(mask, float(bounds[i, j]), floors))
@@ -215,14 +235,63 @@ class LayoutSetBounds:
             p, d = self._hold_ratio(p, d, *steps, fixed_ratio)
         gpus = p + d
         gpus = np.where(gpus <= self.max_gpus, gpus, np.inf)
+        totals = [
+            self._totals(self.lattice[first][i], d_step, fixed_ratio) for d_step in self.lattice[second]
+        ]
         if static:
             peak = np.maximum(gpus[:, 0], period_gpus.max())
+            peak = np.array([_round_up(x, f) for x, f in zip(peak, totals, strict=True)])
             return peak * self.hours.sum(), np.repeat(peak[:, None], len(self.hours), axis=1)
         # Totals move in steps of the set's GPU lattice: a ramp of 6 on 4-GPU steps allows 4.
         step = np.gcd(int(self.lattice[first][i]), self.lattice[second].astype(np.int64))
         ramp = np.floor(self.ramp_gpus / step) * step
-        floors = self._ramp_envelope(np.maximum(gpus, period_gpus[None]), ramp)
-        return (floors * self.hours).sum(axis=1), floors
+        need = np.maximum(gpus, period_gpus[None])
+        floors = self._ramp_envelope(need, ramp)
+        bounds = (floors * self.hours).sum(axis=1)
+        groups: dict[int, list[int]] = {}  # sets sharing one list of totals walk together
+        for j, f in enumerate(totals):
+            floors[j] = _round_up(floors[j], f)
+            if f is not None and len(f) <= MAX_TOTALS:
+                groups.setdefault(id(f), []).append(j)
+        for js in groups.values():
+            bounds[js] = np.maximum(bounds[js], self._ramp_walk(need[js], totals[js[0]]))
+        return bounds, floors
+
+    def _totals(self, p_step: float, d_step: float, ratio: float | None) -> np.ndarray | None:
+        """GPU totals ``P + D <= G`` a set can hold: ``P``, ``D`` on their lattices, within the ratio band.
+
+        None when there are too many to list (the envelope alone bounds then).
+        """
+        key = (float(p_step), float(d_step), ratio)
+        if key not in self._totals_cache:
+            cap = self.max_gpus
+            if ratio is None:
+                step = math.gcd(int(p_step), int(d_step))
+                found = np.arange(0, cap + 1, step, dtype=float) if cap // step < MAX_TOTALS else None
+            elif (cap // p_step + 1) * (cap // d_step + 1) > MAX_PAIRS:
+                found = None
+            else:
+                low, high = (1 - FIXED_RATIO_TOLERANCE) * ratio, (1 + FIXED_RATIO_TOLERANCE) * ratio
+                p, d = np.meshgrid(
+                    np.arange(0, cap + 1, p_step), np.arange(0, cap + 1, d_step), indexing="ij"
+                )
+                ok = (p + d <= cap) & (p >= low * d * (1 - EPSILON)) & (p <= high * d * (1 + EPSILON))
+                found = np.unique((p + d)[ok]).astype(float)
+            self._totals_cache[key] = found
+        return self._totals_cache[key]
+
+    def _ramp_walk(self, need: np.ndarray, totals: np.ndarray) -> np.ndarray:
+        """Per row: least ``sum_t hours_t x_t``, ``x_t`` in ``totals``, ``x_t >= need_t``, ramp between.
+
+        A shortest path over the totals, period by period (a DP; exact for this relaxation).
+        """
+        reach = np.abs(totals[:, None] - totals[None, :]) <= self.ramp_gpus + EPSILON
+        cost = np.where(totals[None] >= need[:, :1] - EPSILON, self.hours[0] * totals[None], np.inf)
+        for t in range(1, need.shape[1]):
+            before = np.where(reach[None], cost[:, None, :], np.inf).min(axis=2)
+            fits = totals[None] >= need[:, t : t + 1] - EPSILON
+            cost = np.where(fits, before + self.hours[t] * totals, np.inf)
+        return cost.min(axis=1)
 
     @staticmethod
     def _hold_ratio(p, d, p_step, d_step, ratio: float, rounds: int = 100):
