@@ -615,8 +615,11 @@ class ElasticPlanner:
                     if limited:
                         lower.append(max(dynamic.gpu_hours, floor[ratio]))
                     continue
-                unproven += found.termination != Termination.OPTIMAL
-                lower.append(max(found.gpu_hours * (1 - found.mip_gap), floor[ratio]))
+                at_least = found.gpu_hours * (1 - found.mip_gap)
+                # Unproven only if it might still beat the best (a cutoff stop proves it cannot).
+                might_win = at_least < best.gpu_hours - self._abs_gap
+                unproven += found.termination != Termination.OPTIMAL and might_win
+                lower.append(max(at_least, floor[ratio]))
                 if found.gpu_hours < best.gpu_hours - 1e-9:
                     best = found
         finally:
