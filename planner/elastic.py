@@ -29,6 +29,14 @@ One multi-period MIP
     never uses more GPU-hours than a fixed ratio, which never uses more than static
     (tests check it on the solved numbers).
 
+Decomposed by layout set
+    Layouts are the only coupling between periods besides the ramp rows, so each strategy
+    is first solved on one layout set at a time (:mod:`planner.optimize.layout_sets` bounds
+    every set's GPU-hours exactly per pool and period), cheapest bound first, until the next
+    bound reaches the best plan: proven optimal, usually after one restricted solve. Past
+    :data:`LAYOUT_SET_SOLVES` sets the full model takes over with that plan's bound; which
+    path answered is ``solution_path``, and any remaining gap is reported, never hidden.
+
 Unservable periods
     When a strategy cannot serve every period, a first solve minimizes unserved
     requests (hour-weighted) and a second minimizes GPU-hours with that shortfall
@@ -52,6 +60,7 @@ from planner.frontier import mode_tables
 from planner.optimize.backends import SolveResult, Termination, TimeLimitError, make_backend
 from planner.optimize.controls import Controls
 from planner.optimize.formulation import build_model
+from planner.optimize.layout_sets import LayoutSetBounds
 from planner.optimize.model import FIXED_RATIO_TOLERANCE, MODE_POOLS, combine_classes
 from planner.optimize.optimizer import time_limit_message
 from planner.optimize.packing import geometry
@@ -74,6 +83,15 @@ NODE_LIMIT = 200_000
 certified gap (never silently as optimal)."""
 UNSERVED_TOLERANCE = 1e-6
 """Requests/s of shortfall below which a period counts as served."""
+LAYOUT_SET_SOLVES = 40
+"""Layout sets the decomposition solves (cheapest bound first) before the full MIP takes over
+(deterministic: a count, never a time)."""
+LAYOUT_SET_NODE_LIMIT = 20_000
+"""Branch-and-bound nodes of one layout set's solve; past it its bound still counts."""
+DECOMPOSITION = "layout sets"
+"""``solution_path`` of a plan the decomposition proved (or bounded) without the full MIP."""
+FULL_MIP = "full MIP"
+"""``solution_path`` of a plan the full multi-period MIP answered."""
 
 
 @dataclass
@@ -91,6 +109,8 @@ class StrategyResult:
     note: str = ""
     termination: Termination = Termination.OPTIMAL
     mip_gap: float = 0.0
+    solution_path: str = FULL_MIP
+    """Which path answered: :data:`DECOMPOSITION` or :data:`FULL_MIP`."""
 
     @property
     def served(self) -> bool:
@@ -146,6 +166,7 @@ class ElasticResult:
                     "solves": r.solves,
                     "termination": str(r.termination),
                     "mip_gap": r.mip_gap,
+                    "solution_path": r.solution_path,
                     "note": r.note,
                     "output_tokens": tokens,
                     **over_horizon(r.gpu_hours, tokens, self.trace.hours, self.problem.hardware),
@@ -174,7 +195,9 @@ class ElasticPlanner:
         solver: str = "highs",
         time_limit_s: float = 120.0,
         node_limit: int = NODE_LIMIT,
+        decompose: bool = True,
     ):
+        """``decompose=False`` always solves the full multi-period MIP (the exact path, for audits)."""
         start = time.perf_counter()
         self.problem, self.trace = problem, trace
         self.target = min_tokens_per_s_per_user
@@ -221,6 +244,28 @@ class ElasticPlanner:
         self._allowed, self._usable = self.solution.at_target(self.target, floors)
         self.controls.set_target(self._allowed, self._usable)
         self.hours = np.asarray(trace.duration_h, dtype=float)
+        demand = np.asarray(trace.requests_per_s, dtype=float)[:, None] * load_scale * trace.shares
+        self.layout_sets = (
+            LayoutSetBounds(
+                self.candidates,
+                pools=self.pools,
+                layouts_per_pool=inst.layouts_per_pool,
+                allowed_rows=self._allowed,
+                usable_layouts=self._usable,
+                demand=demand,
+                hours=self.hours,
+                max_gpus=problem.max_gpus,
+                min_pool_gpus=float(inst.elastic.min_pool_gpus),
+                ramp_gpus=inst.elastic.ramp_limit_gpus,
+            )
+            if decompose
+            and LayoutSetBounds.applies(inst.layouts_per_pool, self.pools, inst.elastic.allow_relayout)
+            and not self.cost_objective
+            else None
+        )
+        if self.layout_sets is not None and not self.layout_sets.available:
+            self.layout_sets = None
+        self.path = FULL_MIP
         self.bounder = PeriodBounder(
             self.candidates,
             self.geometry,
@@ -262,14 +307,38 @@ class ElasticPlanner:
             )
         return result
 
-    def _solve_served(self, strategy: str, fixed_ratio: float | None) -> SolveResult:
-        """Every period served, least GPU-hours: popular layouts first, then all of them.
+    def _solve_served(
+        self, strategy: str, fixed_ratio: float | None, cutoff_gpu_hours: float = float("inf")
+    ) -> SolveResult:
+        """Every period served, least GPU-hours: layout sets first, else popular layouts, then all of them.
 
-        The layouts the periods' optima favour make a small MIP that usually meets the lower
-        bound, which proves it optimal; otherwise the full model is solved too.
+        The decomposition (:meth:`_solve_by_layout_sets`) usually proves the optimum on its own.
+        Otherwise the layouts the periods' optima favour make a small MIP that may meet the lower
+        bound, which proves it optimal; failing that the full model is solved too.
 
-        The result's gap is certified against the better of the solver's bound and the periods' bound.
+        The result's gap is certified against the best of the solver's, the periods' and the
+        layout sets' bounds.
         """
+        best, kept, sets_lower = None, None, 0.0
+        self.path = FULL_MIP
+        if self.layout_sets is not None:
+            # Every strategy restricts the dynamic one: the periods' dynamic bounds hold for all.
+            alone = self.bounder.bounds(None)
+            decomposed = None
+            if alone.servable.all():
+                self.controls.set_gpu_floors(alone.gpus)
+                decomposed = self._solve_by_layout_sets(strategy, fixed_ratio, alone.gpus, cutoff_gpu_hours)
+            if decomposed is not None:
+                best, kept, sets_lower = decomposed
+                if best.termination == Termination.OPTIMAL or sets_lower >= cutoff_gpu_hours - self._abs_gap:
+                    self.path = DECOMPOSITION
+                    return best
+                log.info(
+                    "%s: layout sets leave a %.2f%% gap after %d solves; solving the full model",
+                    strategy,
+                    100 * best.mip_gap,
+                    LAYOUT_SET_SOLVES,
+                )
         bounds = self.bounder.bounds(fixed_ratio)
         self.controls.set_gpu_floors(bounds.gpus)
         lower = (
@@ -277,12 +346,12 @@ class ElasticPlanner:
             if strategy == "static"
             else bounds.hours_lower_bound(self.hours)
         )
+        lower = max(lower, sets_lower)
         bound = -lower if not self.cost_objective and np.isfinite(lower) else float("inf")
         popular = bounds.popular_layouts(
             self.candidates.layouts["pool"].to_numpy(), self.problem.instance.layouts_per_pool
         )
-        best, kept = None, None
-        if popular.any() and not self.problem.instance.elastic.allow_relayout:
+        if best is None and popular.any() and not self.problem.instance.elastic.allow_relayout:
             self.controls.set_target(self._allowed, self._usable & popular)
             try:
                 first = self._solve()
@@ -309,6 +378,76 @@ class ElasticPlanner:
             best, termination=Termination.OPTIMAL if proven else full.termination, bound=upper
         )
 
+    def _solve_by_layout_sets(
+        self,
+        strategy: str,
+        fixed_ratio: float | None,
+        period_gpus: np.ndarray,
+        cutoff_gpu_hours: float = float("inf"),
+    ) -> tuple[SolveResult, list, float] | None:
+        """The horizon on one layout set at a time, cheapest bound first (:mod:`.optimize.layout_sets`).
+
+        Stops when the next set's bound reaches the best plan (proven optimal) or the cutoff, or
+        after :data:`LAYOUT_SET_SOLVES` sets. At a fixed ratio, the periods' own bounds at that
+        ratio (solves) join the sets' bounds once the first set does not settle it. Returns the
+        best plan (loaded in the model), its snapshot and the GPU-hours no plan goes below; None
+        when no set found a plan (the full MIP decides).
+        """
+        done: set[tuple[int, ...]] = set()
+
+        def ranked(floors: np.ndarray) -> list:
+            found = self.layout_sets.sets(
+                floors,
+                static=strategy == "static",
+                fixed_ratio=fixed_ratio,
+                first=LAYOUT_SET_SOLVES + 1 + len(done),
+            )
+            return [s for s in found if s.key not in done]
+
+        sets = ranked(period_gpus)
+        if not sets or not np.isfinite(sets[0].gpu_hours_bound):
+            return None
+        best, kept, unproven = None, None, []
+        refined = fixed_ratio is None
+        limit = self.backend.node_limit  # the caller's (the ratio search sets a smaller one)
+        self.backend.set_node_limit(min(LAYOUT_SET_NODE_LIMIT, limit or LAYOUT_SET_NODE_LIMIT))
+        try:
+            while True:
+                next_bound = sets[0].gpu_hours_bound if sets else float("inf")
+                stop = min(float("inf") if best is None else -best.objective, cutoff_gpu_hours)
+                if best is not None and next_bound < stop - self._abs_gap and not refined:
+                    refined = True
+                    at_ratio = self.bounder.bounds(fixed_ratio)
+                    if at_ratio.servable.all():
+                        period_gpus = np.maximum(period_gpus, at_ratio.gpus)
+                        sets = ranked(period_gpus)
+                        continue
+                if next_bound >= stop - self._abs_gap or len(done) == LAYOUT_SET_SOLVES:
+                    break
+                layout_set = sets.pop(0)
+                done.add(layout_set.key)
+                self.controls.set_target(self._allowed, self._usable & layout_set.layouts)
+                self.controls.set_gpu_floors(layout_set.gpu_floors)
+                result = self.backend.solve()
+                self._results.append(result)
+                if result.termination.limit:  # this set's optimum lies between its bounds
+                    solver_bound = -result.bound if result.bound == result.bound else 0.0
+                    unproven.append(max(solver_bound, layout_set.gpu_hours_bound))
+                if result.has_solution and (best is None or result.objective > best.objective + 1e-9):
+                    best, kept = result, snapshot(self.model)
+        finally:
+            self.backend.set_node_limit(limit)
+            self.controls.set_target(self._allowed, self._usable)
+            self.controls.set_gpu_floors(period_gpus)
+        if best is None:
+            return None
+        restore(kept)
+        lower = min([next_bound, *unproven])
+        if lower >= -best.objective - self._abs_gap:
+            proven = dataclasses.replace(best, termination=Termination.OPTIMAL, bound=best.objective)
+            return proven, kept, lower
+        return dataclasses.replace(best, termination=Termination.NODE_LIMIT, bound=-lower), kept, lower
+
     def _weights(self, *, resources: bool, unserved: bool) -> None:
         node_price = (self.problem.hardware.price_usd_per_gpu_hour or 0.0) * self.geometry.gpus_per_node
         hours = np.asarray(self.trace.duration_h, dtype=float)
@@ -325,11 +464,14 @@ class ElasticPlanner:
         *,
         allow_shortfall: bool = True,
         incumbent_ok: bool = False,
+        cutoff_gpu_hours: float = float("inf"),
     ):
         """One strategy's plan: every period served if possible, else least shortfall; then least GPU-hours.
 
         Returns None when ``allow_shortfall`` is False and the strategy cannot serve every period
         (or, with ``incumbent_ok``, when the time limit passes before any plan is found).
+        ``cutoff_gpu_hours``: a plan the caller already has; the layout sets stop searching once no
+        set can beat it (the plan returned is then proven no better than the cutoff, not optimal).
         """
         m = self.model
         self.controls.set_strategy(static=strategy == "static", fixed_ratio=fixed_ratio)
@@ -337,7 +479,7 @@ class ElasticPlanner:
         self.controls.set_unserved_caps(np.zeros(self.trace.periods))
         self._weights(resources=True, unserved=False)
         try:
-            result = self._solve_served(strategy, fixed_ratio)
+            result = self._solve_served(strategy, fixed_ratio, cutoff_gpu_hours)
         except TimeLimitError:
             if incumbent_ok:
                 return None
@@ -353,6 +495,7 @@ class ElasticPlanner:
             first = self._solve(incumbent_ok=False)
             if first.termination != Termination.OPTIMAL:
                 raise InfeasibleError(self._why_infeasible(strategy, fixed_ratio))
+            self.path = FULL_MIP
             shortfall = np.array([pyo.value(m.unserved_requests_per_s[t]) for t in m.T])
             self.controls.set_unserved_caps(shortfall + UNSERVED_TOLERANCE)
             self._weights(resources=True, unserved=False)
@@ -394,7 +537,21 @@ class ElasticPlanner:
             note=note,
             termination=last.termination,
             mip_gap=last.mip_gap,
+            solution_path=self.path,
         )
+
+    def _ratio_floor(self, ratio: float, stop_at_gpu_hours: float) -> tuple[float, bool]:
+        """GPU-hours no plan at ``ratio`` goes below, and whether that already rules the ratio out.
+
+        From the layout sets' bounds when they apply (no solve), else from every period alone at the ratio.
+        """
+        alone = self.bounder.bounds(None)
+        if self.layout_sets is not None and alone.servable.all():
+            sets = self.layout_sets.sets(alone.gpus, fixed_ratio=ratio, first=1)
+            floor = sets[0].gpu_hours_bound if sets else float("inf")
+            return floor, floor >= stop_at_gpu_hours
+        bounds = self.bounder.bounds(ratio, stop_at_gpu_hours=stop_at_gpu_hours)
+        return bounds.hours_lower_bound(self.hours), not bounds.complete
 
     def best_fixed_ratio(self, dynamic: StrategyResult, static: StrategyResult) -> StrategyResult:
         """The best single prefill:decode ratio for the horizon.
@@ -423,6 +580,7 @@ class ElasticPlanner:
             fixed_ratio=float(static.periods["prefill_decode_gpu_ratio"].iloc[0]),
             termination=static.termination,
             mip_gap=static.mip_gap,
+            solution_path=static.solution_path,
         )
         lower = [static.gpu_hours * (1 - static.mip_gap)]  # no candidate (nor static) goes below these
         elapsed, solves, unproven = 0.0, 0, 0
@@ -438,12 +596,17 @@ class ElasticPlanner:
             order = sorted(candidates, key=lambda r: (-near[r], r))
             for number, ratio in enumerate(order, 1):
                 log.info("fixed_ratio: candidate ratio %d of %d, %.3g", number, len(order), ratio)
-                bounds = self.bounder.bounds(ratio, stop_at_gpu_hours=best.gpu_hours - self._abs_gap)
-                floor[ratio] = bounds.hours_lower_bound(self.hours)
-                if not bounds.complete:  # some period unservable at this ratio, or the bound already loses
+                floor[ratio], hopeless = self._ratio_floor(ratio, best.gpu_hours - self._abs_gap)
+                if hopeless:  # some period unservable at this ratio, or the bound already loses
                     lower.append(min(floor[ratio], best.gpu_hours))
                     continue
-                found = self.solve("fixed_ratio", ratio, allow_shortfall=False, incumbent_ok=True)
+                found = self.solve(
+                    "fixed_ratio",
+                    ratio,
+                    allow_shortfall=False,
+                    incumbent_ok=True,
+                    cutoff_gpu_hours=best.gpu_hours,
+                )
                 elapsed += sum(r.solve_time_s for r in self._results)
                 solves += len(self._results)
                 if found is None:
@@ -452,8 +615,11 @@ class ElasticPlanner:
                     if limited:
                         lower.append(max(dynamic.gpu_hours, floor[ratio]))
                     continue
-                unproven += found.termination != Termination.OPTIMAL
-                lower.append(max(found.gpu_hours * (1 - found.mip_gap), floor[ratio]))
+                at_least = found.gpu_hours * (1 - found.mip_gap)
+                # Unproven only if it might still beat the best (a cutoff stop proves it cannot).
+                might_win = at_least < best.gpu_hours - self._abs_gap
+                unproven += found.termination != Termination.OPTIMAL and might_win
+                lower.append(max(at_least, floor[ratio]))
                 if found.gpu_hours < best.gpu_hours - 1e-9:
                     best = found
         finally:
@@ -546,6 +712,7 @@ def plan_elastic(
     solver: str = "highs",
     time_limit_s: float = 120.0,
     node_limit: int = NODE_LIMIT,
+    decompose: bool = True,
 ) -> ElasticResult:
     """Static, best fixed ratio (and ``fixed_ratio`` if given), and dynamic plans over one trace."""
     planner = ElasticPlanner(
@@ -557,6 +724,7 @@ def plan_elastic(
         solver=solver,
         time_limit_s=time_limit_s,
         node_limit=node_limit,
+        decompose=decompose,
     )
     result = ElasticResult(
         problem,

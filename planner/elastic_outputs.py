@@ -112,7 +112,8 @@ def elastic_summary(result: ElasticResult) -> str:
         )
         lines.append(
             f"  {row.strategy}: {row.gpu_hours:,.1f} GPU-hours (peak {plural(int(row.peak_gpus), 'GPU')}"
-            f"{ratio}{saved}); solved in {row.solve_time_s:.1f} s ({plural(int(row.solves), 'solve')})"
+            f"{ratio}{saved}); solved in {row.solve_time_s:.1f} s ({plural(int(row.solves), 'solve')}, "
+            f"{row.solution_path}, gap {row.mip_gap:.2%})"
             f"{note}{unserved}{unproven}"
         )
     if result.unserved_periods:

@@ -6,7 +6,9 @@ block), :mod:`~planner.optimize.controls` (the only setters of its parameters an
 :mod:`~planner.optimize.backends` (persistent HiGHS and OR-Tools),
 :mod:`~planner.optimize.optimizer` (objectives and re-solves for one period),
 :mod:`~planner.optimize.solution` (reading a solved model back), :mod:`~planner.optimize.plan`
-(plans and their metrics), :mod:`~planner.optimize.brute_force` (the referee).
+(plans and their metrics), :mod:`~planner.optimize.brute_force` (the referee),
+:mod:`~planner.optimize.period_bounds` and :mod:`~planner.optimize.layout_sets` (lower bounds that
+decompose elastic plans by period and by layout set).
 
 Formulation
 -----------
