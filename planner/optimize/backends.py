@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from importlib.metadata import version
 
+import numpy as np
 import pyomo.environ as pyo
 from pyomo.core.expr.visitor import identify_mutable_parameters
 from pyomo.repn import generate_standard_repn
@@ -133,6 +134,30 @@ class HighsBackend:
         """Branch-and-bound nodes of the next solves (None: no limit): the deterministic limit."""
         self.node_limit = nodes
 
+    def warm_start(self) -> None:
+        """Use the values the model's variables hold now as the next solve's starting incumbent.
+
+        HiGHS drops a given solution whenever the model changes, and Pyomo pushes the parameter
+        changes right before it runs HiGHS, so the solution is handed over at that moment.
+        """
+        highs = self._solver._solver_model
+        column_of = self._solver._pyomo_var_to_solver_var_map
+        held = [
+            (column_of[id(var)], var.value)
+            for var in self.model.component_data_objects(pyo.Var)
+            if var.value is not None and id(var) in column_of
+        ]
+        columns = np.array([c for c, _ in held], dtype=np.int32)
+        values = np.array([v for _, v in held], dtype=float)
+        run = type(highs).run
+
+        def run_from_start():
+            del highs.run  # one solve only
+            highs.setSolution(len(columns), columns, values)
+            return run(highs)
+
+        highs.run = run_from_start
+
     def solve(self, *, presolve: bool = True) -> SolveResult:
         """Push parameter and bound changes, re-solve, load the solution into the Pyomo variables.
 
@@ -220,6 +245,13 @@ class OrToolsBackend:
             "limits/nodes": -1 if nodes is None else int(nodes),
         }
         self._solver.set_solver_specific_parameters("\n".join(f"{k} = {v}" for k, v in settings.items()))
+
+    def warm_start(self) -> None:
+        """Use the values the model's variables hold now as the next solve's hint (SCIP's start)."""
+        self._target.clear_hints()
+        for var, target in self._vars.values():
+            if var.value is not None:
+                self._target.add_hint(target, float(var.value))
 
     def _sync_row(self, con, row, repn, *, coefficients: bool) -> None:
         if coefficients:
