@@ -130,6 +130,11 @@ class ModeOptimizer:
         self._results: list[SolveResult] = []
 
     @property
+    def ratio_tolerance(self) -> float:
+        """Relative precision of the tokens/s per GPU found (exact for one shape; solver values in a mix)."""
+        return RATIO_TOLERANCE if self._exact else MIX_RATIO_TOLERANCE
+
+    @property
     def breakpoints(self) -> list[float]:
         """Distinct interactivities of the decode-like candidates, ascending: where the optimum can change."""
         return self.solution.breakpoints(self.class_floors)
@@ -195,7 +200,7 @@ class ModeOptimizer:
         return result
 
     def _max_ratio(self) -> bool:
-        tolerance = RATIO_TOLERANCE if self._exact else MIX_RATIO_TOLERANCE
+        tolerance = self.ratio_tolerance
         theta = self._start_ratio()
         below = None  # the last step whose optimum was positive: (its theta, its plan)
         for _ in range(MAX_DINKELBACH_STEPS):
