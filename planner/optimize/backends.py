@@ -40,18 +40,20 @@ ABS_GAP = 1e-7
 REL_GAP = 1e-9
 """Relative optimality gap: the frontier is exact, not 0.01%-good (HiGHS's default)."""
 
-HIGHS_MIP_OPTIONS = {
+SINGLE_PERIOD_HIGHS_OPTIONS = {
     "mip_allow_restart": False,
     "mip_heuristic_run_rins": False,
     "mip_heuristic_run_rens": False,
     "mip_heuristic_run_root_reduced_cost": False,
 }
-"""HiGHS search settings (names as in the HiGHS options reference,
-https://ergo-code.github.io/HiGHS/stable/options/definitions/). After presolve a planner model
-is small (about 100 rows for a 5-class mix) and each Dinkelbach step starts from a known plan
-(``warm_start``), so restarts and the sub-MIP heuristics cost far more than they find: without
-them the 5-class mix frontier takes about 5x less HiGHS time (``benchmarks/scale.py``). They
-change how fast the optimum is proven, never which optimum (the gaps above still hold)."""
+"""HiGHS search settings for one-period models (names as in the HiGHS options reference,
+https://ergo-code.github.io/HiGHS/stable/options/definitions/). After presolve a frontier
+model is small (about 100 rows for a 5-class mix) and each Dinkelbach step starts from a known
+plan (``warm_start``), so restarts and the sub-MIP heuristics cost far more than they find:
+without them the 5-class mix frontier takes about 5x less HiGHS time (``benchmarks/scale.py``).
+Many-period (elastic) models keep HiGHS's defaults: without restarts the DeepSeek-R1 elastic
+day's fixed-ratio solve hit its node limit. Settings change how fast an optimum is proven,
+never which optimum (the gaps above still hold)."""
 
 
 class Termination(StrEnum):
@@ -115,6 +117,7 @@ class HighsBackend:
         time_limit_s: float,
         abs_gap: float = ABS_GAP,
         node_limit: int | None = None,
+        mip_options: dict | None = None,
     ):
         from pyomo.contrib.solver.solvers.highs import Highs
 
@@ -137,6 +140,7 @@ class HighsBackend:
             "raise_exception_on_nonoptimal_result": False,
         }
         self.node_limit = node_limit
+        self.mip_options = dict(mip_options or {})
         self._solver.set_instance(model)
 
     def set_time_limit(self, seconds: float) -> None:
@@ -180,7 +184,7 @@ class HighsBackend:
         from pyomo.contrib.solver.common.results import TerminationCondition as T
 
         solver_options = {"presolve": "on" if presolve else "off"}
-        solver_options.update(HIGHS_MIP_OPTIONS)
+        solver_options.update(self.mip_options)
         if self.node_limit is not None:
             solver_options["mip_max_nodes"] = int(self.node_limit)
         options = dict(self._options, solver_options=solver_options)
@@ -333,6 +337,7 @@ def make_backend(
     time_limit_s: float,
     abs_gap: float = ABS_GAP,
     node_limit: int | None = None,
+    highs_options: dict | None = None,
 ):
     """A persistent backend for ``model`` by solver name (``highs`` or ``ortools``).
 
@@ -340,10 +345,11 @@ def make_backend(
     study whose objective only takes values on a lattice (whole GPU-hours) proves
     optimality with half the lattice step, far sooner than with a 1e-7 gap.
     ``node_limit``: branch-and-bound nodes per solve, the deterministic limit (the same answer
-    on a busy machine); ``time_limit_s`` is only a safety net.
+    on a busy machine); ``time_limit_s`` is only a safety net. ``highs_options``: HiGHS search
+    settings (e.g. :data:`SINGLE_PERIOD_HIGHS_OPTIONS`; OR-Tools ignores them).
     """
     if name == "highs":
-        return HighsBackend(model, time_limit_s, abs_gap, node_limit)
+        return HighsBackend(model, time_limit_s, abs_gap, node_limit, highs_options)
     if name == "ortools":
         return OrToolsBackend(model, time_limit_s, abs_gap, node_limit)
     raise PlannerError(f"unknown solver '{name}'; use one of {', '.join(SOLVERS)}")

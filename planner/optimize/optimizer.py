@@ -33,7 +33,13 @@ import numpy as np
 import pyomo.environ as pyo
 
 from planner.errors import PlannerError, SpecError
-from planner.optimize.backends import SolveResult, Termination, TimeLimitError, make_backend
+from planner.optimize.backends import (
+    SINGLE_PERIOD_HIGHS_OPTIONS,
+    SolveResult,
+    Termination,
+    TimeLimitError,
+    make_backend,
+)
 from planner.optimize.controls import Controls
 from planner.optimize.formulation import build_model
 from planner.optimize.model import MODE_POOLS, Candidates
@@ -122,7 +128,9 @@ class ModeOptimizer:
             raise PlannerError(
                 "objective min_cost needs hardware.price_usd_per_gpu_hour; set it or use min_gpus"
             )
-        self.backend = make_backend(solver, self.model, time_limit_s, node_limit=node_limit)
+        self.backend = make_backend(
+            solver, self.model, time_limit_s, node_limit=node_limit, highs_options=SINGLE_PERIOD_HIGHS_OPTIONS
+        )
         self.solution = Solution(self.model, candidates, geometry, self.pools, exclusive_nodes)
         self._exact = len(candidates.classes) == 1
         self._theta_hint = 0.0
