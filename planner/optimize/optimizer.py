@@ -27,6 +27,7 @@ solve runs (:meth:`ModeOptimizer._largest_from_below`).
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 import numpy as np
@@ -134,6 +135,8 @@ class ModeOptimizer:
         self.solution = Solution(self.model, candidates, geometry, self.pools, exclusive_nodes)
         self._exact = len(candidates.classes) == 1
         self._theta_hint = 0.0
+        self._last_optimum = (math.inf, math.inf)  # (target, tokens/s per GPU) of the last ratio answer
+        self._ceiling = math.inf
         self._drop = 0.0
         self._results: list[SolveResult] = []
 
@@ -153,9 +156,14 @@ class ModeOptimizer:
         """The optimal plan whose every decode-like instance meets the target, or None if none does."""
         self.controls.set_target(*self.solution.at_target(min_tokens_per_s_per_user, self.class_floors))
         self._results = []
+        # A higher target only removes plans: a lower target's optimum bounds this one's.
+        lower, optimum = self._last_optimum
+        self._ceiling = optimum if min_tokens_per_s_per_user >= lower else math.inf
         solve = {"max_tokens_per_s_per_gpu": self._max_ratio, "max_throughput": self._max_throughput}
         if not solve.get(self.objective, self._min_resources)():
             return None
+        if self.objective == "max_tokens_per_s_per_gpu":
+            self._last_optimum = (min_tokens_per_s_per_user, self._theta_hint)
         if self.solution.served_requests_per_s() <= 0:
             # Feasible only by serving nothing: some class has no layout at this target.
             return None
@@ -211,6 +219,7 @@ class ModeOptimizer:
         tolerance = self.ratio_tolerance
         theta = self._start_ratio()
         below = None  # the last step whose optimum was positive: (its theta, its plan)
+        at_ceiling = False
         for _ in range(MAX_DINKELBACH_STEPS):
             self.controls.set_weights(tokens=1.0, gpu=theta)
             result = self._solve()
@@ -226,6 +235,9 @@ class ModeOptimizer:
                 break
             below = (theta, snapshot(self.model))
             theta = tokens / gpus  # strictly larger than before: no cycling
+            if theta >= self._ceiling * (1 - tolerance):
+                at_ceiling = True  # as good as a lower target's optimum: optimal, no proof step needed
+                break
             self.backend.warm_start()
         else:  # pragma: no cover - Dinkelbach converges finitely on a finite feasible set
             raise RuntimeError("Dinkelbach's method did not converge; this is a bug")
@@ -233,7 +245,7 @@ class ModeOptimizer:
             self._drop = max(0.0, 1.0 - theta / self._theta_hint)
         self._theta_hint = theta
         # The last step's objective is ~0: state its gap relative to the plan's tokens/s.
-        self._main = dataclasses.replace(result, scale=self.solution.tokens())
+        self._main = result if at_ceiling else dataclasses.replace(result, scale=self.solution.tokens())
         if below is not None and self._largest_from_below(theta, *below):
             return True
         self._tie_break(theta)
