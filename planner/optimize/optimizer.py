@@ -323,6 +323,7 @@ class ModeOptimizer:
         optimum = snapshot(self.model)
         self.controls.set_load(served * (1 - TIE_BREAK_SLACK))
         self.controls.set_weights(gpu=1.0)
+        self.backend.warm_start()  # the plan serves that load: a starting incumbent
         try:
             result = self._solve()
         finally:
@@ -353,11 +354,13 @@ class ModeOptimizer:
             cap = {"nodes": round(pyo.value(m.nodes_used[0]))}
         self.controls.set_weights(tokens=1.0)
         with self.controls.capped(**cap):
+            self.backend.warm_start()  # the minimal plan meets the cap
             result = self._solve()  # if it fails, the minimal plan is still loaded: keep it
             if self.objective == "min_cost" and result.termination == Termination.OPTIMAL:
                 # Equal cost and tokens/s may still differ in GPUs: the fewest, so the plan is unique.
                 tokens = pyo.value(m.output_tokens_per_s[0])
                 self.controls.set_weights(gpu=1.0)
                 with self.controls.capped(tokens_floor=tokens * (1 - TIE_BREAK_SLACK)):
+                    self.backend.warm_start()
                     self._solve()
         return True
