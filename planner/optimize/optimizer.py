@@ -137,6 +137,7 @@ class ModeOptimizer:
         self._theta_hint = 0.0
         self._last_optimum = (math.inf, math.inf)  # (target, tokens/s per GPU) of the last ratio answer
         self._ceiling = math.inf
+        self._kept_by_start: set[int] | None = None
         self._drop = 0.0
         self._results: list[SolveResult] = []
 
@@ -218,6 +219,8 @@ class ModeOptimizer:
     def _max_ratio(self) -> bool:
         tolerance = self.ratio_tolerance
         theta = self._start_ratio()
+        if self._theta_hint > 0:
+            self._start_from_unjudged_pools()
         below = None  # the last step whose optimum was positive: (its theta, its plan)
         at_ceiling = False
         for _ in range(MAX_DINKELBACH_STEPS):
@@ -262,6 +265,30 @@ class ModeOptimizer:
         if self._theta_hint <= 0:
             return 0.0
         return self._theta_hint * (1.0 - min(max(2.0 * self._drop, START_DROP_MIN), START_DROP_MAX))
+
+    def _start_from_unjudged_pools(self) -> None:
+        """Hand the next solve the loaded plan's prefill instances, the rest left open (a partial start).
+
+        A higher target forbids only decode-like layouts, so the previous optimum's prefill pool is
+        usually part of a good plan at the new target; the solver completes it (HiGHS by a small
+        sub-MIP), which makes the first Dinkelbach step of a point cheaper. Only a starting point.
+        """
+        m = self.model
+        if self._kept_by_start is None:
+            pool_of = self.candidates.layouts["pool"].to_numpy()
+            unjudged = set(self.pools[:-1])
+            self._kept_by_start = {
+                id(var)
+                for counts in (m.copies, m.spanning_copies, m.use)
+                for index, var in counts.items()
+                if pool_of[index[0]] in unjudged
+            }
+        if not self._kept_by_start:
+            return
+        for var in m.component_data_objects(pyo.Var):
+            if id(var) not in self._kept_by_start:
+                var.set_value(None, skip_validation=True)
+        self.backend.warm_start()
 
     def _largest_from_below(self, theta: float, theta_below: float, plan_below: list) -> bool:
         """Load the largest plan at the optimal ratio ``theta`` if the last step below already found it.
