@@ -6,6 +6,8 @@ improving step, the previous target's optimum as a ceiling, and warm starts.
 
 from __future__ import annotations
 
+import math
+
 import pyomo.environ as pyo
 import pytest
 from hand_tables import NAN, frame
@@ -49,7 +51,7 @@ def test_folded_tie_break_gives_the_explicit_tie_breaks_plans(mode: str, monkeyp
     explicit = mode_optimizer(problem, mode, tables)
     plans = []
     for plan in folded:  # the same targets, each solved afresh: no ceiling, explicit tie-break
-        explicit._last_optimum = (float("inf"), float("inf"))
+        explicit._last_optimum = ((math.inf, math.inf), math.inf)
         plans.append(explicit.best_at(plan.target_tokens_per_s_per_user))
     assert _numbers(plans) == _numbers(folded)
 
@@ -74,7 +76,7 @@ def test_a_poor_warm_start_never_changes_the_answer(solver: str) -> None:
         var.set_value(var.ub if var.ub is not None else 1e6, skip_validation=True)
     optimizer.backend.warm_start()
     optimizer._theta_hint = 0.0  # re-run Dinkelbach from scratch, from that start
-    optimizer._last_optimum = (float("inf"), float("inf"))
+    optimizer._last_optimum = ((math.inf, math.inf), math.inf)
     warm = optimizer.best_at(20.0)
     assert _numbers([warm]) == _numbers([cold])
     assert cold.total_gpus == 16  # 4 x P1 + 12 x D1: 12 req/s, 1200 tokens/s

@@ -135,7 +135,8 @@ class ModeOptimizer:
         self.solution = Solution(self.model, candidates, geometry, self.pools, exclusive_nodes)
         self._exact = len(candidates.classes) == 1
         self._theta_hint = 0.0
-        self._last_optimum = (math.inf, math.inf)  # (target, tokens/s per GPU) of the last ratio answer
+        # ((target, load), tokens/s per GPU) of the last ratio answer
+        self._last_optimum = ((math.inf, math.inf), math.inf)
         self._ceiling = math.inf
         self._kept_by_start: set[int] | None = None
         self._drop = 0.0
@@ -157,14 +158,15 @@ class ModeOptimizer:
         """The optimal plan whose every decode-like instance meets the target, or None if none does."""
         self.controls.set_target(*self.solution.at_target(min_tokens_per_s_per_user, self.class_floors))
         self._results = []
-        # A higher target only removes plans: a lower target's optimum bounds this one's.
-        lower, optimum = self._last_optimum
-        self._ceiling = optimum if min_tokens_per_s_per_user >= lower else math.inf
+        # A higher target or load only removes plans: the optimum at a lower one bounds this one's.
+        asked = (min_tokens_per_s_per_user, self.controls.load())
+        before, optimum = self._last_optimum
+        self._ceiling = optimum if all(a >= b for a, b in zip(asked, before, strict=True)) else math.inf
         solve = {"max_tokens_per_s_per_gpu": self._max_ratio, "max_throughput": self._max_throughput}
         if not solve.get(self.objective, self._min_resources)():
             return None
         if self.objective == "max_tokens_per_s_per_gpu":
-            self._last_optimum = (min_tokens_per_s_per_user, self._theta_hint)
+            self._last_optimum = (asked, self._theta_hint)
         if self.solution.served_requests_per_s() <= 0:
             # Feasible only by serving nothing: some class has no layout at this target.
             return None
