@@ -89,13 +89,17 @@ def score(plan: Plan, objective: str) -> float:
     return -plan.nodes
 
 
-def pareto(plans: list[Plan], objective: str) -> list[Plan]:
-    """Drop plans a more interactive plan matches or beats (plans sorted by interactivity)."""
+def pareto(plans: list[Plan], objective: str, same_value: float = SAME_VALUE) -> list[Plan]:
+    """Drop plans a more interactive plan matches or beats (plans sorted by interactivity).
+
+    ``same_value``: relative difference under which two values match (a mix's ratios are
+    optimal only to :data:`~planner.optimize.optimizer.MIX_RATIO_TOLERANCE`).
+    """
     kept: list[Plan] = []
     best_after = -np.inf
     for plan in sorted(plans, key=lambda p: p.tokens_per_s_per_user, reverse=True):
         value = score(plan, objective)
-        if value > best_after + SAME_VALUE * max(abs(best_after), 1.0) or not kept:
+        if value > best_after + same_value * max(abs(best_after), 1.0) or not kept:
             kept.append(plan)
             best_after = max(best_after, value)
     return kept[::-1]
@@ -123,7 +127,7 @@ def trace(optimizer: ModeOptimizer, objective: str) -> list[Plan]:
         if not len(above):
             break
         target = float(above[0])
-    return pareto(plans, objective)
+    return pareto(plans, objective, optimizer.ratio_tolerance)
 
 
 Tables = dict[str, dict[str, pd.DataFrame]]

@@ -70,7 +70,10 @@ Objectives (one linear form ``a sum_t OSL_t lam[t] - sum_t theta_t GPUs_t - sum_
 - ``max_throughput`` (an owned fleet): maximize ``OSL lam`` with load 0, then keep that rate as
   the load ``L`` and minimize GPUs (its own tie-break);
 - then a tie-break: keep the optimum as a constraint, maximize ``OSL lam`` (``min_cost``: then,
-  keeping that too, minimize GPUs);
+  keeping that too, minimize GPUs); for the ratio, Dinkelbach's last step below the optimum
+  (``theta' < theta*``) already maximized ``OSL lam - theta' GPUs``, which among the plans of
+  ratio ``theta*`` is ``(theta* - theta') GPUs``: its plan is the largest, and no tie-break
+  solve runs when ``theta'`` is far enough below ``theta*`` for the solver's gaps to tell plans apart;
 - elastic studies: minimize GPU-hours (``theta_t`` = period hours), after minimizing
   hour-weighted unserved load when a period cannot be served.
 

@@ -49,6 +49,23 @@ ABS_GAP = 1e-7
 REL_GAP = 1e-9
 """Relative optimality gap: the frontier is exact, not 0.01%-good (HiGHS's default)."""
 
+SINGLE_PERIOD_HIGHS_OPTIONS = {
+    "mip_allow_restart": False,
+    "mip_heuristic_run_rins": False,
+    "mip_heuristic_run_rens": False,
+    "mip_heuristic_run_root_reduced_cost": False,
+    "mip_heuristic_run_feasibility_jump": False,
+}
+"""HiGHS search settings for one-period models (names as in the HiGHS options reference,
+https://ergo-code.github.io/HiGHS/stable/options/definitions/). After presolve a frontier
+model is small (about 100 rows for a 5-class mix) and each Dinkelbach step starts from a known
+plan (``warm_start``), so restarts and the sub-MIP and feasibility-jump heuristics cost far
+more than they find: without them the 5-class mix frontier takes about 7x less HiGHS time, a
+one-shape frontier about 2x less (``benchmarks/scale.py``).
+Many-period (elastic) models keep HiGHS's defaults: without restarts the DeepSeek-R1 elastic
+day's fixed-ratio solve hit its node limit. Settings change how fast an optimum is proven,
+never which optimum (the gaps above still hold)."""
+
 
 class Termination(StrEnum):
     """How a solve ended (its value is what the CSV files print)."""

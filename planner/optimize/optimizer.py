@@ -8,8 +8,9 @@ changes variable bounds and mutable parameters.
   MIP cannot maximize directly. Dinkelbach's method solves it exactly with linear
   MIPs: maximize ``tokens - theta x gpus``; if the optimum is 0, ``theta`` is the
   best ratio, else set ``theta`` to the ratio just found and repeat. It converges
-  superlinearly (2-3 solves in practice) and each step is exact. Warm-started
-  with the previous frontier point's ratio.
+  superlinearly (2-3 solves in practice) and each step is exact. It starts a
+  little below the previous frontier point's ratio, and each step starts from the
+  plan the step before found (the backend's ``warm_start``).
 - ``min_gpus`` minimizes GPUs and ``min_cost`` the price of the whole nodes the
   plan occupies, both serving ``traffic.requests_per_s``.
 - ``max_throughput`` maximizes the requests/s served (output tokens/s at the
@@ -18,19 +19,28 @@ changes variable bounds and mutable parameters.
 
 Then a tie-break solve fixes the optimum as a constraint and maximizes output
 tokens/s, so the plan reported is the largest one at the optimal value: unique
-in its numbers, whichever solver runs.
+in its numbers, whichever solver runs. For the ratio, the Dinkelbach step just
+below the optimum has usually found that plan already, and then no tie-break
+solve runs (:meth:`ModeOptimizer._largest_from_below`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 import numpy as np
 import pyomo.environ as pyo
 
 from planner.errors import PlannerError, SpecError
-from planner.optimize.backends import SolveResult, Termination, TimeLimitError, make_backend
+from planner.optimize.backends import (
+    SINGLE_PERIOD_HIGHS_OPTIONS,
+    SolveResult,
+    Termination,
+    TimeLimitError,
+    make_backend,
+)
 from planner.optimize.controls import Controls
 from planner.optimize.formulation import build_model
 from planner.optimize.model import MODE_POOLS, Candidates
@@ -47,6 +57,11 @@ MIX_RATIO_TOLERANCE = 1e-7
 TIE_BREAK_SLACK = 1e-7
 """The tie-break keeps the optimum within this relative slack (solver feasibility tolerance)."""
 MAX_DINKELBACH_STEPS = 60
+START_DROP_MIN, START_DROP_MAX = 0.1, 0.5
+"""Dinkelbach starts this fraction below the previous optimum: twice the last drop, within these."""
+FOLD_SAFETY = 10.0
+"""How many times wider than the tie-break slack needs (per GPU of the budget) the step below must be
+for its plan to count as the largest at the optimal ratio (:meth:`ModeOptimizer._largest_from_below`)."""
 DEFAULT_NODE_LIMIT = 1_000_000
 """Branch-and-bound nodes per solve: the deterministic limit (hitting it is an error naming
 ``--node-limit``); the time limit is only a safety net against a stuck solve."""
@@ -114,11 +129,23 @@ class ModeOptimizer:
             raise PlannerError(
                 "objective min_cost needs hardware.price_usd_per_gpu_hour; set it or use min_gpus"
             )
-        self.backend = make_backend(solver, self.model, time_limit_s, node_limit=node_limit)
+        self.backend = make_backend(
+            solver, self.model, time_limit_s, node_limit=node_limit, highs_options=SINGLE_PERIOD_HIGHS_OPTIONS
+        )
         self.solution = Solution(self.model, candidates, geometry, self.pools, exclusive_nodes)
         self._exact = len(candidates.classes) == 1
         self._theta_hint = 0.0
+        # ((target, load), tokens/s per GPU) of the last ratio answer
+        self._last_optimum = ((math.inf, math.inf), math.inf)
+        self._ceiling = math.inf
+        self._kept_by_start: set[int] | None = None
+        self._drop = 0.0
         self._results: list[SolveResult] = []
+
+    @property
+    def ratio_tolerance(self) -> float:
+        """Relative precision of the tokens/s per GPU found (exact for one shape; solver values in a mix)."""
+        return RATIO_TOLERANCE if self._exact else MIX_RATIO_TOLERANCE
 
     @property
     def breakpoints(self) -> list[float]:
@@ -131,9 +158,15 @@ class ModeOptimizer:
         """The optimal plan whose every decode-like instance meets the target, or None if none does."""
         self.controls.set_target(*self.solution.at_target(min_tokens_per_s_per_user, self.class_floors))
         self._results = []
+        # A higher target or load only removes plans: the optimum at a lower one bounds this one's.
+        asked = (min_tokens_per_s_per_user, self.controls.load())
+        before, optimum = self._last_optimum
+        self._ceiling = optimum if all(a >= b for a, b in zip(asked, before, strict=True)) else math.inf
         solve = {"max_tokens_per_s_per_gpu": self._max_ratio, "max_throughput": self._max_throughput}
         if not solve.get(self.objective, self._min_resources)():
             return None
+        if self.objective == "max_tokens_per_s_per_gpu":
+            self._last_optimum = (asked, self._theta_hint)
         if self.solution.served_requests_per_s() <= 0:
             # Feasible only by serving nothing: some class has no layout at this target.
             return None
@@ -186,8 +219,12 @@ class ModeOptimizer:
         return result
 
     def _max_ratio(self) -> bool:
-        tolerance = RATIO_TOLERANCE if self._exact else MIX_RATIO_TOLERANCE
-        theta = self._theta_hint
+        tolerance = self.ratio_tolerance
+        theta = self._start_ratio()
+        if self._theta_hint > 0:
+            self._start_from_unjudged_pools()
+        below = None  # the last step whose optimum was positive: (its theta, its plan)
+        at_ceiling = False
         for _ in range(MAX_DINKELBACH_STEPS):
             self.controls.set_weights(tokens=1.0, gpu=theta)
             result = self._solve()
@@ -197,23 +234,94 @@ class ModeOptimizer:
             gap = tokens - theta * gpus
             if gap <= tolerance * max(tokens, 1.0):
                 if gap < -tolerance * max(tokens, 1.0):
-                    theta = tokens / gpus  # the hint overshot: restart from a feasible ratio
+                    theta = tokens / gpus  # the start overshot: go on from a feasible ratio
+                    self.backend.warm_start()  # worth 0 at the new ratio: only a better plan is news
                     continue
                 break
+            below = (theta, snapshot(self.model))
             theta = tokens / gpus  # strictly larger than before: no cycling
+            if theta >= self._ceiling * (1 - tolerance):
+                at_ceiling = True  # as good as a lower target's optimum: optimal, no proof step needed
+                break
+            self.backend.warm_start()
         else:  # pragma: no cover - Dinkelbach converges finitely on a finite feasible set
             raise RuntimeError("Dinkelbach's method did not converge; this is a bug")
+        if self._theta_hint > 0:
+            self._drop = max(0.0, 1.0 - theta / self._theta_hint)
         self._theta_hint = theta
         # The last step's objective is ~0: state its gap relative to the plan's tokens/s.
-        self._main = dataclasses.replace(result, scale=self.solution.tokens())
-        # Tie-break: the largest plan at the optimal tokens/s per GPU. Every optimal plan has
-        # tokens = theta x GPUs, so a plan on the whole GPU budget is already the largest.
+        self._main = result if at_ceiling else dataclasses.replace(result, scale=self.solution.tokens())
+        if below is not None and self._largest_from_below(theta, *below):
+            return True
+        self._tie_break(theta)
+        return True
+
+    def _start_ratio(self) -> float:
+        """Dinkelbach's first ratio: a little below the previous target's optimum.
+
+        The optimum only falls as the target rises. Starting below it, every step's optimum is
+        positive until the last, and the last positive step's plan is the largest at the optimal
+        ratio (:meth:`_largest_from_below`); starting above it, the first plan found is the one
+        losing least, often a small plan of a poor ratio, and costs more steps.
+        """
+        if self._theta_hint <= 0:
+            return 0.0
+        return self._theta_hint * (1.0 - min(max(2.0 * self._drop, START_DROP_MIN), START_DROP_MAX))
+
+    def _start_from_unjudged_pools(self) -> None:
+        """Hand the next solve the loaded plan's prefill instances, the rest left open (a partial start).
+
+        A higher target forbids only decode-like layouts, so the previous optimum's prefill pool is
+        usually part of a good plan at the new target; the solver completes it (HiGHS by a small
+        sub-MIP), which makes the first Dinkelbach step of a point cheaper. Only a starting point.
+        """
+        m = self.model
+        if self._kept_by_start is None:
+            pool_of = self.candidates.layouts["pool"].to_numpy()
+            unjudged = set(self.pools[:-1])
+            self._kept_by_start = {
+                id(var)
+                for counts in (m.copies, m.spanning_copies, m.use)
+                for index, var in counts.items()
+                if pool_of[index[0]] in unjudged
+            }
+        if not self._kept_by_start:
+            return
+        for var in m.component_data_objects(pyo.Var):
+            if id(var) not in self._kept_by_start:
+                var.set_value(None, skip_validation=True)
+        self.backend.warm_start()
+
+    def _largest_from_below(self, theta: float, theta_below: float, plan_below: list) -> bool:
+        """Load the largest plan at the optimal ratio ``theta`` if the last step below already found it.
+
+        The step at ``theta_below < theta`` maximized ``tokens - theta_below x GPUs``: among plans
+        of ratio ``theta`` that is ``(theta - theta_below) x GPUs``, so its plan is the largest of
+        them, if its own ratio is ``theta`` and the margin is wide enough that a larger plan within
+        the tie-break's slack would have beaten it by more than the solver's gaps. Else False (the
+        explicit tie-break decides).
+        """
+        margin = TIE_BREAK_SLACK * (self.geometry.max_gpus + 1) * FOLD_SAFETY
+        if theta_below > theta * (1 - margin):
+            return False
+        optimum = snapshot(self.model)
+        restore(plan_below)
+        tokens, gpus = self.solution.tokens(), self.solution.gpus()
+        if gpus > 0 and tokens >= theta * (1 - TIE_BREAK_SLACK) * gpus:
+            return True
+        restore(optimum)
+        return False
+
+    def _tie_break(self, theta: float) -> None:
+        """The largest plan at the optimal tokens/s per GPU ``theta`` (the optimum is loaded)."""
+        # Every optimal plan has tokens = theta x GPUs: a plan on the whole budget is already the largest.
         optimum = snapshot(self.model)
         tokens, gpus = self.solution.tokens(), self.solution.gpus()
         if gpus >= self.geometry.max_gpus:
-            return True
+            return
         self.controls.set_weights(tokens=1.0)
         with self.controls.capped(ratio_floor=theta * (1 - TIE_BREAK_SLACK)):
+            self.backend.warm_start()
             result = self._solve()
             if (
                 result.termination == Termination.OPTIMAL
@@ -232,7 +340,6 @@ class ModeOptimizer:
             self._main = result  # its gap is relative to tokens/s, a meaningful scale
         else:
             restore(optimum)
-        return True
 
     def _max_throughput(self) -> bool:
         """The most requests/s the budget serves, then the fewest GPUs serving that many."""
@@ -245,6 +352,7 @@ class ModeOptimizer:
         optimum = snapshot(self.model)
         self.controls.set_load(served * (1 - TIE_BREAK_SLACK))
         self.controls.set_weights(gpu=1.0)
+        self.backend.warm_start()  # the plan serves that load: a starting incumbent
         try:
             result = self._solve()
         finally:
@@ -275,11 +383,13 @@ class ModeOptimizer:
             cap = {"nodes": round(pyo.value(m.nodes_used[0]))}
         self.controls.set_weights(tokens=1.0)
         with self.controls.capped(**cap):
+            self.backend.warm_start()  # the minimal plan meets the cap
             result = self._solve()  # if it fails, the minimal plan is still loaded: keep it
             if self.objective == "min_cost" and result.termination == Termination.OPTIMAL:
                 # Equal cost and tokens/s may still differ in GPUs: the fewest, so the plan is unique.
                 tokens = pyo.value(m.output_tokens_per_s[0])
                 self.controls.set_weights(gpu=1.0)
                 with self.controls.capped(tokens_floor=tokens * (1 - TIE_BREAK_SLACK)):
+                    self.backend.warm_start()
                     self._solve()
         return True
