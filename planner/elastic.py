@@ -52,7 +52,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-import pyomo.environ as pyo
+import pyomo.core as pyo
 
 from planner.economics import over_horizon
 from planner.errors import InfeasibleError, PlannerError

@@ -32,7 +32,7 @@ from enum import StrEnum
 from importlib.metadata import version
 
 import numpy as np
-import pyomo.environ as pyo
+import pyomo.core as pyo
 from pyomo.core.expr.visitor import identify_mutable_parameters
 from pyomo.repn import generate_standard_repn
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import numpy as np
-import pyomo.environ as pyo
+import pyomo.core as pyo
 
 PerPeriod = float | Sequence[float] | np.ndarray
 """One value for every period, or one per period."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import pyomo.environ as pyo
+import pyomo.core as pyo
 
 from planner.optimize.model import FIXED_RATIO_TOLERANCE, MODE_POOLS, Candidates, sub_node_groups
 from planner.optimize.packing import Geometry, node_patterns

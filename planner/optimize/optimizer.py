@@ -31,7 +31,7 @@ import math
 from pathlib import Path
 
 import numpy as np
-import pyomo.environ as pyo
+import pyomo.core as pyo
 
 from planner.errors import PlannerError, SpecError
 from planner.optimize.backends import (
@@ -194,6 +194,7 @@ class ModeOptimizer:
             self.controls.set_weights(tokens=1.0)
         else:
             self._resource_weights()
+        import pyomo.environ  # noqa: F401 - registers the LP writer (the solve path needs only pyomo.core)
         from pyomo.opt import ProblemFormat
 
         path = Path(path)

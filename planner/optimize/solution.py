@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import pyomo.environ as pyo
+import pyomo.core as pyo
 
 from planner.optimize.model import Candidates, sub_node_groups
 from planner.optimize.packing import Geometry, least_shared_nodes
