@@ -226,7 +226,8 @@ def seconds(result: dict | None) -> str:
     if result is None:
         return "-"
     if "error" in result:
-        return result["error"]
+        # An instance added after the baseline revision has no "before".
+        return "(no instance)" if "unknown instance" in result["error"] else result["error"][:16]
     return f"{result['cpu_s']:.1f} s ({result['solver_cpu_s']:.1f})"
 
 
