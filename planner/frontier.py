@@ -33,7 +33,7 @@ from planner.optimize.packing import geometry
 from planner.optimize.plan import Plan
 from planner.perf.calibration import Calibration
 from planner.problem import Problem
-from planner.space import LAYOUT_COLUMNS
+from planner.space import mix_non_dominated
 from planner.specs import LOAD_OBJECTIVES
 
 log = logging.getLogger(__name__)
@@ -139,11 +139,12 @@ def mode_tables(
 ) -> Tables:
     """The candidate tables of a mode's pools for every request class.
 
-    One-shape traffic gets each pool's pruned table. For a mix, a layout is kept if it
-    is non-dominated for at least one class, and then priced for every class (an
-    instance may serve several classes); rows a class cannot run (memory, its TTFT)
-    are absent for that class. Raises InfeasibleError when a pool has no candidate
-    for some class.
+    One-shape traffic gets each pool's pruned table. For a mix, every layout is priced
+    for every class (an instance may serve several classes) and a layout is dropped only
+    when one other layout is at least as good for every class
+    (:func:`planner.space.mix_non_dominated`); rows a class cannot run (memory, its TTFT)
+    are absent for that class. Raises InfeasibleError when a pool has no candidate for
+    some class.
     """
     pools = MODE_POOLS[mode]
     classes = problem.request_classes
@@ -153,18 +154,15 @@ def mode_tables(
         }
     tables: Tables = {c.name: {} for c in classes}
     for pool in pools:
-        kept = set()
-        full = {}
+        full = []
         for cls in classes:
             try:
-                pruned = problem.candidate_table(pool, calibration, prune=prune, request_class=cls.name)
+                full.append(problem.candidate_table(pool, calibration, prune=False, request_class=cls.name))
             except InfeasibleError as err:
                 raise InfeasibleError(f"request class '{cls.name}': {err}") from None
-            kept |= set(map(tuple, pruned[list(LAYOUT_COLUMNS)].to_numpy().tolist()))
-            full[cls.name] = problem.candidate_table(pool, calibration, prune=False, request_class=cls.name)
-        for name, frame in full.items():
-            keys = map(tuple, frame[list(LAYOUT_COLUMNS)].to_numpy().tolist())
-            tables[name][pool] = frame[[key in kept for key in keys]].reset_index(drop=True)
+        kept = mix_non_dominated(full, pool) if prune else full
+        for cls, frame in zip(classes, kept, strict=True):
+            tables[cls.name][pool] = frame.reset_index(drop=True)
     return tables
 
 

@@ -1,0 +1,117 @@
+"""A mix keeps every layout no one other layout beats in every class (planner.space.mix_non_dominated)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from planner.frontier import mode_optimizer, mode_tables, trace
+from planner.problem import resolve
+from planner.space import LAYOUT_COLUMNS, dominance_criteria, mix_non_dominated
+
+MIX = "llama-3.1-70b-h100-diurnal"
+
+
+def _decode_rows(tp_rows: dict[int, tuple[float, float, int]]) -> pd.DataFrame:
+    """Decode rows keyed by TP: (tokens/s per user, output tokens/s per GPU, GPUs)."""
+    rows = []
+    for tp, (user, per_gpu, gpus) in tp_rows.items():
+        layout = dict.fromkeys(LAYOUT_COLUMNS, 1) | {"tp": tp, "chunked_prefill": False}
+        rows.append(
+            layout
+            | {"tokens_per_s_per_user": user, "output_tokens_per_s_per_gpu": per_gpu, "gpus": gpus}
+            | {"ttft_ms": np.nan}
+        )
+    return pd.DataFrame(rows)
+
+
+def _kept_tp(frames: list[pd.DataFrame]) -> list[list[int]]:
+    return [sorted(f["tp"].tolist()) for f in mix_non_dominated(frames, "decode")]
+
+
+def test_a_layout_beaten_in_each_class_by_a_different_layout_is_kept() -> None:
+    # TP2 is beaten in class A by TP4 and in class B by TP8, but no single layout beats it in
+    # both: with one layout per pool it can be the only one serving both classes well.
+    class_a = _decode_rows({2: (50, 100, 2), 4: (60, 110, 2), 8: (40, 50, 2)})
+    class_b = _decode_rows({2: (50, 100, 2), 4: (40, 50, 2), 8: (60, 110, 2)})
+    assert _kept_tp([class_a, class_b]) == [[2, 4, 8], [2, 4, 8]]
+
+
+def test_a_layout_one_layout_beats_in_every_class_is_dropped() -> None:
+    # TP4 beats TP2 in both classes on 2 GPUs; TP16 is beaten per GPU by TP4 on 4 GPUs (2 divides 4).
+    class_a = _decode_rows({2: (50, 100, 2), 4: (60, 110, 2), 16: (55, 90, 4)})
+    class_b = _decode_rows({2: (50, 100, 2), 4: (50, 101, 2), 16: (50, 100, 4)})
+    assert _kept_tp([class_a, class_b]) == [[4], [4]]
+
+
+def test_a_layout_serving_a_class_the_other_cannot_is_kept() -> None:
+    # TP4 beats TP2 where both run, but only TP2 serves class B.
+    class_a = _decode_rows({2: (50, 100, 2), 4: (60, 110, 2)})
+    class_b = _decode_rows({2: (50, 100, 2)})
+    assert _kept_tp([class_a, class_b]) == [[2, 4], [2]]
+
+
+def test_exact_ties_in_every_class_keep_one_layout() -> None:
+    class_a = _decode_rows({2: (50, 100, 2), 4: (50, 100, 2)})
+    class_b = _decode_rows({2: (70, 80, 2), 4: (70, 80, 2)})
+    assert _kept_tp([class_a, class_b]) == [[2], [2]]
+
+
+def _signatures(frames: list[pd.DataFrame], phase: str) -> dict[tuple, list]:
+    """Per layout: its (criterion x, criterion y, GPUs) in every class, None where it has no row."""
+    out: dict[tuple, list] = {}
+    for k, frame in enumerate(frames):
+        x, y, g = dominance_criteria(frame, phase)
+        for key, *values in zip(frame[list(LAYOUT_COLUMNS)].itertuples(index=False), x, y, g, strict=True):
+            out.setdefault(tuple(key), [None] * len(frames))[k] = tuple(values)
+    return out
+
+
+def _brute_kept(signatures: dict[tuple, list]) -> set[tuple]:
+    """Layouts no other layout weakly beats in every class it serves (gpus dividing, strictly somewhere)."""
+    keys = list(signatures)
+    classes = len(next(iter(signatures.values())))
+    crit = np.full((len(keys), 2 * classes), -np.inf)
+    gpus = np.zeros(len(keys), dtype=np.int64)
+    for i, key in enumerate(keys):
+        for k, value in enumerate(signatures[key]):
+            if value is not None:
+                crit[i, 2 * k], crit[i, 2 * k + 1], gpus[i] = value
+    weakly = (crit[:, None, :] >= crit[None, :, :]).all(axis=2) & (gpus[None, :] % gpus[:, None] == 0)
+    strictly = (crit[:, None, :] > crit[None, :, :]).any(axis=2) | (gpus[:, None] < gpus[None, :])
+    beaten = (weakly & strictly).any(axis=0)  # [a, b]: a beats b
+    return {key for i, key in enumerate(keys) if not beaten[i]}
+
+
+@pytest.mark.parametrize("pool", ["prefill", "decode", "aggregated"])
+def test_the_skyline_keeps_exactly_the_brute_force_layouts_up_to_ties(pool: str) -> None:
+    problem = resolve(MIX, overrides={"cluster.max_gpus": 16})
+    full = [problem.candidate_table(pool, prune=False, request_class=c.name) for c in problem.request_classes]
+    signatures = _signatures(full, pool)
+    kept = set(_signatures(mix_non_dominated(full, pool), pool))
+    brute = _brute_kept(signatures)
+    # Every kept layout is undominated; an undominated one is missing only as an exact twin of a kept one.
+    assert kept <= brute
+    assert len(kept) < len(signatures)
+    for missing in brute - kept:
+        assert any(signatures[key] == signatures[missing] for key in kept), missing
+
+
+def test_mix_pruning_never_changes_the_frontier_with_one_layout_per_pool() -> None:
+    problem = resolve(MIX, overrides={"cluster.max_gpus": 16, "layouts_per_pool": 1})
+    for mode in ("disaggregated", "aggregated"):
+        answers = []
+        for prune in (True, False):
+            optimizer = mode_optimizer(problem, mode, mode_tables(problem, mode, None, prune=prune))
+            answers.append(
+                [
+                    (p.tokens_per_s_per_user, p.tokens_per_s_per_gpu)
+                    for p in trace(optimizer, problem.instance.objective)
+                ]
+            )
+        pruned, full = answers
+        assert len(pruned) == len(full) > 1
+        # A mix's served rate is a continuous solver value (row feasibility tolerance 1e-6), so the
+        # two models agree to that, not to the one-shape frontier's 1e-9; a pruning error moves whole plans.
+        np.testing.assert_allclose(np.array(pruned), np.array(full), rtol=1e-5)
