@@ -459,6 +459,10 @@ def _dominated_by_group(
     return (above >= by) | (at_least > by)
 
 
+SKYLINE_BLOCK = 256
+"""Layouts judged at once by :func:`mix_non_dominated` (memory: block x kept x 2 x classes booleans)."""
+
+
 def exact_tie_mask(frame: pd.DataFrame, x: np.ndarray, y: np.ndarray, gpus: np.ndarray) -> np.ndarray:
     """Rows equal to an earlier-kept row on ``x``, ``y`` and ``gpus``: all but the lowest-TTFT one.
 
@@ -488,37 +492,37 @@ def mix_non_dominated(frames: list[pd.DataFrame], phase: Phase) -> list[pd.DataF
     least layout (:data:`LAYOUT_COLUMNS` in order).
 
     A sort-filter skyline: layouts by GPUs, then by rank-sum of the criteria (a layout's
-    dominators come first), each compared only with the layouts kept so far.
+    dominators come first), each compared only with the layouts before it that are kept,
+    a block of :data:`SKYLINE_BLOCK` at a time.
     """
-    keyed = [f.assign(_class=k) for k, f in enumerate(frames)]
-    rows = pd.concat(keyed, ignore_index=True)
-    layout_id, layouts = pd.MultiIndex.from_frame(rows[list(LAYOUT_COLUMNS)]).factorize()
-    n, classes = len(layouts), len(frames)
+    layout_of = [frame[list(LAYOUT_COLUMNS)].to_numpy(dtype=np.int64) for frame in frames]
+    # Layouts in lexicographic order of LAYOUT_COLUMNS: the position is also the tie-break rank.
+    _, layout_id = np.unique(np.concatenate(layout_of), axis=0, return_inverse=True)
+    layout_id = layout_id.reshape(-1)
+    n, classes = int(layout_id.max()) + 1, len(frames)
+    ids = np.split(layout_id, np.cumsum([len(f) for f in frames])[:-1])
     criteria = np.full((n, 2 * classes), -np.inf)
     gpus = np.zeros(n, dtype=np.int64)
     worst_ttft = np.zeros(n)
-    for k, frame in enumerate(frames):
-        at = layout_id[(rows["_class"] == k).to_numpy()]
+    for k, (frame, at) in enumerate(zip(frames, ids, strict=True)):
         x, y, g = dominance_criteria(frame, phase)
         criteria[at, 2 * k], criteria[at, 2 * k + 1], gpus[at] = x, y, g
         ttft = np.nan_to_num(frame["ttft_ms"].to_numpy(dtype=float), nan=0.0)
         worst_ttft[at] = np.maximum(worst_ttft[at], ttft)
     rank_sum = sum(np.unique(column, return_inverse=True)[1] for column in criteria.T)
-    least_layout = np.lexsort([layouts.get_level_values(i) for i in reversed(range(len(LAYOUT_COLUMNS)))])
-    layout_rank = np.empty(n, dtype=np.int64)
-    layout_rank[least_layout] = np.arange(n)
-    order = np.lexsort((layout_rank, worst_ttft, -rank_sum, gpus))
-    kept = np.empty(n, dtype=np.int64)
-    count = 0
-    for b in order:
-        sky = kept[:count]
-        dominated = (gpus[b] % gpus[sky] == 0) & (criteria[sky] >= criteria[b]).all(axis=1)
-        if not dominated.any():
-            kept[count] = b
-            count += 1
+    order = np.lexsort((np.arange(n), worst_ttft, -rank_sum, gpus))
     keep = np.zeros(n, dtype=bool)
-    keep[kept[:count]] = True
-    return [frame[keep[layout_id[(rows["_class"] == k).to_numpy()]]] for k, frame in enumerate(frames)]
+    for start in range(0, n, SKYLINE_BLOCK):
+        block = order[start : start + SKYLINE_BLOCK]
+        # Beaten by a kept layout, or by one earlier in this block (kept or not: dominance is transitive).
+        judges = np.concatenate((np.flatnonzero(keep), block))
+        position = len(judges) - len(block) + np.arange(len(block))  # each block layout among the judges
+        beaten = np.arange(len(judges))[:, None] < position[None, :]
+        beaten &= gpus[block][None, :] % gpus[judges][:, None] == 0
+        for column in criteria.T:
+            beaten &= column[judges][:, None] >= column[block][None, :]
+        keep[block] = ~beaten.any(axis=0)
+    return [frame[keep[at]] for frame, at in zip(frames, ids, strict=True)]
 
 
 def dominated_mask(x: np.ndarray, y: np.ndarray, gpus: np.ndarray) -> np.ndarray:
