@@ -37,6 +37,7 @@ from pyomo.core.expr.visitor import identify_mutable_parameters
 from pyomo.repn import generate_standard_repn
 
 from planner.errors import PlannerError
+from planner.optimize.controls import BOUNDS_VERSION
 from planner.optimize.linear_image import COEFFICIENT, COST, OFFSET, ROW_LOWER, ROW_UPPER, read_model
 from planner.progress import solver_log
 
@@ -146,6 +147,8 @@ class HighsBackend:
         self.set_time_limit(time_limit_s)
         n = image.columns
         self._lower, self._upper = image.bounds()
+        self._bounds_version: int | None = None
+        """The model's :data:`BOUNDS_VERSION` when the bounds were last read (None: re-read)."""
         h.addVars(n, self._lower, self._upper)
         kinds = np.where(image.integral, highspy.HighsVarType.kInteger, highspy.HighsVarType.kContinuous)
         h.changeColsIntegrality(n, np.arange(n, dtype=np.int32), kinds)
@@ -232,11 +235,14 @@ class HighsBackend:
     def _push(self) -> None:
         """Hand HiGHS the bounds, coefficients and costs that changed since the last solve, as arrays."""
         h, image = self._highs, self._image
-        lower, upper = image.bounds()
-        moved = np.flatnonzero((lower != self._lower) | (upper != self._upper))
-        if len(moved):
-            h.changeColsBounds(len(moved), moved.astype(np.int32), lower[moved], upper[moved])
-            self._lower, self._upper = lower, upper
+        version = getattr(self.model, BOUNDS_VERSION, None)
+        if version is None or version != self._bounds_version:
+            self._bounds_version = version
+            lower, upper = image.bounds()
+            moved = np.flatnonzero((lower != self._lower) | (upper != self._upper))
+            if len(moved):
+                h.changeColsBounds(len(moved), moved.astype(np.int32), lower[moved], upper[moved])
+                self._lower, self._upper = lower, upper
         params = image.param_values()
         changed = params != self._params
         if not changed.any():

@@ -20,6 +20,11 @@ PerPeriod = float | Sequence[float] | np.ndarray
 """One value for every period, or one per period."""
 
 
+BOUNDS_VERSION = "_planner_bounds_version"
+"""Model attribute counting the bound changes :class:`Controls` made: a backend re-reads the
+variables' bounds only when it moved (a model without it, e.g. the fleet MIP, is always re-read)."""
+
+
 def _per_period(value: PerPeriod, periods: int) -> np.ndarray:
     return np.broadcast_to(np.asarray(value, dtype=float), (periods,))
 
@@ -34,6 +39,10 @@ class Controls:
         """The masks :meth:`set_target` last applied."""
         self._use_periods = sorted({period for _layout, period in model.use})
         """Periods with their own layout choice (all with relayout, else period 0)."""
+        setattr(model, BOUNDS_VERSION, 0)
+
+    def _bounds_moved(self) -> None:
+        setattr(self.model, BOUNDS_VERSION, getattr(self.model, BOUNDS_VERSION) + 1)
 
     # ----------------------------------------------------------------- objective
 
@@ -71,6 +80,7 @@ class Controls:
         for layout in np.flatnonzero(moved_layouts).tolist():
             for period in self._use_periods:
                 m.use[layout, period].setub(1 if layouts[layout] else 0)
+        self._bounds_moved()
 
     # ----------------------------------------------------------------- traffic
 
@@ -92,6 +102,7 @@ class Controls:
         """Most unserved requests/s per period (None: unlimited)."""
         for t in self.model.T:
             self.model.unserved_requests_per_s[t].setub(None if caps is None else float(caps[t]))
+        self._bounds_moved()
 
     # ----------------------------------------------------------------- caps
 
