@@ -113,6 +113,13 @@ def _level(quiet: bool, verbose: bool) -> int:
     return QUIET if quiet else VERBOSE if verbose else NORMAL
 
 
+_request_class = click.option(
+    "--request-class",
+    default=None,
+    help="For an instance whose traffic is a mix: the class whose shape (ISL/OSL) to price.",
+)
+
+
 def _scenario(func):
     """``--scenario NAME`` and repeatable ``--set FIELD=VALUE`` what-if overrides of an instance."""
     func = click.option(
@@ -275,6 +282,7 @@ _EVALUATE_KEYS = (
     "and step in aggregated chunked prefill (candidate tables search it).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@_request_class
 @_scenario
 @_calibration
 @_debug
@@ -294,6 +302,7 @@ def evaluate_command(
     chunked_prefill: bool,
     prefill_chunk_tokens: int,
     as_json: bool,
+    request_class: str | None,
     scenario: str | None,
     overrides: tuple[str, ...],
     calibration_path: str | None,
@@ -324,10 +333,11 @@ def evaluate_command(
             if precision in (None, problem.instance.precision):
                 block = problem.instance.quantization
             precision = precision or problem.instance.precision
-            isl = isl or problem.instance.traffic.isl_tokens
-            osl = osl or problem.instance.traffic.osl_tokens
-        elif scenario or overrides:
-            raise SpecError("--scenario and --set apply to an instance; add --instance NAME")
+            if request_class is not None or isl is None or osl is None:
+                shape = problem.request_class(request_class)  # a mix must name its class
+                isl, osl = isl or shape.isl_tokens, osl or shape.osl_tokens
+        elif scenario or overrides or request_class:
+            raise SpecError("--scenario, --set and --request-class apply to an instance; add --instance NAME")
         precision = precision or "fp8"
         given = (("--model", model_spec), ("--hardware", hardware_spec), ("--isl", isl), ("--osl", osl))
         for flag, value in given:
@@ -704,7 +714,7 @@ def import_bench_command(
 @click.option(
     "--csv", "csv_out", type=click.Path(dir_okay=False), required=True, help="Candidate table CSV to write."
 )
-@click.option("--request-class", default=None, help="For a traffic mix: which class's shape to price.")
+@_request_class
 @_scenario
 @_calibration
 @_debug

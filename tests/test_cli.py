@@ -146,6 +146,30 @@ def test_evaluate_phases_text_and_json(phase: str) -> None:
     assert not any(isinstance(v, float) and math.isnan(v) for v in data.values())
 
 
+def test_evaluate_a_mix_instance_prices_the_named_class() -> None:
+    args = (
+        "evaluate",
+        "--instance",
+        "llama-3.1-70b-h100-diurnal",
+        "--phase",
+        "decode",
+        "--tp",
+        "4",
+        "--batch",
+        "8",
+    )
+    _assert_user_error(_run(*args), "mix of chat, rag, reasoning", "--request-class")
+    rag = json.loads(_run(*args, "--request-class", "rag", "--json").stdout)
+    chat = json.loads(_run(*args, "--request-class", "chat", "--json").stdout)
+    assert (rag["isl_tokens"], rag["osl_tokens"]) == (16384, 512)
+    assert (chat["isl_tokens"], chat["osl_tokens"]) == (2048, 512)
+    # A 16k-token context reads eight times the KV cache of a 2k one per step: fewer tokens/s per user.
+    assert rag["tokens_per_s_per_user"] < chat["tokens_per_s_per_user"]
+    explicit = json.loads(_run(*args, "--request-class", "rag", "--isl", "2048", "--json").stdout)
+    assert (explicit["isl_tokens"], explicit["osl_tokens"]) == (2048, 512)  # explicit options win
+    _assert_user_error(_run(*args, "--request-class", "nope"), "unknown request class 'nope'")
+
+
 def test_evaluate_unknown_model() -> None:
     result = _run(
         *_evaluate_args("no-such-model", "h100-sxm", "--phase", "decode", "--tp", "1", "--batch", "1")
