@@ -57,7 +57,7 @@ Why pruning keeps the frontier exact
 
     Exact ties (equal on both criteria and on ``gpus``) are the same candidate to the MIP,
     so one row of each is kept (:func:`exact_tie_mask`): the lowest ``ttft_ms``, then the
-    first in the table's order. Keeping them all multiplied the rows (87 of the 95
+    least layout. Keeping them all multiplied the rows (87 of the 95
     aggregated rows of Llama-3.1-70B on GB200 were ties across prefill chunk sizes),
     added symmetric branches, and left which of them a plan showed to the solver's path.
 
