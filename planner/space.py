@@ -460,7 +460,7 @@ def _dominated_by_group(
 
 
 SKYLINE_BLOCK = 256
-"""Layouts judged at once by :func:`mix_non_dominated` (memory: block x kept x 2 x classes booleans)."""
+"""Items judged at once by :func:`skyline` (memory: block x kept x criteria booleans)."""
 
 
 def exact_tie_mask(frame: pd.DataFrame, x: np.ndarray, y: np.ndarray, gpus: np.ndarray) -> np.ndarray:
@@ -489,11 +489,8 @@ def mix_non_dominated(frames: list[pd.DataFrame], phase: Phase) -> list[pd.DataF
     be swapped for that layout's copies, class by class, without a new layout. Dominance in
     *some* class is not enough (a layout second-best for two classes can be the only single
     layout serving both well). Exact ties keep the lowest worst-class ``ttft_ms``, then the
-    least layout (:data:`LAYOUT_COLUMNS` in order).
-
-    A sort-filter skyline: layouts by GPUs, then by rank-sum of the criteria (a layout's
-    dominators come first), each compared only with the layouts before it that are kept,
-    a block of :data:`SKYLINE_BLOCK` at a time.
+    least layout (:data:`LAYOUT_COLUMNS` in order). The same rule prunes per target in
+    :meth:`planner.optimize.model.Candidates.at_target` (by :func:`skyline`).
     """
     layout_of = [frame[list(LAYOUT_COLUMNS)].to_numpy(dtype=np.int64) for frame in frames]
     # Layouts in lexicographic order of LAYOUT_COLUMNS: the position is also the tie-break rank.
@@ -509,20 +506,45 @@ def mix_non_dominated(frames: list[pd.DataFrame], phase: Phase) -> list[pd.DataF
         criteria[at, 2 * k], criteria[at, 2 * k + 1], gpus[at] = x, y, g
         ttft = np.nan_to_num(frame["ttft_ms"].to_numpy(dtype=float), nan=0.0)
         worst_ttft[at] = np.maximum(worst_ttft[at], ttft)
-    rank_sum = sum(np.unique(column, return_inverse=True)[1] for column in criteria.T)
-    order = np.lexsort((np.arange(n), worst_ttft, -rank_sum, gpus))
+    keep = skyline(criteria, gpus, tie_breaks=(worst_ttft,))
+    return [frame[keep[at]] for frame, at in zip(frames, ids, strict=True)]
+
+
+def _dense_rank_sum(criteria: np.ndarray) -> np.ndarray:
+    """Sum over the columns of each item's dense rank in that column (equal values, equal rank)."""
+    total = np.zeros(len(criteria), dtype=np.int64)
+    for column in criteria.T:
+        order = np.argsort(column, kind="stable")
+        ranks = np.empty(len(column), dtype=np.int64)
+        values = column[order]
+        ranks[order] = np.concatenate(([0], np.cumsum(values[1:] != values[:-1])))  # -inf == -inf
+        total += ranks
+    return total
+
+
+def skyline(criteria: np.ndarray, gpus: np.ndarray, tie_breaks: tuple[np.ndarray, ...] = ()) -> np.ndarray:
+    """Which of ``n`` items no other item dominates: ``criteria`` is ``(n, m)``, higher is better.
+
+    ``a`` dominates ``b`` when ``gpus[a]`` divides ``gpus[b]`` and ``a`` is at least as good on
+    every criterion (:func:`mix_non_dominated` says why that lets ``a`` replace ``b``); among exact
+    ties the least ``tie_breaks`` (then the least index) stays. A sort-filter skyline: items by
+    GPUs, then by rank-sum of the criteria (an item's dominators come first), each compared only
+    with the items before it that are kept, a block of :data:`SKYLINE_BLOCK` at a time.
+    """
+    n = len(gpus)
+    order = np.lexsort((np.arange(n), *reversed(tie_breaks), -_dense_rank_sum(criteria), gpus))
     keep = np.zeros(n, dtype=bool)
     for start in range(0, n, SKYLINE_BLOCK):
         block = order[start : start + SKYLINE_BLOCK]
-        # Beaten by a kept layout, or by one earlier in this block (kept or not: dominance is transitive).
+        # Beaten by a kept item, or by one earlier in this block (kept or not: dominance is transitive).
         judges = np.concatenate((np.flatnonzero(keep), block))
-        position = len(judges) - len(block) + np.arange(len(block))  # each block layout among the judges
+        position = len(judges) - len(block) + np.arange(len(block))  # each block item among the judges
         beaten = np.arange(len(judges))[:, None] < position[None, :]
         beaten &= gpus[block][None, :] % gpus[judges][:, None] == 0
         for column in criteria.T:
             beaten &= column[judges][:, None] >= column[block][None, :]
         keep[block] = ~beaten.any(axis=0)
-    return [frame[keep[at]] for frame, at in zip(frames, ids, strict=True)]
+    return keep
 
 
 def dominated_mask(x: np.ndarray, y: np.ndarray, gpus: np.ndarray) -> np.ndarray:

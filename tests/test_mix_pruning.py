@@ -7,8 +7,11 @@ import pandas as pd
 import pytest
 
 from planner.frontier import mode_optimizer, mode_tables, trace
+from planner.optimize.model import Candidates, combine_classes
+from planner.optimize.packing import Geometry
 from planner.problem import resolve
 from planner.space import LAYOUT_COLUMNS, dominance_criteria, mix_non_dominated
+from planner.specs import RequestClass
 
 MIX = "llama-3.1-70b-h100-diurnal"
 
@@ -115,3 +118,52 @@ def test_mix_pruning_never_changes_the_frontier_with_one_layout_per_pool() -> No
         # A mix's served rate is a continuous solver value (row feasibility tolerance 1e-6), so the
         # two models agree to that, not to the one-shape frontier's 1e-9; a pruning error moves whole plans.
         np.testing.assert_allclose(np.array(pruned), np.array(full), rtol=1e-5)
+
+
+def _hand_candidates() -> Candidates:
+    """One decode pool, two classes, three 2-GPU layouts: TP 2 is second-best for both classes."""
+    tables = {}
+    for name, rates in (("a", {2: 10.0, 4: 12.0, 8: 1.0}), ("b", {2: 10.0, 4: 1.0, 8: 12.0})):
+        rows = _decode_rows({tp: (50.0, 1.0, 2) for tp in rates}).assign(
+            requests_per_s=list(rates.values()), osl_tokens=100, isl_tokens=100
+        )
+        tables[name] = {"decode": rows}
+    classes = tuple(RequestClass(name=n, isl_tokens=100, osl_tokens=100, share_fraction=0.5) for n in "ab")
+    return combine_classes(tables, Geometry(8, 8, 8, (1,), False, True), classes)
+
+
+def test_at_a_target_a_layout_beaten_in_each_class_by_a_different_layout_stays_usable() -> None:
+    candidates = _hand_candidates()
+    tp = candidates.layouts["tp"].to_numpy()
+    _, usable = candidates.at_target("decode", np.zeros(len(candidates.table)))
+    assert sorted(tp[usable].tolist()) == [2, 4, 8]
+    # Forbid TP 8's rows: TP 2 now beats it in every class it may serve (none), and TP 4 beats
+    # TP 2 in class a but not in class b, so TP 2 stays and TP 8 goes.
+    need = np.where(candidates.table["tp"].to_numpy() == 8, 1e9, 0.0)
+    _, usable = candidates.at_target("decode", need)
+    assert sorted(tp[usable].tolist()) == [2, 4]
+
+
+def test_per_target_pruning_never_changes_a_mix_frontier(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Aggregated llama mix on its shipped 4 nodes, two layouts per pool: the per-class rule this
+    # replaced dropped layouts that serve every class well and lost up to 12% tokens/s per GPU.
+    problem = resolve(MIX)
+    pruning = Candidates.at_target
+    answers = []
+    for prune in (True, False):
+        if not prune:
+            keep_all = lambda self, pool, need: (  # noqa: E731 - the allowed rows, every layout
+                pruning(self, pool, need)[0],
+                np.ones(len(self.layouts), dtype=bool),
+            )
+            monkeypatch.setattr(Candidates, "at_target", keep_all)
+        optimizer = mode_optimizer(problem, "aggregated", mode_tables(problem, "aggregated", None))
+        answers.append(
+            [
+                (p.tokens_per_s_per_user, p.tokens_per_s_per_gpu)
+                for p in trace(optimizer, problem.instance.objective)
+            ]
+        )
+    pruned, full = answers
+    assert len(pruned) == len(full) > 10
+    np.testing.assert_allclose(np.array(pruned), np.array(full), rtol=1e-5)

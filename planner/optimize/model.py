@@ -15,7 +15,7 @@ import pandas as pd
 
 from planner.optimize.packing import Geometry
 from planner.perf.phases import PREFILL_CHUNK_TOKENS
-from planner.space import LAYOUT_COLUMNS, dominated_mask
+from planner.space import LAYOUT_COLUMNS, skyline
 from planner.specs import RequestClass
 
 FIXED_RATIO_TOLERANCE = 0.03
@@ -99,20 +99,26 @@ class Candidates:
 
         ``need[r]`` is the interactivity row ``r`` must reach (its class's floor or the
         target); rows of ``judged_pool`` below it are not allowed. At a fixed target,
-        interactivity above it and TTFT below its limit no longer rank rows: among the
-        allowed rows of one class and pool, a row with at least another's requests/s per
-        GPU on a GPU count dividing it replaces it on the same GPUs (the argument of
-        :mod:`planner.space`). A layout stays usable if it survives for some class.
+        interactivity above it and TTFT below its limit no longer rank rows, only requests/s
+        per GPU does: a layout is usable unless one other layout of its pool, on a GPU count
+        dividing its own, serves *every* class it is allowed to serve at least as fast per GPU
+        (then its instances can be swapped for that layout's copies without a new layout:
+        :func:`planner.space.mix_non_dominated`; exact ties keep the least layout id). Beaten
+        in each class by a different layout is not enough, under ``layouts_per_pool``.
         """
         allowed = (self.pools != judged_pool) | (self.tokens_per_s_per_user >= need)
-        usable = np.zeros(len(self.layouts), dtype=bool)
-        gpus, per_gpu = self.gpus, self.requests_per_s / self.gpus
-        for k in range(len(self.classes)):
-            for pool in np.unique(self.pools):
-                rows = np.flatnonzero(allowed & (self.class_of == k) & (self.pools == pool))
-                if len(rows):
-                    kept = rows[~dominated_mask(per_gpu[rows], np.zeros(len(rows)), gpus[rows])]
-                    usable[self.layout_of[kept]] = True
+        n = len(self.layouts)
+        per_gpu = np.zeros((n, len(self.classes)))  # 0: the class is not served (rates are positive)
+        rows = np.flatnonzero(allowed)
+        per_gpu[self.layout_of[rows], self.class_of[rows]] = self.requests_per_s[rows] / self.gpus[rows]
+        serves = per_gpu.max(axis=1) > 0
+        usable = np.zeros(n, dtype=bool)
+        layout_gpus = self.layouts["gpus"].to_numpy(dtype=np.int64)
+        layout_pools = self.layouts["pool"].to_numpy()
+        for pool in np.unique(layout_pools):
+            members = np.flatnonzero((layout_pools == pool) & serves)
+            if len(members):
+                usable[members[skyline(per_gpu[members], layout_gpus[members])]] = True
         return allowed, usable
 
     def restrict(self, rows: np.ndarray, layouts: np.ndarray) -> Candidates:
