@@ -181,7 +181,8 @@ def mode_optimizer(
     sizes = {int(g) for pools in tables.values() for t in pools.values() for g in t["gpus"]}
     geo = geometry(problem.hardware, problem.max_gpus, sizes)
     classes = tuple(problem.request_classes)
-    candidates = combine_classes(tables, geo, classes)
+    candidates = combine_classes(tables, geo, classes).usable_somewhere(MODE_POOLS[mode][-1])
+    geo = geometry(problem.hardware, problem.max_gpus, {int(g) for g in candidates.layouts["gpus"]})
     for pool in MODE_POOLS[mode]:
         if not (candidates.table["pool"] == pool).any():
             reasons = "; ".join(sorted(set(candidates.dropped["reason"])))

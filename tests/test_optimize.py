@@ -574,7 +574,7 @@ def test_referee_enumerators_agree() -> None:
             return None
         return plan.tokens_per_s_per_gpu, plan.output_tokens_per_s, plan.gpus, plan.tokens_per_s_per_user
 
-    assert plain.plans_scored > 100
+    assert plain.plans_scored > 50  # 62: one layout per pool, the prefill layouts any target can use
     for target in grid.breakpoints:
         assert numbers(grid.best_at(target)) == numbers(plain.best_at(target))
     assert [numbers(p) for p in grid.pareto()] == [numbers(p) for p in plain.pareto()]

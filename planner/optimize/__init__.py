@@ -79,7 +79,11 @@ Objectives (one linear form ``a sum_t OSL_t lam[t] - sum_t theta_t GPUs_t - sum_
 
 Pruned candidates (dominated rows, :mod:`planner.space`) never change a one-shape optimum, and
 the frontier (:mod:`planner.frontier`) solves only at the ``u_r`` where the optimum can change.
-For a mix, a layout is kept when it is non-dominated for some class.
+For a mix, a layout is dropped only when one other layout of its pool, on a GPU count dividing
+its own, is at least as good for every class it serves (dominance in each class by different
+layouts is not enough under ``L``); per target, among the rows allowed there, by requests/s per GPU
+(:meth:`planner.optimize.model.Candidates.at_target`). Layouts of the pools not judged on
+interactivity that no target can use are left out of the model (``usable_somewhere``).
 
 Symbols and their names in the model
 ------------------------------------

@@ -121,6 +121,18 @@ class Candidates:
                 usable[members[skyline(per_gpu[members], layout_gpus[members])]] = True
         return allowed, usable
 
+    def usable_somewhere(self, judged_pool: str) -> Candidates:
+        """Without the layouts no target can use: the other pools' layouts :meth:`at_target` drops.
+
+        Rows of the pools not judged on interactivity are allowed at every target, so which of
+        their layouts :meth:`at_target` keeps never changes; the rest never enter a plan, and a
+        model built without them is smaller and has the same optimum everywhere (a prefill row
+        of worse rate per GPU kept in the table for its lower TTFT is one of them).
+        """
+        _, usable = self.at_target(judged_pool, np.full(len(self.table), np.inf))
+        keep = usable | (self.layouts["pool"].to_numpy() == judged_pool)
+        return self.restrict(np.ones(len(self.table), dtype=bool), keep)
+
     def restrict(self, rows: np.ndarray, layouts: np.ndarray) -> Candidates:
         """Only these rows of these layouts (boolean masks), renumbered: a smaller model at a fixed target."""
         keep = rows & layouts[self.layout_of]
