@@ -288,12 +288,12 @@ class ModeOptimizer:
             }
         if not self._kept_by_start:
             return
-        for var in m.component_data_objects(pyo.Var):
+        for var in snapshot(m)[0]:
             if id(var) not in self._kept_by_start:
                 var.set_value(None, skip_validation=True)
         self.backend.warm_start()
 
-    def _largest_from_below(self, theta: float, theta_below: float, plan_below: list) -> bool:
+    def _largest_from_below(self, theta: float, theta_below: float, plan_below: tuple[list, list]) -> bool:
         """Load the largest plan at the optimal ratio ``theta`` if the last step below already found it.
 
         The step at ``theta_below < theta`` maximized ``tokens - theta_below x GPUs``: among plans

@@ -21,14 +21,27 @@ FLOW_EPSILON = 1e-9
 """Requests/s below which a flow counts as zero (solver noise)."""
 
 
-def snapshot(model: pyo.ConcreteModel) -> list:
-    """Every variable with its value (to put a solution back after a follow-up solve)."""
-    return [(var, var.value) for var in model.component_data_objects(pyo.Var)]
+_VARIABLES = "_planner_variables"
+"""Model attribute caching its variables in order (walking the model's components is slow)."""
 
 
-def restore(values: list) -> None:
+def _variables_of(model: pyo.ConcreteModel) -> list:
+    variables = getattr(model, _VARIABLES, None)
+    if variables is None:
+        variables = list(model.component_data_objects(pyo.Var))
+        setattr(model, _VARIABLES, variables)
+    return variables
+
+
+def snapshot(model: pyo.ConcreteModel) -> tuple[list, list]:
+    """Every variable and its value (to put a solution back after a follow-up solve)."""
+    variables = _variables_of(model)
+    return variables, [var.value for var in variables]
+
+
+def restore(values: tuple[list, list]) -> None:
     """Load a :func:`snapshot` back into its variables."""
-    for var, value in values:
+    for var, value in zip(*values, strict=True):
         var.set_value(value, skip_validation=True)
 
 
