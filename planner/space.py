@@ -494,8 +494,7 @@ def mix_non_dominated(frames: list[pd.DataFrame], phase: Phase) -> list[pd.DataF
     """
     layout_of = [frame[list(LAYOUT_COLUMNS)].to_numpy(dtype=np.int64) for frame in frames]
     # Layouts in lexicographic order of LAYOUT_COLUMNS: the position is also the tie-break rank.
-    _, layout_id = np.unique(np.concatenate(layout_of), axis=0, return_inverse=True)
-    layout_id = layout_id.reshape(-1)
+    layout_id = _row_ids(np.concatenate(layout_of))
     n, classes = int(layout_id.max()) + 1, len(frames)
     ids = np.split(layout_id, np.cumsum([len(f) for f in frames])[:-1])
     criteria = np.full((n, 2 * classes), -np.inf)
@@ -508,6 +507,18 @@ def mix_non_dominated(frames: list[pd.DataFrame], phase: Phase) -> list[pd.DataF
         worst_ttft[at] = np.maximum(worst_ttft[at], ttft)
     keep = skyline(criteria, gpus, tie_breaks=(worst_ttft,))
     return [frame[keep[at]] for frame, at in zip(frames, ids, strict=True)]
+
+
+def _row_ids(rows: np.ndarray) -> np.ndarray:
+    """Each row's position among the distinct rows in lexicographic order.
+
+    ``np.unique(axis=0)``'s inverse, by one lexsort: several times faster on the ~100,000 rows of a mix.
+    """
+    order = np.lexsort(rows.T[::-1])
+    ordered = rows[order]
+    ids = np.empty(len(rows), dtype=np.int64)
+    ids[order] = np.concatenate(([0], np.cumsum((ordered[1:] != ordered[:-1]).any(axis=1))))
+    return ids
 
 
 def _dense_rank_sum(criteria: np.ndarray) -> np.ndarray:

@@ -10,7 +10,7 @@ from planner.frontier import mode_optimizer, mode_tables, trace
 from planner.optimize.model import Candidates, combine_classes
 from planner.optimize.packing import Geometry
 from planner.problem import resolve
-from planner.space import LAYOUT_COLUMNS, dominance_criteria, mix_non_dominated
+from planner.space import LAYOUT_COLUMNS, _row_ids, dominance_criteria, mix_non_dominated
 from planner.specs import RequestClass
 
 MIX = "llama-3.1-70b-h100-diurnal"
@@ -167,3 +167,11 @@ def test_per_target_pruning_never_changes_a_mix_frontier(monkeypatch: pytest.Mon
     pruned, full = answers
     assert len(pruned) == len(full) > 10
     np.testing.assert_allclose(np.array(pruned), np.array(full), rtol=1e-5)
+
+
+def test_row_ids_number_distinct_rows_in_lexicographic_order() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        rows = rng.integers(-3, 4, size=(int(rng.integers(1, 60)), int(rng.integers(1, 5))))
+        _, inverse = np.unique(rows, axis=0, return_inverse=True)
+        np.testing.assert_array_equal(_row_ids(rows), inverse.reshape(-1))
