@@ -44,11 +44,14 @@ def test_folded_tie_break_gives_the_explicit_tie_breaks_plans(mode: str, monkeyp
         return folds[-1]
 
     monkeypatch.setattr(ModeOptimizer, "_largest_from_below", counted)
-    folded = trace(mode_optimizer(problem, mode, tables), problem.instance.objective)
+    full_mip = mode_optimizer(problem, mode, tables)
+    full_mip._by_sets = False  # the fold belongs to the full MIP's Dinkelbach (layout sets have their own)
+    folded = trace(full_mip, problem.instance.objective)
     assert any(folds), "no point took the folded tie-break: the comparison below would be vacuous"
 
     monkeypatch.setattr(ModeOptimizer, "_largest_from_below", lambda self, *args: False)
     explicit = mode_optimizer(problem, mode, tables)
+    explicit._by_sets = False
     plans = []
     for plan in folded:  # the same targets, each solved afresh: no ceiling, explicit tie-break
         explicit._last_optimum = ((math.inf, math.inf), math.inf)

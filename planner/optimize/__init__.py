@@ -8,7 +8,8 @@ block), :mod:`~planner.optimize.controls` (the only setters of its parameters an
 :mod:`~planner.optimize.solution` (reading a solved model back), :mod:`~planner.optimize.plan`
 (plans and their metrics), :mod:`~planner.optimize.brute_force` (the referee),
 :mod:`~planner.optimize.period_bounds` and :mod:`~planner.optimize.layout_sets` (lower bounds that
-decompose elastic plans by period and by layout set).
+decompose elastic plans by period and by layout set), :mod:`~planner.optimize.ratio_sets` (upper bounds
+that decompose a frontier point by layout set).
 
 Formulation
 -----------
@@ -76,6 +77,11 @@ Objectives (one linear form ``a sum_t OSL_t lam[t] - sum_t theta_t GPUs_t - sum_
   solve runs when ``theta'`` is far enough below ``theta*`` for the solver's gaps to tell plans apart;
 - elastic studies: minimize GPU-hours (``theta_t`` = period hours), after minimizing
   hour-weighted unserved load when a period cannot be served.
+
+A frontier point with ``L <= 2`` (no fixed ratio) is solved by layout set: the MIP restricted to
+each set of the judged pool's layouts, in decreasing order of an enumerated bound on the set's ratio,
+until the best plan meets the next bound (:mod:`~planner.optimize.ratio_sets`; proof in
+``docs/formulation.md``); past its limits the full MIP answers the point.
 
 Pruned candidates (dominated rows, :mod:`planner.space`) never change a one-shape optimum, and
 the frontier (:mod:`planner.frontier`) solves only at the ``u_r`` where the optimum can change.

@@ -46,6 +46,14 @@ from planner.optimize.formulation import build_model
 from planner.optimize.model import MODE_POOLS, Candidates
 from planner.optimize.packing import Geometry
 from planner.optimize.plan import Plan
+from planner.optimize.ratio_sets import (
+    MAX_LAYOUTS_PER_SET,
+    MAX_PLANS,
+    SetBounds,
+    SetPlans,
+    set_bounds,
+    set_plans,
+)
 from planner.optimize.solution import Solution, restore, snapshot
 from planner.specs import LOAD_OBJECTIVES
 
@@ -62,6 +70,9 @@ START_DROP_MIN, START_DROP_MAX = 0.1, 0.5
 FOLD_SAFETY = 10.0
 """How many times wider than the tie-break slack needs (per GPU of the budget) the step below must be
 for its plan to count as the largest at the optimal ratio (:meth:`ModeOptimizer._largest_from_below`)."""
+SET_SOLVES = 40
+"""Restricted solves a frontier point may spend on layout sets (:meth:`ModeOptimizer._max_ratio_by_sets`)
+before the full MIP answers it instead: a count, so the path taken never depends on machine load."""
 DEFAULT_NODE_LIMIT = 1_000_000
 """Branch-and-bound nodes per solve: the deterministic limit (hitting it is an error naming
 ``--node-limit``); the time limit is only a safety net against a stuck solve."""
@@ -134,6 +145,18 @@ class ModeOptimizer:
         )
         self.solution = Solution(self.model, candidates, geometry, self.pools, exclusive_nodes)
         self._exact = len(candidates.classes) == 1
+        self._by_sets = (
+            objective == "max_tokens_per_s_per_gpu"
+            and fixed_ratio is None
+            and len(self.pools) <= 2
+            and layouts_per_pool <= MAX_LAYOUTS_PER_SET
+        )
+        """Frontier points of one pool are decomposed by layout set (:mod:`~planner.optimize.ratio_sets`)."""
+        self._layouts_per_pool = layouts_per_pool
+        self._layout_gpus = candidates.layouts["gpus"].to_numpy(dtype=np.int64)
+        self._layout_pools = candidates.layouts["pool"].to_numpy()
+        self._masks: tuple[np.ndarray, np.ndarray] | None = None
+        """The rows allowed and layouts usable at the current target."""
         self._theta_hint = 0.0
         # ((target, load), tokens/s per GPU) of the last ratio answer
         self._last_optimum = ((math.inf, math.inf), math.inf)
@@ -156,7 +179,8 @@ class ModeOptimizer:
 
     def best_at(self, min_tokens_per_s_per_user: float) -> Plan | None:
         """The optimal plan whose every decode-like instance meets the target, or None if none does."""
-        self.controls.set_target(*self.solution.at_target(min_tokens_per_s_per_user, self.class_floors))
+        self._masks = self.solution.at_target(min_tokens_per_s_per_user, self.class_floors)
+        self.controls.set_target(*self._masks)
         self._results = []
         # A higher target or load only removes plans: the optimum at a lower one bounds this one's.
         asked = (min_tokens_per_s_per_user, self.controls.load())
@@ -220,6 +244,10 @@ class ModeOptimizer:
         return result
 
     def _max_ratio(self) -> bool:
+        if self._by_sets and self.controls.load() == 0:
+            decided = self._max_ratio_by_sets()
+            if decided is not None:
+                return decided
         tolerance = self.ratio_tolerance
         theta = self._start_ratio()
         if self._theta_hint > 0:
@@ -256,6 +284,130 @@ class ModeOptimizer:
             return True
         self._tie_break(theta)
         return True
+
+    def _max_ratio_by_sets(self) -> bool | None:
+        """The best ratio by layout set: solve the sets in decreasing bound order until a plan meets the next.
+
+        Every plan's judged pool (decode, or aggregated) uses some set of at most
+        ``layouts_per_pool`` usable layouts, and no plan on a set beats its bound
+        (:mod:`~planner.optimize.ratio_sets`), so once the best plan found is within the ratio
+        tolerance of every set not yet solved it is optimal. The MIP restricted to a set (the other
+        pool's layouts left free) is tiny. Then the largest plan at that ratio: sets in decreasing
+        order of their most tokens/s at it, the same way. Returns None (the full MIP decides) past
+        :data:`SET_SOLVES` solves or the enumeration's size limits.
+        """
+        allowed, usable = self._masks
+        decomposed = self._set_bounds()
+        if decomposed is None:
+            return None
+        judged, bounds = decomposed
+        tolerance, m = self.ratio_tolerance, self.model
+        ratio_bound = np.minimum(bounds.ratio, self._ceiling * (1 + tolerance))
+        best: tuple[float, tuple, SolveResult] | None = None
+        for spent, s in enumerate(np.argsort(-ratio_bound, kind="stable")):
+            if ratio_bound[s] <= 0 or (best is not None and ratio_bound[s] <= best[0] * (1 + tolerance)):
+                break
+            if spent >= SET_SOLVES:
+                self.controls.set_target(allowed, usable)
+                return None
+            optimum = self._set_optimum(self._set_mask(judged, s), ratio_bound[s])
+            if optimum is not None and (best is None or optimum[0] > best[0]):
+                best = (optimum[0], snapshot(m), optimum[1])
+        if best is None:
+            self.controls.set_target(allowed, usable)
+            return False
+        theta, plan, result = best
+        restore(plan)
+        if self._theta_hint > 0:
+            self._drop = max(0.0, 1.0 - theta / self._theta_hint)
+        self._theta_hint = theta
+        self._main = dataclasses.replace(result, scale=self.solution.tokens())
+        self._largest_by_sets(judged, bounds, theta)
+        self.controls.set_target(allowed, usable)
+        return True
+
+    def _set_bounds(self) -> tuple[SetPlans, SetBounds] | None:
+        """The judged pool's sets and their bounds at the current target, or None past the size limits."""
+        usable = self._masks[1]
+        judged_layouts = int((usable & (self._layout_pools == self.pools[-1])).sum())
+        sets = judged_layouts * (judged_layouts + 1) // 2
+        if sets * (self.geometry.max_gpus + 1) ** len(self.pools) > MAX_PLANS:
+            return None  # the grid of set_bounds would be too large: the full MIP answers
+        plans = {pool: self._pool_set_plans(pool) for pool in self.pools}
+        if any(p is None for p in plans.values()):
+            return None
+        judged = plans[self.pools[-1]]
+        bounds = set_bounds(judged, [plans[q] for q in self.pools[:-1]], self.geometry.max_gpus)
+        return None if bounds is None else (judged, bounds)
+
+    def _pool_set_plans(self, pool: str) -> SetPlans | None:
+        """Every plan of one pool's usable layouts at the current target (:func:`set_plans`)."""
+        allowed, usable = self._masks
+        c = self.candidates
+        layouts = np.flatnonzero(usable & (self._layout_pools == pool))
+        rows = np.flatnonzero(allowed & usable[c.layout_of] & (c.pools == pool))
+        column = np.full(len(usable), -1)
+        column[layouts] = np.arange(len(layouts))
+        rates = np.zeros((len(layouts), len(c.classes)))
+        rates[column[c.layout_of[rows]], c.class_of[rows]] = c.requests_per_s[rows]
+        shares = np.array([pyo.value(self.model.share[k, 0]) for k in self.model.K])
+        gpus, budget = self._layout_gpus[layouts], self.geometry.max_gpus
+        plans = set_plans(rates, gpus, shares, c.osl_tokens, budget, self._layouts_per_pool)
+        if plans is None:
+            return None
+        return dataclasses.replace(plans, sets=np.where(plans.sets >= 0, layouts[plans.sets], -1))
+
+    def _set_mask(self, judged: SetPlans, s: int) -> np.ndarray:
+        """Usable layouts with the judged pool restricted to its set ``s``."""
+        allowed, usable = self._masks
+        mask = usable & (self._layout_pools != self.pools[-1])
+        members = judged.sets[s]
+        mask[members[members >= 0]] = True
+        return mask
+
+    def _set_optimum(self, usable: np.ndarray, bound: float) -> tuple | None:
+        """Dinkelbach on one layout set from its bound: ``(ratio, result)`` with the plan loaded, or None."""
+        self.controls.set_target(self._masks[0], usable)
+        tolerance, theta = self.ratio_tolerance, bound
+        for _ in range(MAX_DINKELBACH_STEPS):
+            self.controls.set_weights(tokens=1.0, gpu=theta)
+            result = self._solve()
+            if result.termination == Termination.INFEASIBLE:
+                return None
+            tokens, gpus = self.solution.tokens(), self.solution.gpus()
+            if gpus <= 0:
+                return None
+            if abs(tokens - theta * gpus) <= tolerance * max(tokens, 1.0):
+                return theta, result
+            theta = tokens / gpus  # below the bound: packing binds; or above it by solver tolerance
+            self.backend.warm_start()
+        raise RuntimeError("Dinkelbach did not converge on a layout set; this is a bug")  # pragma: no cover
+
+    def _largest_by_sets(self, judged: SetPlans, bounds: SetBounds, theta: float) -> None:
+        """Load the largest plan of ratio ``theta`` (the optimum, loaded): sets by their tokens bound."""
+        if self.solution.gpus() >= self.geometry.max_gpus:
+            return  # every optimal plan has tokens = theta x GPUs: one on the whole budget is the largest
+        floor = theta * (1 - TIE_BREAK_SLACK)
+        tokens_bound = bounds.tokens_at(floor * (1 - TIE_BREAK_SLACK))
+        best_tokens, kept = self.solution.tokens(), snapshot(self.model)
+        for s in np.argsort(-tokens_bound, kind="stable"):
+            if tokens_bound[s] <= best_tokens * (1 + RATIO_TOLERANCE):
+                break
+            self.controls.set_target(self._masks[0], self._set_mask(judged, s))
+            self.controls.set_weights(tokens=1.0)
+            with self.controls.capped(ratio_floor=floor):
+                result = self._solve()
+                if result.termination == Termination.OPTIMAL and self.solution.tokens() <= best_tokens:
+                    # Short of a bound above the plan we have: packing binds, or HiGHS 1.12's presolve
+                    # slipped (see _tie_break); a solve without presolve tells them apart.
+                    result = self._solve(presolve=False)
+            if result.termination != Termination.OPTIMAL:
+                continue
+            tokens, gpus = self.solution.tokens(), self.solution.gpus()
+            if tokens > best_tokens * (1 + RATIO_TOLERANCE) and tokens >= floor * gpus:
+                best_tokens, kept = tokens, snapshot(self.model)
+                self._main = result
+        restore(kept)
 
     def _start_ratio(self) -> float:
         """Dinkelbach's first ratio: a little below the previous target's optimum.
