@@ -37,7 +37,7 @@ from pyomo.core.expr.visitor import identify_mutable_parameters
 from pyomo.repn import generate_standard_repn
 
 from planner.errors import PlannerError
-from planner.optimize.controls import BOUNDS_VERSION
+from planner.optimize.controls import BOUNDS_VERSION, MOVED_VARIABLES
 from planner.optimize.linear_image import COEFFICIENT, COST, OFFSET, ROW_LOWER, ROW_UPPER, read_model
 from planner.progress import solver_log
 
@@ -149,6 +149,8 @@ class HighsBackend:
         self._lower, self._upper = image.bounds()
         self._bounds_version: int | None = None
         """The model's :data:`BOUNDS_VERSION` when the bounds were last read (None: re-read)."""
+        self._moved_seen = 0
+        """How many of the model's :data:`MOVED_VARIABLES` the bounds last read include."""
         h.addVars(n, self._lower, self._upper)
         kinds = np.where(image.integral, highspy.HighsVarType.kInteger, highspy.HighsVarType.kContinuous)
         h.changeColsIntegrality(n, np.arange(n, dtype=np.int32), kinds)
@@ -237,9 +239,15 @@ class HighsBackend:
         h, image = self._highs, self._image
         version = getattr(self.model, BOUNDS_VERSION, None)
         if version is None or version != self._bounds_version:
-            self._bounds_version = version
-            lower, upper = image.bounds()
-            moved = np.flatnonzero((lower != self._lower) | (upper != self._upper))
+            log = getattr(self.model, MOVED_VARIABLES, None)
+            if self._bounds_version is None or log is None:
+                lower, upper = image.bounds()
+                moved = np.flatnonzero((lower != self._lower) | (upper != self._upper))
+            else:  # only the variables Controls moved since the last read
+                moved = np.unique(image.columns_of(log[self._moved_seen :]))
+                lower, upper = self._lower.copy(), self._upper.copy()
+                lower[moved], upper[moved] = image.bounds(moved)
+            self._bounds_version, self._moved_seen = version, len(log or ())
             if len(moved):
                 h.changeColsBounds(len(moved), moved.astype(np.int32), lower[moved], upper[moved])
                 self._lower, self._upper = lower, upper

@@ -23,6 +23,10 @@ PerPeriod = float | Sequence[float] | np.ndarray
 BOUNDS_VERSION = "_planner_bounds_version"
 """Model attribute counting the bound changes :class:`Controls` made: a backend re-reads the
 variables' bounds only when it moved (a model without it, e.g. the fleet MIP, is always re-read)."""
+MOVED_VARIABLES = "_planner_moved_variables"
+"""Model attribute listing, in order, every variable whose bounds :class:`Controls` changed: a backend
+that read the bounds once re-reads only the variables listed since (a frontier point moves a few
+dozen of 2,000)."""
 
 
 def _per_period(value: PerPeriod, periods: int) -> np.ndarray:
@@ -40,8 +44,10 @@ class Controls:
         self._use_periods = sorted({period for _layout, period in model.use})
         """Periods with their own layout choice (all with relayout, else period 0)."""
         setattr(model, BOUNDS_VERSION, 0)
+        setattr(model, MOVED_VARIABLES, [])
 
-    def _bounds_moved(self) -> None:
+    def _bounds_moved(self, variables: list) -> None:
+        getattr(self.model, MOVED_VARIABLES).extend(variables)
         setattr(self.model, BOUNDS_VERSION, getattr(self.model, BOUNDS_VERSION) + 1)
 
     # ----------------------------------------------------------------- objective
@@ -74,13 +80,16 @@ class Controls:
         else:
             moved_rows, moved_layouts = rows != self._target[0], layouts != self._target[1]
         self._target = (rows.copy(), layouts.copy())
+        moved = []
         for r in np.flatnonzero(moved_rows).tolist():
             for t in m.T:
                 m.flow[r, t].setub(None if rows[r] else 0.0)
+                moved.append(m.flow[r, t])
         for layout in np.flatnonzero(moved_layouts).tolist():
             for period in self._use_periods:
                 m.use[layout, period].setub(1 if layouts[layout] else 0)
-        self._bounds_moved()
+                moved.append(m.use[layout, period])
+        self._bounds_moved(moved)
 
     # ----------------------------------------------------------------- traffic
 
@@ -102,7 +111,7 @@ class Controls:
         """Most unserved requests/s per period (None: unlimited)."""
         for t in self.model.T:
             self.model.unserved_requests_per_s[t].setub(None if caps is None else float(caps[t]))
-        self._bounds_moved()
+        self._bounds_moved([self.model.unserved_requests_per_s[t] for t in self.model.T])
 
     # ----------------------------------------------------------------- caps
 

@@ -84,6 +84,8 @@ class LinearImage:
     row_coefs: np.ndarray
     params: list
     entries: ParameterEntries
+    _column_of: dict[int, int] | None = None
+    """Variable id -> column, built on first use (:meth:`columns_of`)."""
 
     @property
     def columns(self) -> int:
@@ -94,11 +96,24 @@ class LinearImage:
         """Current values of the mutable parameters, in :attr:`params` order."""
         return np.fromiter((p.value for p in self.params), dtype=float, count=len(self.params))
 
-    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
-        """Current column bounds, read from the Pyomo variables (a fixed variable sits at its value)."""
-        n = self.columns
+    def columns_of(self, variables: list) -> np.ndarray:
+        """The column of each variable the image has (one no row or cost reads is not a column)."""
+        if self._column_of is None:
+            self._column_of = {id(var): i for i, var in enumerate(self.variables)}
+        found = (self._column_of.get(id(v), -1) for v in variables)
+        columns = np.fromiter(found, dtype=np.int64, count=len(variables))
+        return columns[columns >= 0]
+
+    def bounds(self, columns: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Current bounds of the columns (default: all), read from the Pyomo variables.
+
+        A fixed variable sits at its value.
+        """
+        columns = np.arange(self.columns) if columns is None else columns
+        n = len(columns)
         lower, upper = np.empty(n), np.empty(n)
-        for i, var in enumerate(self.variables):
+        for i, column in enumerate(columns.tolist()):
+            var = self.variables[column]
             if var.fixed:
                 lower[i] = upper[i] = var.value
             else:
