@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -51,12 +52,12 @@ class PoolPlan:
     ``worst_inter_token_gap_ms`` over the classes it serves, ``prefill_chunk_tokens``,
     ``kv_transfer_bytes_per_request`` (unique KV shipped, flow-weighted) and ``classes``."""
 
-    @property
+    @cached_property
     def instances(self) -> int:
         """Instances in the pool."""
         return int(self.rows["instances"].sum())
 
-    @property
+    @cached_property
     def gpus(self) -> int:
         """GPUs in the pool."""
         return int((self.rows["instances"] * self.rows["gpus"]).sum())
@@ -69,7 +70,7 @@ class PoolPlan:
             return self.served_requests_per_s
         return float((self.rows["instances"] * per_instance).sum())
 
-    @property
+    @cached_property
     def served_requests_per_s(self) -> float:
         """Requests/s the plan routes through this pool."""
         return float(self.rows["served_requests_per_s"].sum())
@@ -127,7 +128,7 @@ class Plan:
         """The pool that makes first tokens (``prefill`` or ``aggregated``)."""
         return self.pools["prefill"] if "prefill" in self.pools else self.pools["aggregated"]
 
-    @property
+    @cached_property
     def total_gpus(self) -> int:
         """GPUs in all pools."""
         return sum(p.gpus for p in self.pools.values())
@@ -147,7 +148,7 @@ class Plan:
         """Output tokens/s over every GPU in the plan."""
         return self.output_tokens_per_s / self.total_gpus
 
-    @property
+    @cached_property
     def tokens_per_s_per_user(self) -> float:
         """Interactivity: the slowest decode-like instance."""
         return float(self.decode_pool.rows["tokens_per_s_per_user"].min())
