@@ -369,11 +369,25 @@ def chunk_sizes(phase: Phase, chunked_prefill: bool, pp: int) -> tuple[int, ...]
     return (PREFILL_CHUNK_TOKENS,)
 
 
+def _chunk_rows(phase: Phase, chunked_prefill: bool, pp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per layout, how many chunk sizes it is priced at, and every row's chunk (layouts in turn).
+
+    :func:`chunk_sizes` depends on PP only through ``pp > 1``: two tuples, picked per layout.
+    """
+    flat, deep = (np.array(chunk_sizes(phase, chunked_prefill, depth), dtype=np.int64) for depth in (1, 2))
+    is_deep = np.asarray(pp) > 1
+    repeat = np.where(is_deep, len(deep), len(flat)).astype(np.int64)
+    layout = np.repeat(np.arange(len(repeat)), repeat)
+    position = np.arange(len(layout)) - (np.cumsum(repeat) - repeat)[layout]
+    chunks = np.where(
+        is_deep[layout], deep[np.minimum(position, len(deep) - 1)], flat[np.minimum(position, len(flat) - 1)]
+    )
+    return repeat, chunks
+
+
 def _with_chunk_sizes(phase: Phase, chunked_prefill: bool, layouts: Layouts) -> tuple[Layouts, np.ndarray]:
     """Each layout repeated once per chunk size it is priced at, with the chunk of each row."""
-    sizes = [chunk_sizes(phase, chunked_prefill, int(pp)) for pp in layouts.pp]
-    repeat = np.array([len(c) for c in sizes], dtype=np.int64)
-    chunks = np.array([c for row in sizes for c in row], dtype=np.int64)
+    repeat, chunks = _chunk_rows(phase, chunked_prefill, layouts.pp)
     return Layouts.of(*(np.repeat(a, repeat) for a in _fields(layouts))), chunks
 
 
@@ -400,9 +414,7 @@ def priced_rows(
     speculations = len((features or ClassFeatures()).speculations(phase))
     rows = 0
     for chunked in _variants(phase):
-        per_layout = np.array(
-            [len(chunk_sizes(phase, chunked, int(pp))) for pp in layouts.pp], dtype=np.int64
-        )
+        per_layout, _ = _chunk_rows(phase, chunked, layouts.pp)
         rows += int(per_layout.sum() + per_layout[wide_ep].sum())
     return rows * speculations
 
