@@ -430,7 +430,12 @@ def test_a_killed_sweep_leaves_no_processes(tmp_path: Path, sig: signal.Signals)
         tmp_path,
         {
             "base": SMALL,
-            "axes": {"traffic.isl_tokens": [1024, 2048, 4096, 8192], "cluster.max_nodes": [2, 4]},
+            # Enough points that the sweep is still running when the signal comes (a point takes ~0.1 s).
+            "axes": {
+                "traffic.isl_tokens": [1024, 2048, 4096, 8192],
+                "traffic.osl_tokens": [128, 256, 512, 1024, 2048, 4096],
+                "cluster.max_nodes": [2, 4],
+            },
         },
     )
     args = [sys.executable, "-m", "planner", "sweep", str(grid), "--out", str(tmp_path / "out")]
