@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
+from hand_tables import NAN, frame
 from scipy.optimize import linprog
 
+from planner.catalog import load_hardware
 from planner.frontier import mode_optimizer, mode_tables, trace
 from planner.optimize import optimizer as optimizer_module
+from planner.optimize.model import MODE_POOLS, combine_classes
+from planner.optimize.optimizer import ModeOptimizer
+from planner.optimize.packing import geometry
 from planner.optimize.ratio_sets import _split_time, set_plans
 from planner.problem import resolve
+from planner.specs import RequestClass
 
 MIX = "llama-3.1-70b-h100-diurnal"
+LONG = os.environ.get("DISAGG_FUZZ_LONG") == "1"
+"""The long fuzz profile tries more random mixes."""
 
 
 def _lp_rate(alpha: np.ndarray, beta: np.ndarray, n_a: int, n_b: int) -> float:
@@ -116,3 +126,72 @@ def test_past_its_solve_allowance_a_point_falls_back_to_the_full_mip(monkeypatch
     monkeypatch.setattr(optimizer_module, "SET_SOLVES", 0)
     fallen_back = _frontier(problem, "aggregated", True)
     np.testing.assert_allclose(fallen_back, full, rtol=1e-7)
+
+
+def _random_candidates(rng: np.random.Generator, mode: str):
+    """A random traffic mix on one 8-GPU node type: layouts with random GPUs, rates and interactivity."""
+    k = int(rng.integers(1, 4))
+    shares = rng.dirichlet(np.ones(k))
+    classes = tuple(
+        RequestClass(
+            name=f"c{i}", isl_tokens=100, osl_tokens=int(rng.choice([50, 100, 400])), share_fraction=s
+        )
+        for i, s in enumerate(shares)
+    )
+    pools = MODE_POOLS[mode]
+    sizes = [1, 2, 4, 8] if rng.random() < 0.8 else [2, 3, 8]  # now and then sizes that do not chain
+    layouts = {pool: [int(rng.choice(sizes)) for _ in range(int(rng.integers(2, 6)))] for pool in pools}
+    tables = {}
+    for cls in classes:
+        tables[cls.name] = {}
+        for pool, gpus in layouts.items():
+            judged = pool == pools[-1]
+            rows = [
+                (
+                    g,
+                    float(rng.uniform(0.2, 2.0) * g ** rng.uniform(0.8, 1.1)),
+                    float(rng.choice([20, 40, 60, 80])),
+                )
+                if judged
+                else (g, float(rng.uniform(0.5, 4.0) * g), NAN)
+                for g in gpus
+            ]
+            table = frame(rows)
+            keep = rng.random(len(table)) < 0.85  # some layouts cannot run some classes
+            keep[int(rng.integers(len(table)))] = True
+            tables[cls.name][pool] = table[keep].reset_index(drop=True)
+    budget = int(rng.choice([8, 12, 16, 24]))
+    hardware = load_hardware("h100-sxm").update({"gpus_per_node": 8, "scale_up_domain_gpus": 8})
+    all_sizes = {g for per_pool in layouts.values() for g in per_pool}
+    geo = geometry(hardware, budget, all_sizes)
+    return combine_classes(tables, geo, classes), geo
+
+
+@pytest.mark.parametrize("mode", ["aggregated", "disaggregated"])
+def test_random_mixes_get_the_full_mips_optimum_by_layout_set(mode: str) -> None:
+    rng = np.random.default_rng(12 if mode == "aggregated" else 13)
+    compared = 0
+    for _ in range(60 if LONG else 12):
+        candidates, geo = _random_candidates(rng, mode)
+        layouts_per_pool = int(rng.integers(1, 3))
+        answers = []
+        for by_sets in (True, False):
+            optimizer = ModeOptimizer(
+                mode,
+                candidates,
+                geo,
+                layouts_per_pool=layouts_per_pool,
+                exclusive_nodes=bool(rng.random() < 0.3),
+            )
+            optimizer._by_sets &= by_sets
+            plans = [optimizer.best_at(t) for t in optimizer.breakpoints]
+            answers.append(
+                [None if p is None else (p.tokens_per_s_per_gpu, p.output_tokens_per_s) for p in plans]
+            )
+        by_sets, full = answers
+        assert [a is None for a in by_sets] == [b is None for b in full]
+        for a, b in zip(by_sets, full, strict=True):
+            if a is not None:
+                np.testing.assert_allclose(a, b, rtol=1e-6)
+                compared += 1
+    assert compared >= 20
