@@ -101,18 +101,18 @@ def test_the_skyline_keeps_exactly_the_brute_force_layouts_up_to_ties(pool: str)
         assert any(signatures[key] == signatures[missing] for key in kept), missing
 
 
+def _frontier(problem, mode: str, tables) -> list[tuple[float, float]]:
+    """(tokens/s per user, tokens/s per GPU) of every point of one mode's frontier from these tables."""
+    plans = trace(mode_optimizer(problem, mode, tables), problem.instance.objective)
+    return [(p.tokens_per_s_per_user, p.tokens_per_s_per_gpu) for p in plans]
+
+
 def test_mix_pruning_never_changes_the_frontier_with_one_layout_per_pool() -> None:
     problem = resolve(MIX, overrides={"cluster.max_gpus": 16, "layouts_per_pool": 1})
     for mode in ("disaggregated", "aggregated"):
         answers = []
         for prune in (True, False):
-            optimizer = mode_optimizer(problem, mode, mode_tables(problem, mode, None, prune=prune))
-            answers.append(
-                [
-                    (p.tokens_per_s_per_user, p.tokens_per_s_per_gpu)
-                    for p in trace(optimizer, problem.instance.objective)
-                ]
-            )
+            answers.append(_frontier(problem, mode, mode_tables(problem, mode, None, prune=prune)))
         pruned, full = answers
         assert len(pruned) == len(full) > 1
         # A mix's served rate is a continuous solver value (row feasibility tolerance 1e-6), so the
@@ -157,13 +157,7 @@ def test_per_target_pruning_never_changes_a_mix_frontier(monkeypatch: pytest.Mon
                 np.ones(len(self.layouts), dtype=bool),
             )
             monkeypatch.setattr(Candidates, "at_target", keep_all)
-        optimizer = mode_optimizer(problem, "aggregated", mode_tables(problem, "aggregated", None))
-        answers.append(
-            [
-                (p.tokens_per_s_per_user, p.tokens_per_s_per_gpu)
-                for p in trace(optimizer, problem.instance.objective)
-            ]
-        )
+        answers.append(_frontier(problem, "aggregated", mode_tables(problem, "aggregated", None)))
     pruned, full = answers
     assert len(pruned) == len(full) > 10
     np.testing.assert_allclose(np.array(pruned), np.array(full), rtol=1e-5)

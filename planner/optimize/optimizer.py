@@ -54,7 +54,7 @@ from planner.optimize.ratio_sets import (
     set_bounds,
     set_plans,
 )
-from planner.optimize.solution import Solution, restore, snapshot
+from planner.optimize.solution import Solution, restore, snapshot, variables_of
 from planner.specs import LOAD_OBJECTIVES
 
 RATIO_TOLERANCE = 1e-9
@@ -151,7 +151,7 @@ class ModeOptimizer:
             and len(self.pools) <= 2
             and layouts_per_pool <= MAX_LAYOUTS_PER_SET
         )
-        """Frontier points of one pool are decomposed by layout set (:mod:`~planner.optimize.ratio_sets`)."""
+        """Ratio points are decomposed by the judged pool's layout set (:mod:`.ratio_sets`)."""
         self._layouts_per_pool = layouts_per_pool
         self._layout_gpus = candidates.layouts["gpus"].to_numpy(dtype=np.int64)
         self._layout_pools = candidates.layouts["pool"].to_numpy()
@@ -359,8 +359,7 @@ class ModeOptimizer:
 
     def _set_mask(self, judged: SetPlans, s: int) -> np.ndarray:
         """Usable layouts with the judged pool restricted to its set ``s``."""
-        allowed, usable = self._masks
-        mask = usable & (self._layout_pools != self.pools[-1])
+        mask = self._masks[1] & (self._layout_pools != self.pools[-1])
         members = judged.sets[s]
         mask[members[members >= 0]] = True
         return mask
@@ -440,7 +439,7 @@ class ModeOptimizer:
             }
         if not self._kept_by_start:
             return
-        for var in snapshot(m)[0]:
+        for var in variables_of(m):
             if id(var) not in self._kept_by_start:
                 var.set_value(None, skip_validation=True)
         self.backend.warm_start()

@@ -25,7 +25,8 @@ _VARIABLES = "_planner_variables"
 """Model attribute caching its variables in order (walking the model's components is slow)."""
 
 
-def _variables_of(model: pyo.ConcreteModel) -> list:
+def variables_of(model: pyo.ConcreteModel) -> list:
+    """The model's variables in order (cached on the model: walking its components is slow)."""
     variables = getattr(model, _VARIABLES, None)
     if variables is None:
         variables = list(model.component_data_objects(pyo.Var))
@@ -35,7 +36,7 @@ def _variables_of(model: pyo.ConcreteModel) -> list:
 
 def snapshot(model: pyo.ConcreteModel) -> tuple[list, list]:
     """Every variable and its value (to put a solution back after a follow-up solve)."""
-    variables = _variables_of(model)
+    variables = variables_of(model)
     return variables, [var.value for var in variables]
 
 
