@@ -4,7 +4,7 @@ Why it exists
     A frontier point asks for the plan of best output tokens/s per GPU using at most
     ``L = layouts_per_pool`` layouts per pool. For a traffic mix the MIP's LP relaxation cannot
     see ``L`` (a fractional ``use`` lets it serve every class with its own best layout), so an
-    aggregated point took 20-60 branch-and-bound nodes and 2-3 solves: most of a mix frontier's
+    aggregated point took 2-4 solves of up to 30 branch-and-bound nodes: most of a mix frontier's
     time. Fixed to a *layout set* ``S`` of the judged pool (decode, or aggregated; ``|S| <= L``)
     the MIP is tiny, and this module bounds every set exactly by enumeration (numpy, no solver).
     :meth:`planner.optimize.optimizer.ModeOptimizer._max_ratio_by_sets` solves the MIP restricted
