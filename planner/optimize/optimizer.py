@@ -48,9 +48,9 @@ from planner.optimize.packing import Geometry
 from planner.optimize.plan import Plan
 from planner.optimize.ratio_sets import (
     MAX_LAYOUTS_PER_SET,
-    MAX_PLANS,
     SetBounds,
     SetPlans,
+    grid_fits,
     set_bounds,
     set_plans,
 )
@@ -330,9 +330,9 @@ class ModeOptimizer:
         """The judged pool's sets and their bounds at the current target, or None past the size limits."""
         usable = self._masks[1]
         judged_layouts = int((usable & (self._layout_pools == self.pools[-1])).sum())
-        sets = judged_layouts * (judged_layouts + 1) // 2
-        if sets * (self.geometry.max_gpus + 1) ** len(self.pools) > MAX_PLANS:
-            return None  # the grid of set_bounds would be too large: the full MIP answers
+        sets = judged_layouts * (judged_layouts + 1) // 2  # at most this many: checked before enumerating
+        if not grid_fits(sets, self.geometry.max_gpus, len(self.pools)):
+            return None  # the full MIP answers
         plans = {pool: self._pool_set_plans(pool) for pool in self.pools}
         if any(p is None for p in plans.values()):
             return None
@@ -395,11 +395,8 @@ class ModeOptimizer:
             self.controls.set_target(self._masks[0], self._set_mask(judged, s))
             self.controls.set_weights(tokens=1.0)
             with self.controls.capped(ratio_floor=floor):
-                result = self._solve()
-                if result.termination == Termination.OPTIMAL and self.solution.tokens() <= best_tokens:
-                    # Short of a bound above the plan we have: packing binds, or HiGHS 1.12's presolve
-                    # slipped (see _tie_break); a solve without presolve tells them apart.
-                    result = self._solve(presolve=False)
+                # The set's bound says a larger plan may exist: short of it, packing binds, or presolve slips.
+                result = self._solve_for_larger(best_tokens, larger_possible=True)
             if result.termination != Termination.OPTIMAL:
                 continue
             tokens, gpus = self.solution.tokens(), self.solution.gpus()
@@ -474,15 +471,8 @@ class ModeOptimizer:
         self.controls.set_weights(tokens=1.0)
         with self.controls.capped(ratio_floor=theta * (1 - TIE_BREAK_SLACK)):
             self.backend.warm_start()
-            result = self._solve()
-            if (
-                result.termination == Termination.OPTIMAL
-                and self.solution.tokens() <= tokens * (1 + RATIO_TOLERANCE)
-                and 2 * gpus <= self.geometry.max_gpus
-            ):
-                # No larger plan found although a second copy of the plan fits the GPU budget: the
-                # case HiGHS 1.12's presolve has gotten wrong; confirm without presolve.
-                result = self._solve(presolve=False)
+            # A second copy of the plan fitting the GPU budget is when HiGHS 1.12's presolve has slipped.
+            result = self._solve_for_larger(tokens, larger_possible=2 * gpus <= self.geometry.max_gpus)
         # The optimum is feasible for the tie-break, so a smaller or less efficient answer is a solver
         # slip (HiGHS 1.12's presolve has returned one as "optimal"): keep the optimum then.
         better = result.termination == Termination.OPTIMAL and self.solution.tokens() >= tokens * (
@@ -492,6 +482,22 @@ class ModeOptimizer:
             self._main = result  # its gap is relative to tokens/s, a meaningful scale
         else:
             restore(optimum)
+
+    def _solve_for_larger(self, tokens: float, *, larger_possible: bool) -> SolveResult:
+        """A tie-break solve (most tokens/s, the optimum kept as a floor) beyond a plan of ``tokens``.
+
+        When it finds nothing larger although ``larger_possible``, it is solved again without
+        presolve: HiGHS 1.12's presolve has returned a smaller plan as "optimal" on this solve
+        (tests/test_optimize.py has the case).
+        """
+        result = self._solve()
+        if (
+            larger_possible
+            and result.termination == Termination.OPTIMAL
+            and self.solution.tokens() <= tokens * (1 + RATIO_TOLERANCE)
+        ):
+            result = self._solve(presolve=False)
+        return result
 
     def _max_throughput(self) -> bool:
         """The most requests/s the budget serves, then the fewest GPUs serving that many."""

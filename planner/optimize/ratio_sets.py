@@ -108,13 +108,18 @@ class SetBounds:
         return np.where(meets, self.tokens, 0.0).max(axis=tuple(range(1, self.tokens.ndim)), initial=0.0)
 
 
+def grid_fits(sets: int, max_gpus: int, pools: int) -> bool:
+    """True when :func:`set_bounds`' grid (sets x GPU counts of every pool) stays within :data:`MAX_PLANS`."""
+    return pools <= 2 and sets * (max_gpus + 1) ** pools <= MAX_PLANS
+
+
 def set_bounds(judged: SetPlans, others: list[SetPlans], max_gpus: int) -> SetBounds | None:
     """Bounds per set of the judged pool; ``others`` (at most one pool) enter by their envelope.
 
-    None when the grid (sets x GPU counts of both pools) is past :data:`MAX_PLANS`.
+    None when the grid is too large (:func:`grid_fits`).
     """
     sizes = max_gpus + 1
-    if len(others) > 1 or len(judged.sets) * sizes ** (1 + len(others)) > MAX_PLANS:
+    if not grid_fits(len(judged.sets), max_gpus, 1 + len(others)):
         return None
     judged_best = judged.staircase(max_gpus)
     g = np.arange(sizes, dtype=float)
