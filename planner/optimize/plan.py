@@ -55,12 +55,12 @@ class PoolPlan:
     @cached_property
     def instances(self) -> int:
         """Instances in the pool."""
-        return int(self.rows["instances"].sum())
+        return int(self.rows["instances"].to_numpy().sum())
 
     @cached_property
     def gpus(self) -> int:
         """GPUs in the pool."""
-        return int((self.rows["instances"] * self.rows["gpus"]).sum())
+        return int((self.rows["instances"].to_numpy() * self.rows["gpus"].to_numpy()).sum())
 
     @property
     def capacity_requests_per_s(self) -> float:
@@ -73,7 +73,7 @@ class PoolPlan:
     @cached_property
     def served_requests_per_s(self) -> float:
         """Requests/s the plan routes through this pool."""
-        return float(self.rows["served_requests_per_s"].sum())
+        return float(self.rows["served_requests_per_s"].to_numpy().sum())
 
     def nodes(self, gpus_per_node: int) -> int:
         """Nodes this pool touches if it had its nodes to itself (whole-node instances, then packed rest)."""
@@ -151,7 +151,7 @@ class Plan:
     @cached_property
     def tokens_per_s_per_user(self) -> float:
         """Interactivity: the slowest decode-like instance."""
-        return float(self.decode_pool.rows["tokens_per_s_per_user"].min())
+        return float(self.decode_pool.rows["tokens_per_s_per_user"].to_numpy().min())
 
     @property
     def tpot_ms(self) -> float:

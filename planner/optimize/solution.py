@@ -179,52 +179,72 @@ class Solution:
         return nodes
 
     def pool_plans(self, t: int = 0) -> dict[str, PoolPlan]:
-        """Every pool's used layouts in period ``t``, with their worst metrics over the classes they serve."""
+        """Every pool's used layouts in period ``t``, with their worst metrics over the classes they serve.
+
+        A layout's rows (one per class it may serve) are judged by the rows that carry flow,
+        or all of them when none does; built with array reductions over the row groups
+        (a plan is read at every frontier point).
+        """
         columns, one_class = self._columns, len(self.candidates.classes) == 1
         flows, instances = self.flows(t), self.counts(t)[self._row_layout]
         used = np.flatnonzero(instances > 0)
         used = used[np.argsort(self._row_layout[used], kind="stable")]  # by layout, rows in table order
-        per_layout = []
-        for group in np.split(used, np.flatnonzero(np.diff(self._row_layout[used])) + 1) if len(used) else []:
-            served = group[flows[group] > 0]
-            judged = served if len(served) else group
-            lead = group[0]
-            kv = columns["kv_transfer_bytes_per_request"]
-            weights = flows[served] if len(served) else None
-            per_layout.append(
-                {
-                    **{
-                        key: columns[key][lead]
-                        for key in ("pool", "tp", "pp", "ep", "attention_dp", "batch", "gpus")
-                    },
-                    "chunked_prefill": bool(columns["chunked_prefill"][lead]),
-                    "prefill_chunk_tokens": int(columns["prefill_chunk_tokens"][lead]),
-                    "two_batch_overlap": bool(columns["two_batch_overlap"][lead]),
-                    "eplb": bool(columns["eplb"][lead]),
-                    "draft_tokens": int(columns["draft_tokens"][lead]),
-                    "candidate_id": int(columns["candidate_id"][lead]),
-                    "instances": int(instances[lead]),
-                    "requests_per_s": float(columns["requests_per_s"][lead]) if one_class else float("nan"),
-                    "served_requests_per_s": float(flows[group].sum()),
-                    "tokens_per_s_per_user": float(columns["tokens_per_s_per_user"][judged].min()),
-                    "tpot_ms": float(columns["tpot_ms"][judged].max()),
-                    "ttft_ms": float(columns["ttft_ms"][judged].max()),
-                    "worst_inter_token_gap_ms": float(columns["worst_inter_token_gap_ms"][judged].max()),
-                    "kv_transfer_bytes_per_request": float(
-                        np.average(kv[served], weights=weights)
-                        if weights is not None and weights.sum() > 0
-                        else kv[group].mean()
-                    ),
-                    "classes": ",".join(str(k) for k in columns["request_class"][judged]),
-                }
-            )
-        frame = pd.DataFrame(per_layout)
+        starts = np.flatnonzero(np.diff(self._row_layout[used], prepend=-1)) if len(used) else used
+        lead = used[starts]
+        flow = flows[used]
+        served = flow > 0
+        any_served = np.add.reduceat(served, starts) > 0 if len(used) else served
+        judged = served | ~np.repeat(any_served, np.diff(np.append(starts, len(used))))
+
+        def worst(key: str, reduce: np.ufunc, skip: float) -> np.ndarray:
+            values = np.where(judged, columns[key][used].astype(float), skip)
+            return reduce.reduceat(values, starts) if len(used) else values
+
+        kv = columns["kv_transfer_bytes_per_request"][used].astype(float)
+        sizes = np.diff(np.append(starts, len(used)))
+        kv_weighted = np.add.reduceat(kv * flow, starts) if len(used) else kv
+        flow_sum = np.add.reduceat(flow, starts) if len(used) else flow
+        kv_mean = np.add.reduceat(kv, starts) / sizes if len(used) else kv
+        classes = columns["request_class"][used]
+        per_layout = {
+            **{
+                key: columns[key][lead] for key in ("pool", "tp", "pp", "ep", "attention_dp", "batch", "gpus")
+            },
+            "chunked_prefill": columns["chunked_prefill"][lead].astype(bool),
+            "prefill_chunk_tokens": columns["prefill_chunk_tokens"][lead].astype(np.int64),
+            "two_batch_overlap": columns["two_batch_overlap"][lead].astype(bool),
+            "eplb": columns["eplb"][lead].astype(bool),
+            "draft_tokens": columns["draft_tokens"][lead].astype(np.int64),
+            "candidate_id": columns["candidate_id"][lead].astype(np.int64),
+            "instances": instances[lead].astype(np.int64),
+            "requests_per_s": columns["requests_per_s"][lead].astype(float)
+            if one_class
+            else np.full(len(lead), np.nan),
+            "served_requests_per_s": flow_sum,
+            "tokens_per_s_per_user": worst("tokens_per_s_per_user", np.minimum, np.inf),
+            "tpot_ms": worst("tpot_ms", np.maximum, -np.inf),
+            "ttft_ms": worst("ttft_ms", np.maximum, -np.inf),
+            "worst_inter_token_gap_ms": worst("worst_inter_token_gap_ms", np.maximum, -np.inf),
+            "kv_transfer_bytes_per_request": np.where(
+                any_served, kv_weighted / np.where(any_served, flow_sum, 1.0), kv_mean
+            ),
+            "classes": np.array(
+                [
+                    ",".join(str(k) for k in classes[a:b][judged[a:b]])
+                    for a, b in zip(starts, np.append(starts[1:], len(used)), strict=True)
+                ],
+                dtype=object,
+            ),
+        }
+        pools = per_layout["pool"]
         plans = {}
         for pool in self.pools:
-            # Most instances first, then candidate id (a stable sort: ties keep layout order).
-            mine = [i for i, row in enumerate(per_layout) if row["pool"] == pool]
-            mine.sort(key=lambda i: (-per_layout[i]["instances"], per_layout[i]["candidate_id"]))
-            plans[pool] = PoolPlan(pool, frame.iloc[mine].reset_index(drop=True))
+            mine = np.flatnonzero(pools == pool)
+            # Most instances first, then candidate id (ties keep layout order).
+            mine = mine[np.lexsort((per_layout["candidate_id"][mine], -per_layout["instances"][mine]))]
+            plans[pool] = PoolPlan(
+                pool, pd.DataFrame({key: values[mine] for key, values in per_layout.items()})
+            )
         return plans
 
     def plan(self, mode: str, target: float, results: list, main, t: int = 0) -> Plan:
