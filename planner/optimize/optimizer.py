@@ -54,7 +54,7 @@ from planner.optimize.ratio_sets import (
     set_bounds,
     set_plans,
 )
-from planner.optimize.solution import Solution, restore, snapshot, variables_of
+from planner.optimize.solution import KeptPlan, Solution, restore, snapshot, variables_of
 from planner.specs import LOAD_OBJECTIVES
 
 RATIO_TOLERANCE = 1e-9
@@ -301,23 +301,26 @@ class ModeOptimizer:
         if decomposed is None:
             return None
         judged, bounds = decomposed
-        tolerance, m = self.ratio_tolerance, self.model
+        tolerance = self.ratio_tolerance
         ratio_bound = np.minimum(bounds.ratio, self._ceiling * (1 + tolerance))
-        best: tuple[float, tuple, SolveResult] | None = None
+        best: tuple[float, SolveResult] | None = None
+        kept = KeptPlan(self.model)
         for spent, s in enumerate(np.argsort(-ratio_bound, kind="stable")):
             if ratio_bound[s] <= 0 or (best is not None and ratio_bound[s] <= best[0] * (1 + tolerance)):
                 break
             if spent >= SET_SOLVES:
                 self.controls.set_target(allowed, usable)
                 return None
+            kept.before_solve()
             optimum = self._set_optimum(self._set_mask(judged, s), ratio_bound[s])
             if optimum is not None and (best is None or optimum[0] > best[0]):
-                best = (optimum[0], snapshot(m), optimum[1])
+                best = optimum
+                kept.keep_loaded()
         if best is None:
             self.controls.set_target(allowed, usable)
             return False
-        theta, plan, result = best
-        restore(plan)
+        theta, result = best
+        kept.load()
         if self._theta_hint > 0:
             self._drop = max(0.0, 1.0 - theta / self._theta_hint)
         self._theta_hint = theta
@@ -388,12 +391,13 @@ class ModeOptimizer:
             return  # every optimal plan has tokens = theta x GPUs: one on the whole budget is the largest
         floor = theta * (1 - TIE_BREAK_SLACK)
         tokens_bound = bounds.tokens_at(floor * (1 - TIE_BREAK_SLACK))
-        best_tokens, kept = self.solution.tokens(), snapshot(self.model)
+        best_tokens, kept = self.solution.tokens(), KeptPlan(self.model, loaded=True)
         for s in np.argsort(-tokens_bound, kind="stable"):
             if tokens_bound[s] <= best_tokens * (1 + RATIO_TOLERANCE):
                 break
             self.controls.set_target(self._masks[0], self._set_mask(judged, s))
             self.controls.set_weights(tokens=1.0)
+            kept.before_solve()
             with self.controls.capped(ratio_floor=floor):
                 # The set's bound says a larger plan may exist: short of it, packing binds, or presolve slips.
                 result = self._solve_for_larger(best_tokens, larger_possible=True)
@@ -401,9 +405,10 @@ class ModeOptimizer:
                 continue
             tokens, gpus = self.solution.tokens(), self.solution.gpus()
             if tokens > best_tokens * (1 + RATIO_TOLERANCE) and tokens >= floor * gpus:
-                best_tokens, kept = tokens, snapshot(self.model)
+                best_tokens = tokens
+                kept.keep_loaded()
                 self._main = result
-        restore(kept)
+        kept.load()
 
     def _start_ratio(self) -> float:
         """Dinkelbach's first ratio: a little below the previous target's optimum.

@@ -46,6 +46,36 @@ def restore(values: tuple[list, list]) -> None:
         var.set_value(value, skip_validation=True)
 
 
+class KeptPlan:
+    """The best plan a search has found, copied out of the model only when a later solve would overwrite it.
+
+    Most searches end with their best plan still loaded (it was the last solved), so the copy
+    and the reload of every variable are usually skipped.
+    """
+
+    def __init__(self, model: pyo.ConcreteModel, *, loaded: bool = False):
+        self.model = model
+        self._saved: tuple[list, list] | None = None
+        self._loaded = loaded
+        """The model holds the kept plan now (``loaded=True``: the plan loaded at the start)."""
+
+    def keep_loaded(self) -> None:
+        """The plan the model holds now is the new best."""
+        self._saved, self._loaded = None, True
+
+    def before_solve(self) -> None:
+        """Another solve is coming: copy the kept plan out if the model still holds it only."""
+        if self._loaded and self._saved is None:
+            self._saved = snapshot(self.model)
+        self._loaded = False
+
+    def load(self) -> None:
+        """Put the kept plan back in the model (nothing to do when it is still there, or none was kept)."""
+        if not self._loaded and self._saved is not None:
+            restore(self._saved)
+            self._loaded = True
+
+
 _PLAN_COLUMNS = (
     *("pool", "tp", "pp", "ep", "attention_dp", "batch", "gpus", "chunked_prefill", "prefill_chunk_tokens"),
     *("two_batch_overlap", "eplb", "draft_tokens", "candidate_id", "requests_per_s", "tokens_per_s_per_user"),
