@@ -169,3 +169,49 @@ def test_row_ids_number_distinct_rows_in_lexicographic_order() -> None:
         rows = rng.integers(-3, 4, size=(int(rng.integers(1, 60)), int(rng.integers(1, 5))))
         _, inverse = np.unique(rows, axis=0, return_inverse=True)
         np.testing.assert_array_equal(_row_ids(rows), inverse.reshape(-1))
+
+
+def test_a_plan_reports_each_layout_at_its_worst_over_the_classes_it_serves() -> None:
+    """``Solution.pool_plans`` against the contract stated row by row, on random counts and flows.
+
+    A used layout's metrics are the worst over its rows that carry flow (all its rows when
+    none does), its KV bytes the flow-weighted mean of those rows, its served rate the sum.
+    """
+    problem = resolve("llama-3.1-70b-h100-diurnal")
+    optimizer = mode_optimizer(problem, "disaggregated", mode_tables(problem, "disaggregated", None))
+    m, solution = optimizer.model, optimizer.solution
+    c = solution.candidates
+    table = c.table.reset_index(drop=True)
+    rng = np.random.default_rng(7)
+    for _ in range(6):
+        for var in [*m.copies.values(), *m.spanning_copies.values()]:
+            var.set_value(0)
+        layouts = rng.choice(len(c.layouts), size=4, replace=False)
+        for layout in layouts:
+            var = next(v for (k, _b, _t), v in m.copies.items() if k == layout)
+            var.set_value(int(rng.integers(1, 4)))
+        for r in m.R:
+            m.flow[r, 0].set_value(float(rng.choice([0.0, rng.uniform(0.1, 5.0)])))
+        plans = solution.pool_plans()
+        flows = solution.flows()
+        reported = pd.concat([p.rows for p in plans.values()], ignore_index=True)
+        assert len(reported) == len(layouts)
+        for layout in layouts:
+            rows = np.flatnonzero(c.layout_of == layout)
+            served = rows[flows[rows] > 0]
+            judged = served if len(served) else rows
+            pool = table["pool"][rows[0]]
+            mine = plans[pool].rows
+            same = np.logical_and.reduce([mine[k] == table[k][rows[0]] for k in LAYOUT_COLUMNS])
+            (got,) = [row for _, row in mine[same].iterrows()]
+            assert got["instances"] == solution.counts()[layout]
+            assert got["tokens_per_s_per_user"] == table["tokens_per_s_per_user"][judged].min()
+            assert got["tpot_ms"] == table["tpot_ms"][judged].max()
+            assert got["served_requests_per_s"] == pytest.approx(flows[rows].sum())
+            assert got["classes"] == ",".join(table["request_class"][judged])
+            kv = table["kv_transfer_bytes_per_request"]
+            expected_kv = np.average(kv[served], weights=flows[served]) if len(served) else kv[rows].mean()
+            assert got["kv_transfer_bytes_per_request"] == pytest.approx(expected_kv)
+        for plan in plans.values():  # most instances first, then candidate id
+            keys = list(zip(-plan.rows["instances"], plan.rows["candidate_id"], strict=True))
+            assert keys == sorted(keys)

@@ -89,6 +89,11 @@ def _values(variables: list) -> np.ndarray:
     return np.fromiter((v.value or 0.0 for v in variables), dtype=float, count=len(variables))
 
 
+def _by_group(reduce: np.ufunc, values: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """``reduce`` over each run of ``values`` beginning at ``starts`` (none: an empty array)."""
+    return reduce.reduceat(values, starts) if len(starts) else values[:0]
+
+
 class Solution:
     """Views of one model's loaded solution (call after a successful solve)."""
 
@@ -219,23 +224,24 @@ class Solution:
         flows, instances = self.flows(t), self.counts(t)[self._row_layout]
         used = np.flatnonzero(instances > 0)
         used = used[np.argsort(self._row_layout[used], kind="stable")]  # by layout, rows in table order
-        starts = np.flatnonzero(np.diff(self._row_layout[used], prepend=-1)) if len(used) else used
-        lead = used[starts]
-        flow = flows[used]
+        starts = np.flatnonzero(np.diff(self._row_layout[used], prepend=-1))  # each layout's first row
+        sizes = np.diff(np.append(starts, len(used)))
+        lead, flow = used[starts], flows[used]
         served = flow > 0
-        any_served = np.add.reduceat(served, starts) > 0 if len(used) else served
-        judged = served | ~np.repeat(any_served, np.diff(np.append(starts, len(used))))
+        flow_sum = _by_group(np.add, flow, starts)
+        any_served = flow_sum > 0
+        judged = served | ~np.repeat(any_served, sizes)
 
         def worst(key: str, reduce: np.ufunc, skip: float) -> np.ndarray:
-            values = np.where(judged, columns[key][used].astype(float), skip)
-            return reduce.reduceat(values, starts) if len(used) else values
+            return _by_group(reduce, np.where(judged, columns[key][used].astype(float), skip), starts)
 
         kv = columns["kv_transfer_bytes_per_request"][used].astype(float)
-        sizes = np.diff(np.append(starts, len(used)))
-        kv_weighted = np.add.reduceat(kv * flow, starts) if len(used) else kv
-        flow_sum = np.add.reduceat(flow, starts) if len(used) else flow
-        kv_mean = np.add.reduceat(kv, starts) / sizes if len(used) else kv
-        classes = columns["request_class"][used]
+        kv_weighted = _by_group(np.add, kv * flow, starts) / np.where(any_served, flow_sum, 1.0)
+        names = columns["request_class"][used]
+        classes = [
+            ",".join(str(k) for k in names[a:b][judged[a:b]])
+            for a, b in zip(starts, starts + sizes, strict=True)
+        ]
         per_layout = {
             **{
                 key: columns[key][lead] for key in ("pool", "tp", "pp", "ep", "attention_dp", "batch", "gpus")
@@ -255,16 +261,11 @@ class Solution:
             "tpot_ms": worst("tpot_ms", np.maximum, -np.inf),
             "ttft_ms": worst("ttft_ms", np.maximum, -np.inf),
             "worst_inter_token_gap_ms": worst("worst_inter_token_gap_ms", np.maximum, -np.inf),
+            # Flow-weighted over the rows served; the plain mean when none is.
             "kv_transfer_bytes_per_request": np.where(
-                any_served, kv_weighted / np.where(any_served, flow_sum, 1.0), kv_mean
+                any_served, kv_weighted, _by_group(np.add, kv, starts) / np.maximum(sizes, 1)
             ),
-            "classes": np.array(
-                [
-                    ",".join(str(k) for k in classes[a:b][judged[a:b]])
-                    for a, b in zip(starts, np.append(starts[1:], len(used)), strict=True)
-                ],
-                dtype=object,
-            ),
+            "classes": np.array(classes, dtype=object),
         }
         pools = per_layout["pool"]
         plans = {}
