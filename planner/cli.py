@@ -1024,16 +1024,22 @@ def plan_command(
             for i, t in enumerate(targets)
         ]
         support = _problem_support(problem, calibration)
+        fleets = []
+        if problem.instance.cluster.fleet:  # issue 14: the mixed fleet's plan and its split
+            from planner.fleet_advice import fleet_answer
+
+            fleets = [fleet_answer(problem, t, calibration) for t in targets]
         if as_json:
+            from planner.fleet_advice import fleet_json
+
             payload = [{**advice_json(a), **support.as_dict()} for a in answers]
+            for entry, fleet in zip(payload, fleets, strict=False):
+                entry["fleet"] = fleet_json(fleet)
             click.echo(json_text(payload))
         else:
-            texts = [advice_text(a) for a in answers]
-            if problem.instance.cluster.fleet:  # issue 14: the mixed fleet's plan and its split
-                from planner.fleet_advice import fleet_answer, fleet_text
+            from planner.fleet_advice import fleet_text
 
-                texts += [fleet_text(fleet_answer(problem, t, calibration)) for t in targets]
-            click.echo("\n\n".join(texts))
+            click.echo("\n\n".join([*(advice_text(a) for a in answers), *(fleet_text(f) for f in fleets)]))
         _warn_thin(support, problem.hardware.name, problem.instance.precision)
 
 

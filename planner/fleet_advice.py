@@ -116,6 +116,50 @@ def fleet_text(answer: FleetAnswer) -> str:
     return "\n".join(lines)
 
 
+FLEET_PLAN_COLUMNS = (
+    *("pool", "gpu_type", "tp", "pp", "ep", "attention_dp", "batch", "draft_tokens", "gpus", "instances"),
+    *("tokens_per_s_per_user", "classes"),
+)
+"""What ``plan --json`` reports of each layout a fleet plan runs (``gpus``: per instance)."""
+
+
+def fleet_plan_json(plan: FleetPlan) -> dict:
+    """One fleet plan as ``plan --json`` reports it: what it delivers, costs and runs where."""
+    columns = [c for c in FLEET_PLAN_COLUMNS if c in plan.rows.columns]
+    return {
+        "output_tokens_per_usd": plan.output_tokens_per_usd,
+        "output_tokens_per_s": plan.output_tokens_per_s,
+        "requests_per_s": plan.requests_per_s,
+        "tokens_per_s_per_user": plan.tokens_per_s_per_user,
+        "cost_usd_per_hour": plan.cost_usd_per_hour,
+        "total_gpus": plan.total_gpus,
+        "nodes": plan.nodes,
+        "gpus_by_pool_and_type": plan.split(),
+        "layouts": plan.rows[columns].to_dict("records"),
+        "solves": plan.solves,
+    }
+
+
+def fleet_json(answer: FleetAnswer) -> dict:
+    """The ``fleet`` entry of ``plan --json`` on a mixed-fleet instance (what :func:`fleet_text` prints).
+
+    Per mode: the whole-fleet plan, each GPU type alone, and the fleet plan's output tokens
+    per dollar over each type alone (None where either has no plan).
+    """
+    modes = {}
+    for mode, plan in answer.mixed.items():
+        alone = answer.single[mode]
+        modes[mode] = {
+            "fleet": plan and fleet_plan_json(plan),
+            "alone": {name: other and fleet_plan_json(other) for name, other in alone.items()},
+            "fleet_over_alone": {
+                name: plan.output_tokens_per_usd / other.output_tokens_per_usd if plan and other else None
+                for name, other in alone.items()
+            },
+        }
+    return {"objective": FLEET_OBJECTIVES[answer.problem.instance.objective], "modes": modes}
+
+
 def fleet_frontier(problem: Problem, calibration: Calibration | None = None) -> pd.DataFrame:
     """``fleet_frontier.csv``: output tokens per dollar against interactivity on the fleet, exact, both modes.
 

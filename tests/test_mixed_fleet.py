@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pytest
 from click.testing import CliRunner
@@ -108,6 +110,34 @@ def test_frontier_and_plan_report_the_split(tmp_path) -> None:
     assert plan.exit_code == 0, plan.output
     assert "disaggregated on the whole fleet (decode" in plan.output
     assert "decode on h200-sxm" in plan.output
+
+
+def test_plan_json_carries_the_fleet_answer(optimizers, tmp_path) -> None:
+    """``plan --json`` on a fleet instance has what its text prints: the fleet plan, each type alone."""
+    runner = CliRunner()
+    result = runner.invoke(main, ["plan", FLEET, "--min-tokens-per-s-per-user", "30", "--json"])
+    assert result.exit_code == 0, result.output
+    (answer,) = json.loads(result.output)
+    disaggregated = answer["fleet"]["modes"]["disaggregated"]
+    expected = optimizers["disaggregated"].solve(30.0)
+    fleet = disaggregated["fleet"]
+    assert fleet["output_tokens_per_usd"] == pytest.approx(expected.output_tokens_per_usd, rel=1e-9)
+    assert fleet["gpus_by_pool_and_type"] == expected.split()
+    assert sum(r["gpus"] * r["instances"] for r in fleet["layouts"]) == fleet["total_gpus"]
+    assert {(r["pool"], r["gpu_type"]) for r in fleet["layouts"]} == {
+        ("prefill", "h100-sxm"),
+        ("decode", "h200-sxm"),
+    }
+    for name, alone in disaggregated["alone"].items():
+        assert {r["gpu_type"] for r in alone["layouts"]} == {name}
+        gain = disaggregated["fleet_over_alone"][name]
+        assert gain == pytest.approx(fleet["output_tokens_per_usd"] / alone["output_tokens_per_usd"])
+        assert gain > 1.05  # the split wins per dollar (test_mixed_plan_beats_each_type_alone)
+    # The answer still feeds `disagg export`.
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_text(result.output)
+    exported = runner.invoke(main, ["export", str(plan_file), "--out", str(tmp_path / "deploy")])
+    assert exported.exit_code == 0, exported.output
 
 
 def test_whole_plan_cap_binds_and_referee_agrees() -> None:
