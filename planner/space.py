@@ -471,8 +471,10 @@ def _dominated_by_group(
     return (above >= by) | (at_least > by)
 
 
-SKYLINE_BLOCK = 256
-"""Items judged at once by :func:`skyline` (memory: block x kept x criteria booleans)."""
+SKYLINE_BLOCK = 128
+"""Items :func:`skyline` judges among themselves at once."""
+SKYLINE_SLICE = 1 << 16
+"""Pending items :func:`skyline` tests against the newly kept at once (memory: block x slice booleans)."""
 
 
 def exact_tie_mask(frame: pd.DataFrame, x: np.ndarray, y: np.ndarray, gpus: np.ndarray) -> np.ndarray:
@@ -551,23 +553,32 @@ def skyline(criteria: np.ndarray, gpus: np.ndarray, tie_breaks: tuple[np.ndarray
     ``a`` dominates ``b`` when ``gpus[a]`` divides ``gpus[b]`` and ``a`` is at least as good on
     every criterion (:func:`mix_non_dominated` says why that lets ``a`` replace ``b``); among exact
     ties the least ``tie_breaks`` (then the least index) stays. A sort-filter skyline: items by
-    GPUs, then by rank-sum of the criteria (an item's dominators come first), each compared only
-    with the items before it that are kept, a block of :data:`SKYLINE_BLOCK` at a time.
+    GPUs, then by rank-sum of the criteria, so an item's dominators come before it. The next
+    :data:`SKYLINE_BLOCK` items are judged among themselves (beaten by an earlier one, kept or
+    not: dominance is transitive); the ones left are kept, and every item still pending that they
+    beat is dropped at once, so the pending items shrink fast.
     """
     n = len(gpus)
-    order = np.lexsort((np.arange(n), *reversed(tie_breaks), -_dense_rank_sum(criteria), gpus))
+    pending = np.lexsort((np.arange(n), *reversed(tie_breaks), -_dense_rank_sum(criteria), gpus))
     keep = np.zeros(n, dtype=bool)
-    for start in range(0, n, SKYLINE_BLOCK):
-        block = order[start : start + SKYLINE_BLOCK]
-        # Beaten by a kept item, or by one earlier in this block (kept or not: dominance is transitive).
-        judges = np.concatenate((np.flatnonzero(keep), block))
-        position = len(judges) - len(block) + np.arange(len(block))  # each block item among the judges
-        beaten = np.arange(len(judges))[:, None] < position[None, :]
-        beaten &= gpus[block][None, :] % gpus[judges][:, None] == 0
-        for column in criteria.T:
-            beaten &= column[judges][:, None] >= column[block][None, :]
-        keep[block] = ~beaten.any(axis=0)
+    while len(pending):
+        head, pending = pending[:SKYLINE_BLOCK], pending[SKYLINE_BLOCK:]
+        earlier = np.arange(len(head))[:, None] < np.arange(len(head))[None, :]
+        kept = head[~(_beats(head, head, criteria, gpus) & earlier).any(axis=0)]
+        keep[kept] = True
+        if len(pending) and len(kept):
+            parts = [pending[a : a + SKYLINE_SLICE] for a in range(0, len(pending), SKYLINE_SLICE)]
+            beaten = [_beats(kept, part, criteria, gpus).any(axis=0) for part in parts]
+            pending = pending[~np.concatenate(beaten)]
     return keep
+
+
+def _beats(judges: np.ndarray, items: np.ndarray, criteria: np.ndarray, gpus: np.ndarray) -> np.ndarray:
+    """``[j, i]``: judge ``j`` is as good as item ``i`` on every criterion, on a GPU count dividing."""
+    beats = gpus[items][None, :] % gpus[judges][:, None] == 0
+    for column in criteria.T:
+        beats &= column[judges][:, None] >= column[items][None, :]
+    return beats
 
 
 def dominated_mask(x: np.ndarray, y: np.ndarray, gpus: np.ndarray) -> np.ndarray:

@@ -10,7 +10,7 @@ from planner.frontier import mode_optimizer, mode_tables, trace
 from planner.optimize.model import Candidates, combine_classes
 from planner.optimize.packing import Geometry
 from planner.problem import resolve
-from planner.space import LAYOUT_COLUMNS, _row_ids, dominance_criteria, mix_non_dominated
+from planner.space import LAYOUT_COLUMNS, _row_ids, dominance_criteria, mix_non_dominated, skyline
 from planner.specs import RequestClass
 
 MIX = "llama-3.1-70b-h100-diurnal"
@@ -99,6 +99,26 @@ def test_the_skyline_keeps_exactly_the_brute_force_layouts_up_to_ties(pool: str)
     assert len(kept) < len(signatures)
     for missing in brute - kept:
         assert any(signatures[key] == signatures[missing] for key in kept), missing
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_skyline_is_the_brute_force_skyline_with_its_tie_rule(seed: int) -> None:
+    """Many blocks, coarse criteria (many exact ties), GPU counts that do and do not divide."""
+    rng = np.random.default_rng(seed)
+    n, m = 1500, 4
+    criteria = rng.integers(0, 6, size=(n, m)).astype(float)
+    criteria[rng.random((n, m)) < 0.05] = -np.inf  # a class the layout cannot serve
+    gpus = rng.choice([1, 2, 3, 4, 6, 8], size=n)
+    tie = rng.integers(0, 3, size=n).astype(float)
+    weakly = (criteria[:, None, :] >= criteria[None, :, :]).all(axis=2) & (gpus[None, :] % gpus[:, None] == 0)
+    strictly = (criteria[:, None, :] > criteria[None, :, :]).any(axis=2) | (gpus[:, None] < gpus[None, :])
+    index = np.arange(n)
+    first = (tie[:, None] < tie[None, :]) | (
+        (tie[:, None] == tie[None, :]) & (index[:, None] < index[None, :])
+    )
+    beaten = (weakly & (strictly | first)).any(axis=0)  # [a, b]: a beats b; an exact twin by the tie rule
+    np.testing.assert_array_equal(skyline(criteria, gpus, tie_breaks=(tie,)), ~beaten)
+    assert 0 < (~beaten).sum() < n // 2
 
 
 def _frontier(problem, mode: str, tables) -> list[tuple[float, float]]:
