@@ -74,6 +74,7 @@ bandwidth; otherwise with the scale-out bandwidth (the conservative case).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -526,8 +527,17 @@ def mix_non_dominated(frames: list[pd.DataFrame], phase: Phase) -> list[pd.DataF
 def _row_ids(rows: np.ndarray) -> np.ndarray:
     """Each row's position among the distinct rows in lexicographic order.
 
-    ``np.unique(axis=0)``'s inverse, by one lexsort: several times faster on the ~100,000 rows of a mix.
+    ``np.unique(axis=0)``'s inverse. Small integer columns are read as the digits of one
+    integer key (one sort, several times faster on the ~100,000 rows of a mix); when the
+    digits' range would overflow it, one lexsort of the columns.
     """
+    low, high = rows.min(axis=0, initial=0), rows.max(axis=0, initial=0)
+    radix = (high - low + 1).astype(object)  # Python ints: the product cannot overflow
+    if math.prod(radix) < 2**62:
+        key = np.zeros(len(rows), dtype=np.int64)
+        for column, base, offset in zip(rows.T, radix, low, strict=True):
+            key = key * int(base) + (column - offset)
+        return np.unique(key, return_inverse=True)[1].reshape(-1)
     order = np.lexsort(rows.T[::-1])
     ordered = rows[order]
     ids = np.empty(len(rows), dtype=np.int64)

@@ -185,8 +185,12 @@ def test_per_target_pruning_never_changes_a_mix_frontier(monkeypatch: pytest.Mon
 
 def test_row_ids_number_distinct_rows_in_lexicographic_order() -> None:
     rng = np.random.default_rng(0)
-    for _ in range(100):
-        rows = rng.integers(-3, 4, size=(int(rng.integers(1, 60)), int(rng.integers(1, 5))))
+    for trial in range(200):
+        shape = (int(rng.integers(1, 60)), int(rng.integers(1, 5)))
+        # Half small ranges (one integer key), half ranges whose product overflows it (lexsort).
+        span = 4 if trial % 2 else 2**40
+        rows = rng.integers(-span + 1, span, size=shape)
+        rows[rng.random(shape[0]) < 0.3] = rows[0]  # repeated rows
         _, inverse = np.unique(rows, axis=0, return_inverse=True)
         np.testing.assert_array_equal(_row_ids(rows), inverse.reshape(-1))
 
