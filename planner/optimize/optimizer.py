@@ -50,6 +50,7 @@ from planner.optimize.ratio_sets import (
     MAX_LAYOUTS_PER_SET,
     SetBounds,
     SetPlans,
+    envelope,
     grid_fits,
     set_bounds,
     set_plans,
@@ -156,6 +157,8 @@ class ModeOptimizer:
         self._layout_gpus = candidates.layouts["gpus"].to_numpy(dtype=np.int64)
         self._layout_pools = candidates.layouts["pool"].to_numpy()
         self._masks: tuple[np.ndarray, np.ndarray] | None = None
+        self._envelope_memo: tuple[tuple[bytes, ...], np.ndarray | None] | None = None
+        """The free pool's envelope and the masks it was computed for (:meth:`_free_pool_envelope`)."""
         """The rows allowed and layouts usable at the current target."""
         self._theta_hint = 0.0
         # ((target, load), tokens/s per GPU) of the last ratio answer
@@ -336,12 +339,30 @@ class ModeOptimizer:
         sets = judged_layouts * (judged_layouts + 1) // 2  # at most this many: checked before enumerating
         if not grid_fits(sets, self.geometry.max_gpus, len(self.pools)):
             return None  # the full MIP answers
-        plans = {pool: self._pool_set_plans(pool) for pool in self.pools}
-        if any(p is None for p in plans.values()):
+        judged = self._pool_set_plans(self.pools[-1])
+        other = self._free_pool_envelope() if len(self.pools) > 1 else None
+        if judged is None or (len(self.pools) > 1 and other is None):
             return None
-        judged = plans[self.pools[-1]]
-        bounds = set_bounds(judged, [plans[q] for q in self.pools[:-1]], self.geometry.max_gpus)
+        bounds = set_bounds(judged, other, self.geometry.max_gpus)
         return None if bounds is None else (judged, bounds)
+
+    def _free_pool_envelope(self) -> np.ndarray | None:
+        """The free (prefill) pool's :func:`envelope` at the current target, or None past the size limits.
+
+        Its usable layouts and allowed rows rarely change between targets (prefill rows are
+        allowed at every target), so the envelope is kept for the masks it was computed for.
+        """
+        pool = self.pools[0]
+        allowed, usable = self._masks
+        key = (
+            usable[self._layout_pools == pool].tobytes(),
+            allowed[self.candidates.pools == pool].tobytes(),
+            self._shares().tobytes(),
+        )
+        if self._envelope_memo is None or self._envelope_memo[0] != key:
+            plans = self._pool_set_plans(pool)
+            self._envelope_memo = (key, None if plans is None else envelope(plans, self.geometry.max_gpus))
+        return self._envelope_memo[1]
 
     def _pool_set_plans(self, pool: str) -> SetPlans | None:
         """Every plan of one pool's usable layouts at the current target (:func:`set_plans`)."""
@@ -353,12 +374,16 @@ class ModeOptimizer:
         column[layouts] = np.arange(len(layouts))
         rates = np.zeros((len(layouts), len(c.classes)))
         rates[column[c.layout_of[rows]], c.class_of[rows]] = c.requests_per_s[rows]
-        shares = np.array([pyo.value(self.model.share[k, 0]) for k in self.model.K])
+        shares = self._shares()
         gpus, budget = self._layout_gpus[layouts], self.geometry.max_gpus
         plans = set_plans(rates, gpus, shares, c.osl_tokens, budget, self._layouts_per_pool)
         if plans is None:
             return None
         return dataclasses.replace(plans, sets=np.where(plans.sets >= 0, layouts[plans.sets], -1))
+
+    def _shares(self) -> np.ndarray:
+        """The classes' shares of the frontier's traffic (period 0)."""
+        return np.array([pyo.value(self.model.share[k, 0]) for k in self.model.K])
 
     def _set_mask(self, judged: SetPlans, s: int) -> np.ndarray:
         """Usable layouts with the judged pool restricted to its set ``s``."""

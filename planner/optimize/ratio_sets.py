@@ -113,20 +113,24 @@ def grid_fits(sets: int, max_gpus: int, pools: int) -> bool:
     return pools <= 2 and sets * (max_gpus + 1) ** pools <= MAX_PLANS
 
 
-def set_bounds(judged: SetPlans, others: list[SetPlans], max_gpus: int) -> SetBounds | None:
-    """Bounds per set of the judged pool; ``others`` (at most one pool) enter by their envelope.
+def envelope(plans: SetPlans, max_gpus: int) -> np.ndarray:
+    """``(max_gpus + 1,)``: the most tokens/s of any plan of any set of a pool on at most ``g`` GPUs."""
+    return plans.staircase(max_gpus).max(axis=0, initial=0.0)
+
+
+def set_bounds(judged: SetPlans, other: np.ndarray | None, max_gpus: int) -> SetBounds | None:
+    """Bounds per set of the judged pool; ``other`` is the free pool's :func:`envelope` (None: one pool).
 
     None when the grid is too large (:func:`grid_fits`).
     """
     sizes = max_gpus + 1
-    if not grid_fits(len(judged.sets), max_gpus, 1 + len(others)):
+    if not grid_fits(len(judged.sets), max_gpus, 1 if other is None else 2):
         return None
     judged_best = judged.staircase(max_gpus)
     g = np.arange(sizes, dtype=float)
-    if not others:
+    if other is None:
         return SetBounds(judged_best, np.broadcast_to(g, judged_best.shape))
-    envelope = others[0].staircase(max_gpus).max(axis=0, initial=0.0)  # any set of the other pool
-    tokens = np.minimum(envelope[None, :, None], judged_best[:, None, :])  # [set, other GPUs, judged GPUs]
+    tokens = np.minimum(other[None, :, None], judged_best[:, None, :])  # [set, other GPUs, judged GPUs]
     gpus = g[:, None] + g[None, :]
     fits = (gpus <= max_gpus) & (g[:, None] > 0) & (g[None, :] > 0)
     return SetBounds(np.where(fits, tokens, 0.0), np.broadcast_to(np.where(fits, gpus, 0.0), tokens.shape))
