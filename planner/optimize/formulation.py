@@ -13,6 +13,7 @@ The table in :mod:`planner.optimize` maps each symbol of the formulation to its 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pyomo.core as pyo
@@ -35,17 +36,17 @@ class Shape:
     allow_relayout: bool = False
     allow_unserved: bool = False
 
-    @property
+    @cached_property
     def gpus(self) -> np.ndarray:
         """GPUs per instance of each layout."""
         return self.candidates.layouts["gpus"].to_numpy(dtype=np.int64)
 
-    @property
+    @cached_property
     def pool_of(self) -> np.ndarray:
         """Pool of each layout."""
         return self.candidates.layouts["pool"].to_numpy()
 
-    @property
+    @cached_property
     def placement(self) -> np.ndarray:
         """``sub_node``, ``whole_nodes`` or ``whole_domains`` per layout."""
         return self.candidates.layouts["placement"].to_numpy()
