@@ -157,9 +157,9 @@ class ModeOptimizer:
         self._layout_gpus = candidates.layouts["gpus"].to_numpy(dtype=np.int64)
         self._layout_pools = candidates.layouts["pool"].to_numpy()
         self._masks: tuple[np.ndarray, np.ndarray] | None = None
+        """The rows allowed and layouts usable at the current target."""
         self._envelope_memo: tuple[tuple[bytes, ...], np.ndarray | None] | None = None
         """The free pool's envelope and the masks it was computed for (:meth:`_free_pool_envelope`)."""
-        """The rows allowed and layouts usable at the current target."""
         self._theta_hint = 0.0
         # ((target, load), tokens/s per GPU) of the last ratio answer
         self._last_optimum = ((math.inf, math.inf), math.inf)
