@@ -337,6 +337,10 @@ def record_frame(record: dict[str, Any]) -> pd.DataFrame:
 # --------------------------------------------------------------------------- executors
 
 
+MANAGER_JOIN_TIMEOUT_S = 10.0
+"""How long a stopped pool's manager thread may take to notice its workers are gone."""
+
+
 @contextlib.contextmanager
 def open_executor(workers: int, scheduler: str | None) -> Iterator[tuple[cf.Executor, str, Any]]:
     """A local process pool of ``workers``, or a Dask cluster's executor.
@@ -368,8 +372,16 @@ def open_executor(workers: int, scheduler: str | None) -> Iterator[tuple[cf.Exec
 
 
 def _terminate_pool(pool: cf.ProcessPoolExecutor) -> None:
-    """Stop a process pool now: pending cells cancelled, running workers terminated (then killed)."""
+    """Stop a process pool now: pending cells cancelled, running workers terminated (then killed).
+
+    Then wait (briefly) for the pool's manager thread to see its workers gone and finish: a
+    manager thread still closing its wake-up pipe at interpreter exit races CPython 3.11's
+    exit hook, which writes to that pipe unlocked, and a killed sweep printed
+    "Exception ignored in: <module 'threading'>" with a traceback (later CPython releases take a
+    lock there: python/cpython#125492).
+    """
     processes = list((getattr(pool, "_processes", None) or {}).values())
+    manager = getattr(pool, "_executor_manager_thread", None)  # shutdown() drops the reference
     pool.shutdown(wait=False, cancel_futures=True)
     for process in processes:
         with contextlib.suppress(Exception):
@@ -379,6 +391,8 @@ def _terminate_pool(pool: cf.ProcessPoolExecutor) -> None:
             process.join(timeout=5)
             if process.is_alive():
                 process.kill()
+    if manager is not None:
+        manager.join(timeout=MANAGER_JOIN_TIMEOUT_S)
 
 
 def _watch_parent(parent_pid: int) -> None:

@@ -573,3 +573,26 @@ def test_a_sweep_stops_when_every_dask_worker_leaves(tmp_path: Path, monkeypatch
     assert result.exit_code == 1, result.output
     assert "every worker of the Dask cluster" in result.stderr
     assert "resume" in result.stderr
+
+
+def test_a_stopped_pool_leaves_no_manager_thread_for_the_exit_hook() -> None:
+    """After an exception stops the pool, its manager thread is gone before the interpreter exits.
+
+    CPython 3.11's exit hook writes to a live manager thread's wake-up pipe without a lock
+    while the thread closes it; a SIGTERM'd sweep printed a traceback from that race. Without
+    the join in ``_terminate_pool`` the thread is still alive here in about 6 runs of 10.
+    """
+    managers: list[threading.Thread] = []
+
+    def stop_a_busy_pool() -> None:
+        with sweep.open_executor(2, None) as (pool, _name, _check):
+            for _ in range(4):
+                pool.submit(time.sleep, 30)
+            managers.append(pool._executor_manager_thread)  # shutdown() drops the pool's reference
+            raise RuntimeError("stop")
+
+    for _ in range(3):
+        with pytest.raises(RuntimeError):
+            stop_a_busy_pool()
+        assert managers[-1] is not None
+        assert not managers[-1].is_alive()
